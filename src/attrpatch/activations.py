@@ -1,0 +1,199 @@
+"""Forward and backward passes that read the graph's tensors.
+
+Two primitives every method is built from:
+
+* `capture_outputs`: one forward, the outputs of all upstream nodes as one tensor
+  ``[batch, pos, n_up, d_model]`` (layout from `graph.Graph`).
+* `input_gradients`: one forward + one backward, the gradient of the mean metric at every
+  downstream input, ``[batch, pos, n_down, d_model]`` - or, to keep memory flat at scale,
+  streamed to a callback one input hook at a time while the backward runs.
+
+Both take optional hooks that override the token embeddings (EAP-IG / EAP-GP paths in
+input space) or node outputs (EAP-IG on activations), so no method re-derives hook names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .graph import Graph, InputHook
+from .metrics import Metric
+
+EMBED_HOOK = "embed.hook_out"  # token embeddings only (positional embeddings are added after)
+
+
+def check_finite(values: torch.Tensor, metric: Metric | str) -> None:
+    """A metric that returns NaN/inf is an error, named, never a silent zero score."""
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        name = metric.name if isinstance(metric, Metric) else metric
+        raise ValueError(
+            f"metric {name!r} returned {int(bad.sum())} non-finite value(s) of {values.numel()} "
+            f"(first: {values[bad].flatten()[0].item()}); check the answer masks and the model's logits"
+        )
+
+
+def _embed_hooks(embed_override: torch.Tensor | None):
+    if embed_override is None:
+        return []
+    return [(EMBED_HOOK, lambda t, hook: embed_override.to(t.dtype))]
+
+
+def output_override_hooks(graph: Graph, output_override: dict[int, Callable] | None):
+    """output_override: {upstream index: fn(current [B,P,d]) -> new [B,P,d]}."""
+    if not output_override:
+        return []
+    hooks = []
+    for oh in graph.output_hooks:
+        idx = [u for u in range(oh.start, oh.start + oh.count) if u in output_override]
+        if not idx:
+            continue
+
+        def fn(t, hook, oh=oh, idx=idx):
+            if oh.kind == "heads":
+                parts = list(t.unbind(2))
+                for u in idx:
+                    parts[u - oh.start] = output_override[u](parts[u - oh.start])
+                return torch.stack(parts, 2)
+            return output_override[idx[0]](t)
+
+        hooks.append((oh.name, fn))
+    return hooks
+
+
+def _as_nodes(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """Hook value -> [B, P, n_nodes, d]: heads already have a head axis; others get one."""
+    return t if kind in ("heads", "q", "k", "v") else t.unsqueeze(2)
+
+
+@torch.no_grad()
+def capture_outputs(model, graph: Graph, tokens: torch.Tensor, *, embed_override=None, output_override=None,
+                    extra_hooks=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B,P,V], upstream outputs [B,P,n_up,d]) of one forward."""
+    parts: dict[int, torch.Tensor] = {}
+
+    def cap(oh):
+        def fn(t, hook):
+            parts[oh.start] = _as_nodes(t, oh.kind).detach()
+            return t
+        return fn
+
+    hooks = _embed_hooks(embed_override) + output_override_hooks(graph, output_override)
+    hooks += [(oh.name, cap(oh)) for oh in graph.output_hooks] + list(extra_hooks)
+    logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return logits, torch.cat([parts[k] for k in sorted(parts)], dim=2)
+
+
+@torch.no_grad()
+def capture_inputs(model, graph: Graph, tokens: torch.Tensor, extra_hooks=()) -> torch.Tensor:
+    """Values at every downstream input [B, P, n_down, d] (what each node reads)."""
+    parts: dict[int, torch.Tensor] = {}
+
+    def cap(ih):
+        def fn(t, hook):
+            parts[ih.start] = _as_nodes(t, ih.kind).detach().clone()
+            return t
+        return fn
+
+    model.run_with_hooks(tokens, fwd_hooks=[(ih.name, cap(ih)) for ih in graph.input_hooks] + list(extra_hooks))
+    return torch.cat([parts[k] for k in sorted(parts)], dim=2)
+
+
+def frozen_hooks(model, tokens: torch.Tensor, hook_names: list[str]) -> list:
+    """Hooks that replay the values of `hook_names` from a run on `tokens`.
+
+    Replayed for any stack of copies of that batch (rows c*B + b get row b). Freezing every
+    LayerNorm scale and attention pattern makes an attention-only model linear in every
+    edge: the exact ground truth on which EAP must equal patching.
+    """
+    vals: dict[str, torch.Tensor] = {}
+
+    def cap(t, hook):
+        vals[hook.name] = t.detach().clone()
+        return t
+
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[(n, cap) for n in hook_names])
+    B = tokens.shape[0]
+
+    def replay(t, hook):
+        v = vals[hook.name]
+        return v.repeat(t.shape[0] // B, *([1] * (v.ndim - 1))).to(t.dtype)
+
+    return [(n, replay) for n in hook_names]
+
+
+@dataclass
+class GradResult:
+    metric: torch.Tensor                 # per-example metric values [B] (detached)
+    logits: torch.Tensor                 # [B, P, V] (detached)
+    outputs: torch.Tensor                # upstream outputs [B, P, n_up, d] (detached)
+    input_grads: torch.Tensor | None     # [B, P, n_down, d] of the MEAN metric, or None if streamed
+    output_grads: torch.Tensor | None    # [B, P, n_up, d] if asked for
+
+
+def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *,
+                    on_input_grad: Callable[[InputHook, torch.Tensor, torch.Tensor], None] | None = None,
+                    want_output_grads: bool = False, embed_override=None, output_override=None,
+                    extra_hooks=(), create_graph: bool = False) -> GradResult:
+    """One forward and one backward of mean(metric) over the batch.
+
+    The gradient at a downstream input is d mean(metric) / d in_v, i.e. through v and
+    everything after it (the input hooks return clones, so the MLP input's gradient does
+    not include the residual skip path: see DESIGN.md "Models").
+    With `on_input_grad(hook, grad, outputs)`, each input hook's gradient ([B,P,H,d] for
+    q/k/v, [B,P,d] else) is handed to the callback with this run's upstream outputs
+    [B,P,n_up,d], and not stored.
+    """
+    out_parts: dict[int, torch.Tensor] = {}
+    in_tensors: list[tuple[InputHook, torch.Tensor]] = []
+
+    def cap_out(oh):
+        def fn(t, hook):
+            if oh.kind == "input" and not t.requires_grad:
+                t = t.detach().requires_grad_(True)  # root of the autograd graph (weights are frozen)
+            out_parts[oh.start] = _as_nodes(t, oh.kind)
+            return t
+        return fn
+
+    def cap_in(ih):
+        def fn(t, hook):
+            t2 = t.clone()
+            in_tensors.append((ih, t2))
+            return t2
+        return fn
+
+    hooks = _embed_hooks(embed_override)
+    hooks += output_override_hooks(graph, output_override)
+    hooks += [(oh.name, cap_out(oh)) for oh in graph.output_hooks]
+    hooks += [(ih.name, cap_in(ih)) for ih in graph.input_hooks] + list(extra_hooks)
+    with torch.enable_grad():
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+        values = metric(logits)
+        check_finite(values.detach(), metric)
+        loss = values.mean()
+        outs = [out_parts[k] for k in sorted(out_parts)]
+        targets = [t for _, t in in_tensors] + (outs if want_output_grads else [])
+        grads = torch.autograd.grad(loss, targets, allow_unused=True, create_graph=create_graph)
+    in_grads = grads[: len(in_tensors)]
+    B, P = tokens.shape
+    result_in = None
+    outputs = torch.cat([o.detach() for o in outs], dim=2)
+    if on_input_grad is not None:
+        for (ih, t), g in zip(in_tensors, in_grads):
+            on_input_grad(ih, torch.zeros_like(t) if g is None else g, outputs)
+    else:
+        for (ih, t), g in zip(in_tensors, in_grads):
+            g = torch.zeros_like(t) if g is None else g
+            g = g if ih.per_head else g.unsqueeze(2)
+            if result_in is None:
+                result_in = g.new_zeros(B, P, graph.n_down, g.shape[-1])
+            n = g.shape[2]
+            result_in[:, :, ih.start: ih.start + n] = g
+    out_grads = None
+    if want_output_grads:
+        og = grads[len(in_tensors):]
+        out_grads = torch.cat([torch.zeros_like(o) if g is None else g for o, g in zip(outs, og)], dim=2)
+    return GradResult(values.detach(), logits.detach(), outputs, result_in, out_grads)

@@ -1,0 +1,1 @@
+"""Attribution methods over the shared graph (see `attrpatch.attribute` for one entry point)."""

@@ -1,0 +1,106 @@
+"""Pieces every gradient method shares: metric resolution, example chunks, score accumulation.
+
+Scores live in the graph's ``[n_up, n_down]`` matrix (zero off the edge mask). The score of
+edge u->v is ``sum_{pos, d_model} (z_u(source) - z_u(base)) * G_v``, averaged over
+examples, where ``G_v`` is some gradient of the metric at v's input: at the base run (EAP),
+averaged along a path (EAP-IG, EAP-GP), ... Only ``G`` differs between methods, so this
+module accumulates ``diff x G`` once, per input hook, while the backward runs.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+
+from ..activations import capture_outputs, input_gradients
+from ..graph import Graph, InputHook
+from ..metrics import Metric, get_metric
+from ..patching import DEFAULT_DIRECTION, base_and_source
+from ..tasks.base import TaskBatch
+
+
+def resolve_metric(model, batch: TaskBatch, metric: str | Metric) -> Metric:
+    """A Metric for `batch`: a name ("task", a metric kind, "kl") or a ready Metric."""
+    if isinstance(metric, Metric):
+        return metric
+    clean_logits = None
+    if metric == "kl":
+        with torch.no_grad():
+            clean_logits = model(batch.clean)
+    return get_metric(metric, batch, clean_logits)
+
+
+def chunks(batch: TaskBatch, batch_size: int | None) -> Iterator[tuple[TaskBatch, float]]:
+    """Sub-batches with their weight (fraction of examples), so means over chunks are exact."""
+    n = len(batch)
+    bs = n if not batch_size else int(batch_size)
+    for s in range(0, n, bs):
+        idx = slice(s, min(n, s + bs))
+        yield batch.subset(idx), (min(n, s + bs) - s) / n
+
+
+def check_metric_chunking(metric, batch_size) -> None:
+    if isinstance(metric, Metric) and batch_size:
+        raise ValueError("a ready Metric object is bound to its batch: pass a metric name to use batch_size")
+
+
+class ScoreAccumulator:
+    """Adds weight * einsum(diff, grad) into a [n_up, n_down] matrix, one input hook at a time."""
+
+    def __init__(self, graph: Graph, device=None, dtype=torch.float64):
+        self.graph = graph
+        self.scores = torch.zeros(graph.n_up, graph.n_down, device=device, dtype=dtype)
+
+    def callback(self, *, diff: torch.Tensor | None = None, source: torch.Tensor | None = None,
+                 weight: float = 1.0) -> Callable:
+        """Callback for `input_gradients`. Either a fixed `diff` [B,P,n_up,d], or the
+        `source` outputs, differenced against the gradient run's own outputs (EAP: saves a
+        forward)."""
+        if (diff is None) == (source is None):
+            raise ValueError("give exactly one of diff= or source=")
+
+        def add(ih: InputHook, grad: torch.Tensor, outputs: torch.Tensor) -> None:
+            d = diff if diff is not None else source - outputs
+            g = grad if ih.per_head else grad.unsqueeze(2)
+            s = torch.einsum("bpud,bpvd->uv", d[:, :, : ih.n_parents].to(g.dtype), g)
+            self.scores[: ih.n_parents, ih.start: ih.start + g.shape[2]] += weight * s.to(self.scores.dtype)
+
+        return add
+
+    def result(self) -> torch.Tensor:
+        return self.scores * self.graph.edge_mask.to(self.scores.device)
+
+
+def output_differences(model, graph: Graph, batch: TaskBatch, direction: str = DEFAULT_DIRECTION):
+    """(base tokens, source tokens, z(source) - z(base) [B,P,n_up,d], base outputs)."""
+    base, src = base_and_source(batch, direction)
+    _, base_out = capture_outputs(model, graph, base)
+    _, src_out = capture_outputs(model, graph, src)
+    return base, src, src_out - base_out, base_out
+
+
+def gradient_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric, *, direction: str,
+                    batch_size: int | None, grad_points: Callable) -> torch.Tensor:
+    """Generic edge scores: diff . weighted sum over `grad_points` of the input gradient.
+
+    `grad_points(ctx)` yields (weight, kwargs) for `input_gradients` (e.g.
+    embed_override=...); the weights of one chunk sum to 1. `ctx` is a PathContext with
+    the chunk's base/source tokens, output difference and metric.
+    """
+    check_metric_chunking(metric, batch_size)
+    acc = ScoreAccumulator(graph)
+    for sub, frac in chunks(batch, batch_size):
+        ctx = PathContext(model, graph, sub, resolve_metric(model, sub, metric), direction)
+        for w, kwargs in grad_points(ctx):
+            input_gradients(model, graph, ctx.base, ctx.metric,
+                            on_input_grad=acc.callback(diff=ctx.diff, weight=frac * w), **kwargs)
+    return acc.result()
+
+
+class PathContext:
+    """What a path method needs about one chunk: tokens, outputs, their difference, metric."""
+
+    def __init__(self, model, graph: Graph, batch: TaskBatch, metric: Metric, direction: str):
+        self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
+        self.base, self.src, self.diff, self.base_outputs = output_differences(model, graph, batch, direction)
+        self.source_outputs = self.base_outputs + self.diff

@@ -1,0 +1,39 @@
+"""EAP: edge attribution patching (Syed, Rager, Conmy 2023).
+
+    score(u->v) = mean over examples of  sum_{pos, d} (z_u(corrupt) - z_u(clean)) * d metric / d in_v
+
+with the gradient taken on the clean run (direction "corrupt_into_clean"); a first-order
+estimate of the exact effect of patching that edge alone (`patching.Patcher.edge_effects`),
+exact when the metric is linear in the edge's input. The EAP repository uses
+clean - corrupt; only |score| is used for ranking, so the sign here is chosen to match
+the exact effect. Cost: two forwards (activation differences) + one forward/backward.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..graph import Graph
+from ..metrics import Metric
+from ..patching import DEFAULT_DIRECTION
+from ..tasks.base import TaskBatch
+from ..activations import capture_outputs, input_gradients
+from ..patching import base_and_source
+from .common import ScoreAccumulator, check_metric_chunking, chunks, resolve_metric
+
+
+def eap_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
+               direction: str = DEFAULT_DIRECTION, batch_size: int | None = None, extra_hooks=()) -> torch.Tensor:
+    """EAP scores [n_up, n_down] (zero off the edge mask).
+
+    Per chunk of examples: one forward on the source prompt (its outputs), one
+    forward+backward on the base prompt whose own outputs give the difference.
+    """
+    check_metric_chunking(metric, batch_size)
+    acc = ScoreAccumulator(graph)
+    for sub, frac in chunks(batch, batch_size):
+        m = resolve_metric(model, sub, metric)
+        base, src = base_and_source(sub, direction)
+        _, src_out = capture_outputs(model, graph, src, extra_hooks=extra_hooks)
+        input_gradients(model, graph, base, m, on_input_grad=acc.callback(source=src_out, weight=frac),
+                        extra_hooks=extra_hooks)
+    return acc.result()

@@ -1,0 +1,124 @@
+"""Metrics as functions of logits, shared by every method.
+
+Every metric maps logits [N, P, V] to one value per example [N]. N may be a multiple of
+the batch size B: patching stacks C patched copies of the batch copy-major
+(row c*B + b is example b in copy c), and the metric repeats its per-example data.
+
+Task metrics (logit difference, probability difference, logit minus max wrong logit) are
+"higher = more clean behaviour". KL(clean || patched) is "lower = closer to clean".
+`Metric.loss` turns either into ACDC's "lower is better" convention in one place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .tasks.base import METRIC_KINDS, TaskBatch
+
+METRIC_NAMES = METRIC_KINDS + ("kl",)
+
+
+def _at_pos(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """logits [N, P, V] at position pos[n % B] -> [N, V]."""
+    N = logits.shape[0]
+    B = pos.shape[0]
+    if N % B:
+        raise ValueError(f"logits have {N} rows, not a multiple of the batch size {B}")
+    p = pos.to(logits.device).repeat(N // B)
+    return logits[torch.arange(N, device=logits.device), p]
+
+
+def _rep(x: torch.Tensor, N: int) -> torch.Tensor:
+    """Per-example data [B, ...] repeated for N = C*B stacked copies."""
+    return x.repeat(N // x.shape[0], *([1] * (x.ndim - 1)))
+
+
+def logit_diff(last: torch.Tensor, ans: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
+    """Mean logit over the answer set minus mean logit over the wrong set."""
+    a = (last * ans).sum(-1) / ans.sum(-1)
+    w = (last * wrong).sum(-1) / wrong.sum(-1)
+    return a - w
+
+
+def prob_diff(last: torch.Tensor, ans: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
+    """Total probability of the answer set minus that of the wrong set."""
+    p = torch.softmax(last, dim=-1)
+    return (p * ans).sum(-1) - (p * wrong).sum(-1)
+
+
+def logit_diff_max(last: torch.Tensor, ans: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
+    """Mean answer logit minus the largest wrong logit (Docstring, ACDC's metric negated)."""
+    a = (last * ans).sum(-1) / ans.sum(-1)
+    w = last.masked_fill(~wrong, float("-inf")).amax(-1)
+    return a - w
+
+
+_KIND_FN: dict[str, Callable] = {
+    "logit_diff": logit_diff,
+    "prob_diff": prob_diff,
+    "logit_diff_max": logit_diff_max,
+}
+
+
+@dataclass
+class Metric:
+    """A per-example metric of logits, with its direction."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    higher_is_better: bool
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits)
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """Lower-is-better form (ACDC): KL as is, a task metric negated."""
+        v = self.fn(logits)
+        return -v if self.higher_is_better else v
+
+
+def task_metric(batch: TaskBatch, kind: str | None = None) -> Metric:
+    """The task's own metric (or `kind`, one of METRIC_KINDS) on `batch`."""
+    kind = kind or batch.metric
+    if kind not in _KIND_FN:
+        raise ValueError(f"unknown metric {kind!r}; allowed: {sorted(_KIND_FN)}")
+    f = _KIND_FN[kind]
+
+    def fn(logits: torch.Tensor) -> torch.Tensor:
+        last = _at_pos(logits, batch.pos)
+        N = last.shape[0]
+        ans = _rep(batch.answer_mask, N).to(last.device)
+        wrong = _rep(batch.wrong_mask, N).to(last.device)
+        return f(last, ans, wrong)
+
+    return Metric(kind, fn, higher_is_better=True)
+
+
+def kl_metric(batch: TaskBatch, clean_logits: torch.Tensor) -> Metric:
+    """KL(clean model || patched model) at the metric position, per example.
+
+    `clean_logits` are the unpatched model's logits on `batch.clean` ([B, P, V]).
+    """
+    ref = torch.log_softmax(_at_pos(clean_logits, batch.pos).detach(), dim=-1)
+
+    def fn(logits: torch.Tensor) -> torch.Tensor:
+        lp = torch.log_softmax(_at_pos(logits, batch.pos), dim=-1)
+        r = _rep(ref, lp.shape[0]).to(lp.device)
+        return (r.exp() * (r - lp)).sum(-1)
+
+    return Metric("kl", fn, higher_is_better=False)
+
+
+def get_metric(name: str, batch: TaskBatch, clean_logits: torch.Tensor | None = None) -> Metric:
+    """Metric by name: "task" (the task's own), a METRIC_KINDS entry, or "kl"."""
+    if name == "task":
+        return task_metric(batch)
+    if name == "kl":
+        if clean_logits is None:
+            raise ValueError("metric 'kl' needs the clean logits")
+        return kl_metric(batch, clean_logits)
+    if name in _KIND_FN:
+        return task_metric(batch, name)
+    raise ValueError(f"unknown metric {name!r}; allowed: {('task',) + METRIC_NAMES}")

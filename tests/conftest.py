@@ -1,0 +1,47 @@
+"""Shared fixtures: small random GPT-2-architecture models and random task batches."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attrpatch.random_models import random_bridge
+from attrpatch.tasks.base import TaskBatch
+
+torch.set_num_threads(1)
+
+VOCAB = 48
+
+
+def random_batch(B=4, P=6, V=VOCAB, seed=0, metric="logit_diff", corrupt_positions=(1, 3)) -> TaskBatch:
+    """Random prompts; the corrupted prompt differs at a few positions; one answer, two wrong."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, V, (B, P), generator=g)
+    corrupt = clean.clone()
+    for p in corrupt_positions:
+        corrupt[:, p] = (clean[:, p] + 1 + torch.randint(0, V - 1, (B,), generator=g)) % V
+    ans = torch.randint(0, V, (B,), generator=g)
+    am = torch.zeros(B, V, dtype=torch.bool)
+    am[torch.arange(B), ans] = True
+    wm = torch.zeros(B, V, dtype=torch.bool)
+    wm[torch.arange(B), (ans + 1) % V] = True
+    wm[torch.arange(B), (ans + 5) % V] = True
+    return TaskBatch("random", clean, corrupt, am, wm, metric)
+
+
+@pytest.fixture(scope="session")
+def model():
+    """2 layers x 4 heads with MLPs, random weights of scale 0.2 (nonzero biases), float64."""
+    return random_bridge(n_layer=2, n_head=4, n_embd=32, vocab_size=VOCAB, weight_scale=0.2, seed=1,
+                         dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def attn_model():
+    """Attention-only (MLPs exactly zero), 2 layers x 4 heads, float64."""
+    return random_bridge(n_layer=2, n_head=4, n_embd=32, vocab_size=VOCAB, weight_scale=0.2, seed=2,
+                         attn_only=True, dtype=torch.float64)
+
+
+@pytest.fixture
+def batch():
+    return random_batch()

@@ -1,0 +1,80 @@
+"""Model loading: absent pretrained weights fail fast; tiny checkpoints load as bridges."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def test_absent_pretrained_fails_fast(tmp_path):
+    code = (
+        "import time; t=time.time()\n"
+        "from attrpatch.models import load_model, ModelWeightsMissing\n"
+        "try:\n"
+        "    load_model('attrpatch-test/absent-model')\n"
+        "except ModelWeightsMissing as e:\n"
+        "    print('MSG', e); print('T', time.time()-t)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t = time.time()
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = r.stdout
+    assert "MSG" in out, r.stderr[-2000:]
+    assert "attrpatch-test/absent-model" in out and "download attrpatch-test/absent-model" in out
+    took = float(out.split("T ")[-1])
+    assert took < 10, took
+
+
+def test_exception_type_in_process(tmp_path, monkeypatch):
+    from attrpatch.models import ModelWeightsMissing, resolve_pretrained
+    assert issubclass(ModelWeightsMissing, RuntimeError)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelWeightsMissing, match="tiny model"):
+        resolve_pretrained("tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from attrpatch.train import train_tiny
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("ck") / "tiny"
+    train_tiny("tiny-gpt2", out, steps=3, progress=False, n_layer=2, n_head=2, n_embd=32,
+               batch_size=8, eval_every=0, early_stop=None)
+    return out
+
+
+def test_tiny_checkpoint_loads_as_bridge_matching_hf(tiny_ckpt):
+    from transformers import GPT2LMHeadModel
+    from transformer_lens.model_bridge import TransformerBridge
+    from attrpatch.models import load_model, tokenizer_for
+    from attrpatch.tasks import make_batch
+    from attrpatch.tasks.vocab import ToyTokenizer
+
+    m = load_model(tiny_ckpt)
+    assert isinstance(m, TransformerBridge)
+    assert m.attrpatch_attn_only is False
+    assert not any(p.requires_grad for p in m.parameters())
+    assert isinstance(tokenizer_for(tiny_ckpt), ToyTokenizer)
+    hf = GPT2LMHeadModel.from_pretrained(tiny_ckpt, attn_implementation="eager").eval()
+    toks = make_batch("ioi", 4, 0).clean
+    with torch.no_grad():
+        a = hf(toks).logits
+        b = m(toks)
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+
+
+def test_attn_only_marker(tmp_path):
+    from attrpatch.models import load_model
+    from attrpatch.train import train_tiny
+    torch.set_num_threads(1)
+    out = tmp_path / "attn"
+    train_tiny("tiny-attn", out, steps=2, progress=False, n_layer=1, n_head=2, n_embd=32,
+               batch_size=8, eval_every=0, early_stop=None)
+    m = load_model(out)
+    assert m.attrpatch_attn_only is True
