@@ -48,7 +48,8 @@ def test_attn_only_mlp_output_exactly_zero(tmp_path):
     m = GPT2LMHeadModel.from_pretrained(out)
     outs = []
     hooks = [b.mlp.register_forward_hook(lambda mod, i, o: outs.append(o)) for b in m.transformer.h]
-    m(make_batch("docstring", 4, 0).clean)
+    with torch.no_grad():
+        m(make_batch("docstring", 4, 0).clean)
     for h in hooks:
         h.remove()
     assert len(outs) == SMALL["n_layer"] and all(float(o.abs().max()) == 0.0 for o in outs)

@@ -97,6 +97,8 @@ def evaluate_tasks(model, tasks, n: int = 200, seed: int = EVAL_SEED, tokenizer=
     rows = []
     for t in tasks:
         b = make_batch(t, n, seed, tokenizer=tok)
+        dev = next(model.parameters()).device
+        b = b.to(dev)
         logits = _logits(model, b.clean)
         m = task_metric(b)(logits)
         rows.append(dict(task=t, accuracy=float(accuracy(b, logits).float().mean()),

@@ -1,0 +1,118 @@
+# attrpatch: every cited result regenerated from the shared method library.
+#   snakemake --cores all                         (tiny profile, offline, CPU)
+#   snakemake --cores all --config profile=paper  (real weights from the local HF cache)
+# Rules only say which script makes which file; all method logic is in src/attrpatch.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from attrpatch.pipeline import load_profile, missing_pretrained, EXPERIMENTS
+from attrpatch.claims import load_claims
+from attrpatch.config import config_hash
+
+PROFILE = config.get("profile", "tiny")
+CFG = load_profile(PROFILE, root=workflow.basedir)          # fails before any work, naming the entry
+CLAIMS_PROFILE = CFG.get("claims_profile", PROFILE)
+RESULT_FILES = {f"{e}.json" for e in EXPERIMENTS}
+load_claims("paper_claims.yaml", known_results=RESULT_FILES)  # a claim on an unknown result fails here
+
+_missing = missing_pretrained(CFG)
+if _missing:
+    raise WorkflowError(
+        "profile {!r} needs pretrained weights that are not in the local Hugging Face cache: {}.\n"
+        "On a connected machine run: {}\nthen copy the cache (HF_HOME) here.".format(
+            PROFILE, ", ".join(_missing), " && ".join(f"hf download {m}" for m in _missing)))
+
+R = f"results/{PROFILE}"
+F = f"figures/{PROFILE}"
+M = f"models/{PROFILE}"
+EXPS = [e for e in EXPERIMENTS if e in CFG["experiments"]]
+FIGURE_EXPS = [e for e in EXPS if e not in ("graph_counts", "reference")]
+REF_TASKS = list(CFG["experiments"].get("reference", {}).get("tasks", {}))
+TRAINED = [m for m, s in CFG["models"].items() if "train" in s]
+
+
+def models_of(exp):
+    """Trained-model directories an experiment reads (pretrained/random ones need none)."""
+    tasks = CFG["experiments"].get(exp, {}).get("tasks", {})
+    names = set(tasks.values()) if isinstance(tasks, dict) else set()
+    return sorted(f"{M}/{m}" for m in names if m in TRAINED)
+
+
+def spec_hash(exp):
+    """Reruns an experiment when (and only when) its own config section changes."""
+    return config_hash({"spec": CFG["experiments"].get(exp, {}), "models": CFG["models"], "seed": CFG["seed"]})
+
+
+onstart:
+    shell("mkdir -p logs/{PROFILE}")
+
+rule all:
+    input:
+        f"{R}/claims_report.md",
+        expand(f"{F}/{{exp}}.png", exp=FIGURE_EXPS),
+
+
+rule train:
+    output: directory(f"{M}/{{model}}")
+    wildcard_constraints: model="|".join(TRAINED) or "NONE"
+    params: name=lambda w: CFG["models"][w.model]["train"], seed=CFG["seed"]
+    threads: 1
+    resources: mem_mb=2000, runtime=15
+    log: f"logs/{PROFILE}/train_{{model}}.log"
+    shell: "python -m attrpatch.train --model {params.name} --out {output} --seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+rule reference:
+    input: lambda w: models_of("reference")
+    output: report(f"{R}/reference/{{task}}.csv", category="reference circuits", caption="report/reference.rst")
+    params: h=spec_hash("reference")
+    threads: 1
+    resources: mem_mb=4000, runtime=30
+    log: f"logs/{PROFILE}/reference_{{task}}.log"
+    shell: "python experiments/reference.py --profile {PROFILE} --task {wildcards.task} --out {output} --threads {threads} > {log} 2>&1"
+
+
+def exp_inputs(exp):
+    def f(w):
+        extra = expand(f"{R}/reference/{{t}}.csv", t=REF_TASKS) if exp in ("eap_roc", "eap_acdc") else []
+        return models_of(exp) + extra
+    return f
+
+
+for _exp in ["graph_counts"]:
+    rule:
+        name: _exp
+        output: json=f"{R}/{_exp}.json"
+        params: h=spec_hash(_exp), exp=_exp
+        threads: 1
+        log: f"logs/{PROFILE}/{_exp}.log"
+        shell: "python experiments/{params.exp}.py --profile {PROFILE} --out {output.json} --threads {threads} > {log} 2>&1"
+
+for _exp in FIGURE_EXPS:
+    rule:
+        name: _exp
+        input: exp_inputs(_exp)
+        output:
+            json=f"{R}/{_exp}.json",
+            png=report(f"{F}/{_exp}.png", category="figures", caption=f"report/{_exp}.rst"),
+            pdf=f"{F}/{_exp}.pdf",
+        params: h=spec_hash(_exp), exp=_exp
+        threads: 1
+        resources: mem_mb=4000, runtime=60
+        log: f"logs/{PROFILE}/{_exp}.log"
+        shell: "python experiments/{params.exp}.py --profile {PROFILE} --out {output.json} --figure {output.png} --threads {threads} > {log} 2>&1"
+
+
+rule claims:
+    input: expand(f"{R}/{{exp}}.json", exp=EXPS), "paper_claims.yaml"
+    output:
+        md=report(f"{R}/claims_report.md", category="claims", caption="report/claims.rst"),
+        junit=f"{R}/claims_report.xml",
+    log: f"logs/{PROFILE}/claims.log"
+    shell: "python -m attrpatch.claims --claims paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --junit {output.junit} --root . --no-fail > {log} 2>&1"
+
+
+onsuccess:
+    from attrpatch.claims_exit import finish
+    finish(f"{R}/claims_report.md")

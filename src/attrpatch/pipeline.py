@@ -1,0 +1,148 @@
+"""What an experiment script needs from a profile: its config, models, batches, paths.
+
+Experiments stay thin: `ctx = Context.from_args(argv)`, then `ctx.model(name)`,
+`ctx.batch(task, model_name, n, seed)`, `ctx.spec`, and the library's methods. Model specs
+in `config/<profile>.yaml`:
+
+* ``{train: tiny-gpt2}``: trained by the DAG into ``models/<profile>/<name>``;
+* ``{pretrained: gpt2, dtype: float32}``: real weights from the local Hugging Face cache;
+* ``{random: gpt2}``: that model's exact shape with random weights and the toy vocabulary
+  (the paper profile's code paths, runnable without weights).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from . import config as config_mod
+
+EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
+               "eapig_faith", "eapgp_gain", "hvp")
+EXTRA_TOP_LEVEL = ("claims_profile", "description", "dtype")
+MODEL_KINDS = ("train", "pretrained", "random")
+
+
+def known_methods() -> set[str]:
+    from .attribute import ALL_METHOD_NAMES
+    return set(ALL_METHOD_NAMES)
+
+
+def load_profile(profile_or_path, root=None) -> dict:
+    """Parse and validate a profile config (fails before any work, naming the bad entry)."""
+    from .tasks import TASKS
+
+    cfg = config_mod.load_config(profile_or_path, known_tasks=set(TASKS), known_methods=known_methods(),
+                                 known_experiments=set(EXPERIMENTS), root=root,
+                                 extra_top_level=EXTRA_TOP_LEVEL)
+    errs = []
+    for name, spec in cfg["models"].items():
+        kinds = [k for k in MODEL_KINDS if k in spec]
+        if len(kinds) != 1:
+            errs.append(f"models.{name}: needs exactly one of {list(MODEL_KINDS)}, got {sorted(spec)}")
+    if errs:
+        raise config_mod.ConfigError("\n  ".join(errs))
+    return cfg
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def model_dir(profile: str, name: str, root: Path | None = None) -> Path:
+    return (root or Path.cwd()) / "models" / profile / name
+
+
+def missing_pretrained(cfg: dict) -> list[str]:
+    """Names of pretrained models whose weights are not in the local cache (no download)."""
+    from .models import ModelWeightsMissing, resolve_pretrained
+
+    missing = []
+    for name, spec in cfg["models"].items():
+        if "pretrained" in spec:
+            try:
+                resolve_pretrained(spec["pretrained"])
+            except ModelWeightsMissing:
+                missing.append(spec["pretrained"])
+    return missing
+
+
+class Context:
+    """One experiment run: profile config, its spec, model cache, output paths."""
+
+    def __init__(self, profile: str, experiment: str, root: Path | None = None, threads: int | None = None):
+        self.root = Path(root or Path.cwd())
+        self.cfg = load_profile(profile, root=self.root)
+        self.profile = self.cfg["profile"]
+        self.experiment = experiment
+        self.spec = self.cfg["experiments"].get(experiment, {})
+        self.seed = int(self.spec.get("seed", self.cfg["seed"]))
+        self.device = resolve_device(self.cfg["device"])
+        self._models: dict = {}
+        if threads:
+            torch.set_num_threads(int(threads))
+        torch.manual_seed(self.seed)
+
+    @classmethod
+    def from_args(cls, experiment: str, argv=None) -> tuple["Context", argparse.Namespace]:
+        p = argparse.ArgumentParser(description=f"attrpatch experiment {experiment}")
+        p.add_argument("--profile", default="tiny")
+        p.add_argument("--out", required=True, help="result JSON path")
+        p.add_argument("--figure", help="figure PNG path (a PDF is written beside it)")
+        p.add_argument("--table", help="optional CSV of per-item values")
+        p.add_argument("--threads", type=int, default=None)
+        args = p.parse_args(argv)
+        return cls(args.profile, experiment, threads=args.threads), args
+
+    # ---- models, tokenizers, batches --------------------------------------------------
+    def model(self, name: str):
+        if name not in self._models:
+            self._models[name] = self._load(name)
+        return self._models[name]
+
+    def _load(self, name: str):
+        from .models import load_model
+        from .random_models import GPT2_SHAPES, random_bridge
+
+        spec = self.cfg["models"][name]
+        dtype = getattr(torch, spec.get("dtype", "float32"))
+        if "train" in spec:
+            path = model_dir(self.profile, name, self.root)
+            if not path.exists():
+                raise FileNotFoundError(f"tiny model {name!r} not trained yet: {path} missing "
+                                        f"(run `snakemake --cores all {path}`)")
+            return load_model(path, device=self.device, dtype=dtype)
+        if "pretrained" in spec:
+            return load_model(spec["pretrained"], device=self.device, dtype=dtype)
+        from .tasks.vocab import toy_tokenizer
+        tok = toy_tokenizer()
+        shape = GPT2_SHAPES.get(spec["random"])
+        if shape is None:
+            raise ValueError(f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}")
+        model = random_bridge(**shape, vocab_size=len(tok), seed=self.seed, device=self.device, dtype=dtype,
+                              attn_only=bool(spec.get("attn_only", False)), n_positions=64)
+        model.attrpatch_tokenizer = tok
+        return model
+
+    def batch(self, task: str, model_name: str, n: int, seed: int | None = None):
+        from .tasks import make_batch
+
+        model = self.model(model_name)
+        b = make_batch(task, int(n), self.seed if seed is None else int(seed), tokenizer=model.attrpatch_tokenizer)
+        return b.to(self.device)
+
+    def task_models(self) -> dict[str, str]:
+        """The experiment's ``tasks`` mapping (task -> model name)."""
+        t = self.spec.get("tasks", {})
+        if isinstance(t, list):
+            raise ValueError(f"experiments.{self.experiment}.tasks must map each task to a model name")
+        return dict(t)
+
+
+def reference_path(profile: str, task: str, root: Path | None = None) -> Path:
+    return (root or Path.cwd()) / "results" / profile / "reference" / f"{task}.csv"
