@@ -148,6 +148,7 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
     [B,P,n_up,d], and not stored.
     """
     out_parts: dict[int, torch.Tensor] = {}
+    out_raw: dict[int, tuple[torch.Tensor, str]] = {}
     in_tensors: list[tuple[InputHook, torch.Tensor]] = []
 
     def cap_out(oh):
@@ -155,6 +156,7 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
             if oh.kind == "input" and not t.requires_grad:
                 t = t.detach().requires_grad_(True)  # root of the autograd graph (weights are frozen)
             out_parts[oh.start] = _as_nodes(t, oh.kind)
+            out_raw[oh.start] = (t, oh.kind)  # the tensor the forward uses: gradient target
             return t
         return fn
 
@@ -175,7 +177,10 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
         check_finite(values.detach(), metric)
         loss = values.mean()
         outs = [out_parts[k] for k in sorted(out_parts)]
-        targets = [t for _, t in in_tensors] + (outs if want_output_grads else [])
+        # gradients w.r.t. the hook tensors themselves, not the unsqueezed views in `outs`
+        # (a view made after the forward is not on the path to the loss: its gradient is None)
+        raw = [out_raw[k] for k in sorted(out_raw)]
+        targets = [t for _, t in in_tensors] + ([t for t, _ in raw] if want_output_grads else [])
         grads = torch.autograd.grad(loss, targets, allow_unused=True, create_graph=create_graph)
     in_grads = grads[: len(in_tensors)]
     B, P = tokens.shape
@@ -195,5 +200,6 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
     out_grads = None
     if want_output_grads:
         og = grads[len(in_tensors):]
-        out_grads = torch.cat([torch.zeros_like(o) if g is None else g for o, g in zip(outs, og)], dim=2)
+        out_grads = torch.cat([torch.zeros_like(o) if g is None else _as_nodes(g, kind)
+                               for o, (_, kind), g in zip(outs, raw, og)], dim=2)
     return GradResult(values.detach(), logits.detach(), outputs, result_in, out_grads)

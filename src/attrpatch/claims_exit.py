@@ -19,7 +19,7 @@ def counts(md_text: str) -> tuple[int, int, int] | None:
     return tuple(int(x) for x in m.groups()) if m else None
 
 
-def finish(md_path) -> None:
+def finish(md_path, enforce: bool = True) -> None:
     path = Path(md_path)
     if not path.exists():
         return
@@ -30,6 +30,6 @@ def finish(md_path) -> None:
         print(f"claims report {path} has no summary line", file=sys.stderr)
         sys.exit(1)
     passed, failed, errors = c
-    if failed or errors:
+    if (failed or errors) and enforce:
         print(f"claims: {failed} failed, {errors} errors (see {path})", file=sys.stderr, flush=True)
         sys.exit(1)

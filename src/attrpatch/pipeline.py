@@ -22,7 +22,7 @@ from . import config as config_mod
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
                "eapig_faith", "eapgp_gain", "hvp")
-EXTRA_TOP_LEVEL = ("claims_profile", "description", "dtype")
+EXTRA_TOP_LEVEL = ("claims_profile", "enforce_claims", "description", "dtype")
 MODEL_KINDS = ("train", "pretrained", "random")
 
 

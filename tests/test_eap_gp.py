@@ -1,0 +1,108 @@
+"""EAP-GP (GradPath): the path descends toward the source output; determinism, zeros, chunks, cost."""
+import pytest
+import torch
+
+from attrpatch.graph import Graph
+from attrpatch.methods.eap import eap_scores
+from attrpatch.methods.eap_gp import eap_gp_scores
+
+from conftest import random_batch
+
+
+@pytest.mark.parametrize("objective_positions", ["all", "metric"])
+def test_path_moves_toward_source_output(model, objective_positions):
+    """With small steps, ||G(gamma_j) - G(source)|| decreases at every one of the first steps for
+    every example (normalized gradient descent on that distance). A sign error in the step
+    would make it grow."""
+    b = random_batch(seed=3)
+    g = Graph.from_model(model)
+    _, info = eap_gp_scores(model, g, b, steps=4, step_size=0.05, objective_positions=objective_positions,
+                            return_path=True)
+    d = info["logit_distance"]
+    assert d.shape == (len(b), 4) and info["embed_distance"].shape == (len(b), 5)
+    assert (d[:, 1:] < d[:, :-1]).all(), d
+    # each step has length step_size in embedding space
+    e = info["embed_distance"]
+    assert ((e[:, 1:] - e[:, :-1]).abs() <= 0.05 + 1e-12).all()
+
+
+def test_unit_steps_reduce_the_output_distance(model):
+    """Default unit steps (large on this small model): the distance still drops below its
+    starting value on average within the path."""
+    b = random_batch(seed=3)
+    g = Graph.from_model(model)
+    _, info = eap_gp_scores(model, g, b, steps=5, return_path=True)
+    d = info["logit_distance"]
+    assert d[:, 1:].min(1).values.mean() < d[:, 0].mean()
+
+
+def test_deterministic(model, batch):
+    g = Graph.from_model(model)
+    a = eap_gp_scores(model, g, batch, steps=3)
+    assert a.abs().max() > 1e-4
+    assert torch.equal(a, eap_gp_scores(model, g, batch, steps=3))
+
+
+def test_identical_prompts_give_exact_zero(model):
+    b = random_batch(seed=5, corrupt_positions=())
+    g = Graph.from_model(model)
+    s, info = eap_gp_scores(model, g, b, steps=3, return_path=True)
+    assert torch.equal(s, torch.zeros_like(s))
+    assert torch.equal(info["embed_distance"], torch.zeros_like(info["embed_distance"]))
+    assert torch.isfinite(s).all()
+
+
+def test_tiny_steps_give_eap(model, batch):
+    """As step_size -> 0 every gamma_j -> the clean embeddings, so EAP-GP -> EAP: checks the
+    sign, the weights and the wiring of the scores (not the path)."""
+    g = Graph.from_model(model)
+    eap = eap_scores(model, g, batch)
+    gp = eap_gp_scores(model, g, batch, steps=3, step_size=1e-7)
+    torch.testing.assert_close(gp, eap, rtol=1e-4, atol=1e-7)
+    far = eap_gp_scores(model, g, batch, steps=3)
+    assert (far - eap).abs().max() > 1e-3
+
+
+def test_chunked_equals_whole(model):
+    b = random_batch(B=6, seed=7)
+    g = Graph.from_model(model)
+    s1, i1 = eap_gp_scores(model, g, b, steps=3, return_path=True)
+    s2, i2 = eap_gp_scores(model, g, b, steps=3, batch_size=4, return_path=True)
+    torch.testing.assert_close(s2, s1, rtol=1e-9, atol=1e-12)
+    for k in i1:
+        torch.testing.assert_close(i2[k], i1[k], rtol=1e-9, atol=1e-12)
+
+
+def test_directions_are_mirror_images(model, batch):
+    g = Graph.from_model(model)
+    a = eap_gp_scores(model, g, batch, steps=2, direction="clean_into_corrupt")
+    torch.testing.assert_close(a, eap_gp_scores(model, g, batch.swapped(), steps=2))
+
+
+@pytest.mark.parametrize("batch_size,n_chunks", [(None, 1), (4, 2)])
+def test_pass_count(model, monkeypatch, batch_size, n_chunks):
+    """2k forward+backward (k path steps, k metric gradients) + 3 forwards per chunk."""
+    b = random_batch(B=6, seed=7)
+    g = Graph.from_model(model)
+    counts = {"grad": 0, "nograd": 0}
+    orig = model.run_with_hooks
+
+    def counted(*args, **kwargs):
+        counts["grad" if torch.is_grad_enabled() else "nograd"] += 1
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(model, "run_with_hooks", counted)
+    eap_gp_scores(model, g, b, steps=4, batch_size=batch_size)
+    assert counts == {"grad": 2 * 4 * n_chunks, "nograd": 3 * n_chunks}
+
+
+def test_bad_arguments(model, batch):
+    g = Graph.from_model(model)
+    with pytest.raises(ValueError, match="unknown EAP-GP path"):
+        eap_gp_scores(model, g, batch, path="per-node")
+    with pytest.raises(ValueError, match="objective_positions"):
+        eap_gp_scores(model, g, batch, objective_positions="first")
+    with pytest.raises(ValueError, match="positive integer"):
+        eap_gp_scores(model, g, batch, steps=0)
+    with pytest.raises(ValueError, match="step_size"):
+        eap_gp_scores(model, g, batch, step_size=0)
