@@ -6,15 +6,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from attrpatch.pipeline import load_profile, missing_pretrained, EXPERIMENTS
+from attrpatch.pipeline import load_profile, missing_pretrained, config_root, EXPERIMENTS
 from attrpatch.claims import load_claims
 from attrpatch.config import config_hash
 
 PROFILE = config.get("profile", "tiny")
-CFG = load_profile(PROFILE, root=workflow.basedir)          # fails before any work, naming the entry
+CFG = load_profile(PROFILE, root=config_root(PROFILE, Path.cwd()))          # fails before any work, naming the entry
 CLAIMS_PROFILE = CFG.get("claims_profile", PROFILE)
 RESULT_FILES = {f"{e}.json" for e in EXPERIMENTS if e != "reference"}
-load_claims("paper_claims.yaml", known_results=RESULT_FILES)  # a claim on an unknown result fails here
+load_claims(f"{workflow.basedir}/paper_claims.yaml", known_results=RESULT_FILES)  # a claim on an unknown result fails here
 
 _missing = missing_pretrained(CFG)
 if _missing:
@@ -23,6 +23,8 @@ if _missing:
         "On a connected machine run: {}\nthen copy the cache (HF_HOME) here.".format(
             PROFILE, ", ".join(_missing), " && ".join(f"hf download {m}" for m in _missing)))
 
+BASE = workflow.basedir
+EXP = f"{BASE}/experiments"
 R = f"results/{PROFILE}"
 F = f"figures/{PROFILE}"
 M = f"models/{PROFILE}"
@@ -74,7 +76,7 @@ rule reference:
     threads: 1
     resources: mem_mb=4000, runtime=30
     log: f"logs/{PROFILE}/reference_{{task}}.log"
-    shell: "python experiments/reference.py --profile {PROFILE} --task {wildcards.task} --out {output} --threads {threads} > {log} 2>&1"
+    shell: "python {EXP}/reference.py --profile {PROFILE} --task {wildcards.task} --out {output} --threads {threads} > {log} 2>&1"
 
 
 def exp_inputs(exp):
@@ -91,7 +93,7 @@ for _exp in ["graph_counts"]:
         params: h=spec_hash(_exp), exp=_exp
         threads: 1
         log: f"logs/{PROFILE}/{_exp}.log"
-        shell: "python experiments/{params.exp}.py --profile {PROFILE} --out {output.json} --threads {threads} > {log} 2>&1"
+        shell: "python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --threads {threads} > {log} 2>&1"
 
 for _exp in FIGURE_EXPS:
     rule:
@@ -105,16 +107,16 @@ for _exp in FIGURE_EXPS:
         threads: 1
         resources: mem_mb=4000, runtime=60
         log: f"logs/{PROFILE}/{_exp}.log"
-        shell: "python experiments/{params.exp}.py --profile {PROFILE} --out {output.json} --figure {output.png} --threads {threads} > {log} 2>&1"
+        shell: "python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --figure {output.png} --threads {threads} > {log} 2>&1"
 
 
 rule claims:
-    input: expand(f"{R}/{{exp}}.json", exp=JSON_EXPS), "paper_claims.yaml"
+    input: expand(f"{R}/{{exp}}.json", exp=JSON_EXPS), f"{workflow.basedir}/paper_claims.yaml"
     output:
         md=report(f"{R}/claims_report.md", category="claims", caption="report/claims.rst"),
         junit=f"{R}/claims_report.xml",
     log: f"logs/{PROFILE}/claims.log"
-    shell: "python -m attrpatch.claims --claims paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --junit {output.junit} --root . --no-fail > {log} 2>&1"
+    shell: "python -m attrpatch.claims --claims {BASE}/paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --junit {output.junit} --root . --no-fail > {log} 2>&1"
 
 
 onsuccess:

@@ -67,12 +67,14 @@ def _exact_nodes(model, graph, batch, metric="task", *, direction=None):
                         direction=direction or DEFAULT_DIRECTION).double()
 
 
-def _hvp_edges(model, graph, batch, metric="task", **options):
+def _hvp_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=1024):
+    """EAP plus the second-order term 1/2 d^T H d of every edge (methods.hvp)."""
     from .methods.hvp import hvp_scores
+    from .patching import DEFAULT_DIRECTION
 
-    res = hvp_scores(model, graph, batch, metric, components="edges", **options)
-    corrected = res["corrected"] if isinstance(res, dict) else res.corrected
-    return corrected if corrected.shape[-2:] == (graph.n_up, graph.n_down) else graph.matrix_from_edges(corrected)
+    res = hvp_scores(model, graph, batch, metric, components="edges", direction=direction or DEFAULT_DIRECTION,
+                     rows_per_forward=rows_per_forward)
+    return res.matrix("corrected")
 
 
 def method_options(method: str) -> list[str]:

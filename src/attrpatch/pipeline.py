@@ -72,12 +72,26 @@ def missing_pretrained(cfg: dict) -> list[str]:
     return missing
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def config_root(profile: str, workdir: Path) -> Path:
+    """Where config/<profile>.yaml lives: the working directory if it has one, else the
+    repository this package was installed from (so `snakemake --directory DIR` works)."""
+    if (workdir / "config" / f"{profile}.yaml").exists() or Path(profile).suffix in (".yaml", ".yml"):
+        return workdir
+    return PACKAGE_ROOT
+
+
 class Context:
-    """One experiment run: profile config, its spec, model cache, output paths."""
+    """One experiment run: profile config, its spec, model cache, output paths.
+
+    Outputs and trained models are relative to the working directory (`root`).
+    """
 
     def __init__(self, profile: str, experiment: str, root: Path | None = None, threads: int | None = None):
         self.root = Path(root or Path.cwd())
-        self.cfg = load_profile(profile, root=self.root)
+        self.cfg = load_profile(profile, root=config_root(profile, self.root))
         self.profile = self.cfg["profile"]
         self.experiment = experiment
         self.spec = self.cfg["experiments"].get(experiment, {})

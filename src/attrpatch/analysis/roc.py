@@ -1,0 +1,212 @@
+"""Computations behind the EAP paper's Fig. 2 (ROC), Fig. 4 (R^2, interpolation) and Fig. 5
+(EAP -> ACDC), shared by ``experiments/eap_roc.py``, ``eap_r2.py`` and ``eap_acdc.py``.
+
+ROC bookkeeping reuses `attrpatch.circuits` (`roc_points`, `roc_from_circuits`,
+`auc_trapezoid`, `auc_pessimistic`, `top_n`); this module only packages them:
+
+* `tau_grid`: ACDC thresholds ``10**x``, x evenly spaced in [low_exp, high_exp];
+* `score_roc` / `circuit_roc`: a ROC curve (score ranking, or one point per circuit) with
+  both AUCs (trapezoid rule and ACDC's pessimistic staircase);
+* `mask_rates`: TPR/FPR/size of circuits against a reference, no padding;
+* `keep_threshold`: the |EAP| threshold that keeps the top fraction of edges;
+* `linear_fit`: least-squares line, R^2 (`scipy.stats.linregress`);
+* `interpolation_curve` and `concavity`: the metric along one edge's patch
+  ``in_v = clean + alpha (z_u(corrupt) - z_u(clean))`` and its shape vs. the EAP tangent;
+* `best_tpr_minus_fpr`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..circuits import auc_pessimistic, auc_trapezoid, roc_from_circuits, roc_points, top_n
+from ..graph import Graph
+
+
+# ---- thresholds ---------------------------------------------------------------------------
+def tau_grid(n: int, low_exp: float, high_exp: float) -> list[float]:
+    """ACDC thresholds 10**x for x in linspace(low_exp, high_exp, n), increasing."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"tau grid needs n >= 1, got {n}")
+    if low_exp > high_exp:
+        raise ValueError(f"low_exp {low_exp} > high_exp {high_exp}")
+    return [float(10.0 ** x) for x in np.linspace(float(low_exp), float(high_exp), n)]
+
+
+def taus_from_spec(spec) -> list[float]:
+    """`spec` is either a list of taus or a mapping {n, low_exp, high_exp} (see `tau_grid`)."""
+    if isinstance(spec, dict):
+        return tau_grid(spec["n"], spec["low_exp"], spec["high_exp"])
+    return [float(t) for t in spec]
+
+
+def keep_threshold(scores: torch.Tensor, graph: Graph, fraction: float) -> float:
+    """|score| threshold keeping (at least) the top `fraction` of the graph's edges.
+
+    ``k = ceil(fraction * n_edges)`` edges; the threshold is the k-th largest |score|, so
+    ties at the threshold are all kept (as ``|score| >= threshold`` in
+    `methods.acdc.eap_then_acdc`). fraction >= 1 returns 0.0 (every edge: plain ACDC).
+    """
+    f = float(fraction)
+    if not 0 < f:
+        raise ValueError(f"fraction must be > 0, got {fraction}")
+    if f >= 1.0:
+        return 0.0
+    key = graph.edges_from_matrix(torch.as_tensor(scores).detach().cpu().double().abs())
+    k = max(1, int(np.ceil(f * graph.n_edges)))
+    return float(torch.sort(key, descending=True).values[k - 1])
+
+
+# ---- ROC packaging ------------------------------------------------------------------------
+def _curve_dict(df: pd.DataFrame, extra: dict | None = None) -> dict:
+    out = {"fpr": df["fpr"].astype(float).tolist(), "tpr": df["tpr"].astype(float).tolist(),
+           "n_edges": df["n_edges"].astype(int).tolist(),
+           "auc": auc_trapezoid(df), "auc_pessimistic": auc_pessimistic(df)}
+    out.update(extra or {})
+    return out
+
+
+def score_roc(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, absolute: bool = True) -> dict:
+    """ROC of a score ranking (every distinct |score|; `circuits.roc_points`) with both AUCs.
+
+    Returns {fpr, tpr, n_edges, auc (trapezoid), auc_pessimistic}; padded with (0,0), (1,1).
+    """
+    return _curve_dict(roc_points(scores, reference, graph, absolute=absolute))
+
+
+def circuit_roc(masks, reference: torch.Tensor, graph: Graph, taus: Sequence[float] | None = None) -> dict:
+    """ROC with one point per circuit (e.g. one ACDC run per tau; `circuits.roc_from_circuits`),
+    padded with (0,0) and (1,1), with both AUCs. `taus` (one per mask) are stored beside the
+    points (None for the padding)."""
+    df = roc_from_circuits(masks, reference, graph, pad=True)
+    extra = {}
+    if taus is not None:
+        taus = list(taus)
+        extra["tau"] = [None if c < 0 else float(taus[c]) for c in df["circuit"].tolist()]
+    return _curve_dict(df, extra)
+
+
+def mask_rates(masks, reference: torch.Tensor, graph: Graph | torch.Tensor) -> pd.DataFrame:
+    """TPR, FPR and size of each circuit (no padding). masks: [n_up, n_down] or [C, ...].
+
+    `graph` may be a bool universe mask instead of a Graph (cells that are edges).
+    Columns: circuit, n_edges, fpr, tpr.
+    """
+    return roc_from_circuits(masks, reference, graph, pad=False).reset_index(drop=True)
+
+
+def topn_rates(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, counts: Sequence[int]) -> pd.DataFrame:
+    """TPR/FPR of the top-n edges by |score| (`circuits.top_n`) for each n in `counts`."""
+    counts = [int(n) for n in counts]
+    if not counts:
+        return pd.DataFrame(columns=["circuit", "n_edges", "fpr", "tpr", "n_requested"])
+    masks = torch.stack([top_n(scores, graph, n) for n in counts])
+    df = mask_rates(masks, reference, graph)
+    df["n_requested"] = counts
+    return df
+
+
+def best_tpr_minus_fpr(tpr, fpr) -> float:
+    """max(tpr - fpr) over the points (Youden's J); NaN if there are none."""
+    t, f = np.asarray(tpr, float), np.asarray(fpr, float)
+    return float(np.max(t - f)) if t.size else float("nan")
+
+
+# ---- fits ---------------------------------------------------------------------------------
+def linear_fit(x, y) -> dict:
+    """Least-squares line y = slope * x + intercept (`scipy.stats.linregress`).
+
+    Returns {slope, intercept, r2, r, p_value, stderr, n}. R^2 is r**2 (symmetric in x and
+    y; slope and intercept are not). Raises on fewer than 3 points or a constant x.
+    """
+    from scipy.stats import linregress
+
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 3:
+        raise ValueError(f"a fit needs at least 3 finite points, got {x.size}")
+    if np.ptp(x) == 0:
+        raise ValueError("x is constant: slope undefined")
+    res = linregress(x, y)
+    r = float(res.rvalue)
+    return {"slope": float(res.slope), "intercept": float(res.intercept), "r2": r * r, "r": r,
+            "p_value": float(res.pvalue), "stderr": float(res.stderr), "n": int(x.size)}
+
+
+# ---- interpolation along one edge ---------------------------------------------------------
+def largest_gap_edge(estimate: torch.Tensor, exact: torch.Tensor, graph: Graph) -> tuple[int, int, str]:
+    """(u, v, name) of the edge with the largest |estimate - exact| (ties: first edge)."""
+    est = graph.edges_from_matrix(torch.as_tensor(estimate).double().cpu())
+    ex = graph.edges_from_matrix(torch.as_tensor(exact).double().cpu())
+    i = int(torch.argmax((est - ex).abs()))
+    u, v = (int(a) for a in graph.edge_index[i])
+    return u, v, graph.edge_names[i]
+
+
+def interpolation_curve(patcher, u: int, v: int, n_alphas: int, slope_at_0: float | None = None) -> pd.DataFrame:
+    """Metric effect along edge u->v: in_v = base + alpha (z_u(source) - z_u(base)).
+
+    One batched call of `Patcher.interpolate_edge` for alpha in linspace(0, 1, n_alphas).
+    Columns: alpha, metric (mean metric), effect (metric - base metric; 0 at alpha = 0),
+    and, with `slope_at_0` (the EAP score: the first-order estimate), tangent = alpha * slope.
+    """
+    n = int(n_alphas)
+    if n < 3:
+        raise ValueError(f"need at least 3 alphas for a curve, got {n}")
+    alphas = np.linspace(0.0, 1.0, n)
+    vals = patcher.interpolate_edge(int(u), int(v), alphas).detach().cpu().double().numpy()
+    df = pd.DataFrame({"alpha": alphas, "metric": vals, "effect": vals - float(patcher.base_value)})
+    if slope_at_0 is not None:
+        df["tangent"] = alphas * float(slope_at_0)
+    return df
+
+
+def concavity(alpha, value, tol: float = 1e-5) -> dict:
+    """Shape of a sampled curve value(alpha) on a uniform alpha grid.
+
+    * second_diff_mean / frac_concave_steps: mean of the second differences, and the fraction
+      of them < -tol (locally concave); frac_convex_steps likewise (> tol);
+    * chord_gap_mean: mean of value - chord between the end points over the interior
+      (> 0: the curve lies above its chord, as a concave curve does; < 0: below, convex);
+    * shape: "concave" if every second difference <= tol and some < -tol; "convex"
+      mirror-wise; "linear" if all within tol; else "mixed"; is_concave: 1.0 / 0.0.
+
+    tol is relative to the curve's scale (tol * max(1, max |value|)): float32 metrics carry
+    rounding noise of about 1e-7 of their size in every second difference.
+    """
+    a = np.asarray(alpha, dtype=float)
+    y = np.asarray(value, dtype=float)
+    if a.size < 3 or a.size != y.size:
+        raise ValueError("concavity needs >= 3 points of equal length in alpha and value")
+    h = np.diff(a)
+    if not np.allclose(h, h[0], rtol=1e-6, atol=1e-12) or h[0] <= 0:
+        raise ValueError("alpha must be an increasing uniform grid")
+    t = tol * max(1.0, float(np.max(np.abs(y))))
+    d2 = np.diff(y, 2)                                   # plain second differences
+    chord = y[0] + (y[-1] - y[0]) * (a - a[0]) / (a[-1] - a[0])
+    gap = (y - chord)[1:-1]
+    if np.all(np.abs(d2) <= t):
+        shape = "linear"
+    elif np.all(d2 <= t):
+        shape = "concave"
+    elif np.all(d2 >= -t):
+        shape = "convex"
+    else:
+        shape = "mixed"
+    return {
+        "shape": shape,
+        "is_concave": 1.0 if shape == "concave" else 0.0,
+        "second_diff_mean": float(d2.mean()),
+        "frac_concave_steps": float(np.mean(d2 < -t)),
+        "frac_convex_steps": float(np.mean(d2 > t)),
+        "chord_gap_mean": float(gap.mean()),
+        "chord_gap_max_abs": float(np.max(np.abs(gap))),
+    }
