@@ -145,11 +145,19 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
     not include the residual skip path: see DESIGN.md "Models").
     With `on_input_grad(hook, grad, outputs)`, each input hook's gradient ([B,P,H,d] for
     q/k/v, [B,P,d] else) is handed to the callback with this run's upstream outputs
-    [B,P,n_up,d], and not stored.
+    [B,P,n_up,d], and not stored: the callback runs inside the backward, from a tensor
+    hook, so only one input hook's gradient is alive at a time (memory at GPT-2 XL scale).
     """
     out_parts: dict[int, torch.Tensor] = {}
     out_raw: dict[int, tuple[torch.Tensor, str]] = {}
     in_tensors: list[tuple[InputHook, torch.Tensor]] = []
+    stream = on_input_grad is not None and not want_output_grads and not create_graph
+    holder: dict[str, torch.Tensor] = {}
+
+    def streamed(ih):
+        def fn(grad):
+            on_input_grad(ih, grad, holder["outputs"])
+        return fn
 
     def cap_out(oh):
         def fn(t, hook):
@@ -164,6 +172,8 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
         def fn(t, hook):
             t2 = t.clone()
             in_tensors.append((ih, t2))
+            if stream and t2.requires_grad:
+                t2.register_hook(streamed(ih))
             return t2
         return fn
 
@@ -177,6 +187,11 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
         check_finite(values.detach(), metric)
         loss = values.mean()
         outs = [out_parts[k] for k in sorted(out_parts)]
+        if stream:
+            holder["outputs"] = torch.cat([o.detach() for o in outs], dim=2)
+            root = out_raw[0][0]  # the input node's output: every input depends on it
+            torch.autograd.grad(loss, [root], allow_unused=True)
+            return GradResult(values.detach(), logits.detach(), holder.pop("outputs"), None, None)
         # gradients w.r.t. the hook tensors themselves, not the unsqueezed views in `outs`
         # (a view made after the forward is not on the path to the loss: its gradient is None)
         raw = [out_raw[k] for k in sorted(out_raw)]

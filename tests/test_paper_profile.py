@@ -1,0 +1,119 @@
+"""The paper profile: configs validate, published circuits map onto our graph, missing weights
+stop the DAG with a message naming every missing model."""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attrpatch.graph import Graph
+from attrpatch.pipeline import load_profile
+from attrpatch.published import circuits_data, published_counts, published_edges, published_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPHS = {"ioi": lambda: Graph(12, 12), "greater_than": lambda: Graph(12, 12),
+          "docstring": lambda: Graph(4, 8, has_mlps=False)}
+# Ours = ACDC's published count minus its q/k/v-direct edges (one per used head input).
+EXPECTED = {"ioi": (963, 1041, 78), "greater_than": (235, 262, 27), "docstring": (24, 37, 13)}
+
+
+@pytest.mark.parametrize("profile", ["paper", "paper_random"])
+def test_profiles_validate(profile):
+    cfg = load_profile(profile, root=ROOT)
+    assert cfg["profile"] == profile
+    for exp, spec in cfg["experiments"].items():
+        for task, model in spec.get("tasks", {}).items():
+            assert model in cfg["models"], (exp, task, model)
+        for m in spec.get("models", []):
+            assert m in cfg["models"], (exp, m)
+
+
+def test_paper_profile_parameters():
+    cfg = load_profile("paper", root=ROOT)
+    e = cfg["experiments"]
+    assert e["reference"]["published"] is True
+    assert e["eap_roc"]["taus"] == {"n": 31, "low_exp": -6.0, "high_exp": 0.0}   # 10^(-k/5), k=0..30
+    assert e["eapig_faith"]["steps"] == 5
+    assert e["eapig_faith"]["n_by_task"] == {"ioi": 1000, "greater_than": 1000, "sva": 3000,
+                                             "gender_bias": 986, "country_capital": 190, "hypernymy": 198}
+    assert e["eapig_faith"]["edge_counts"][:7] == [30, 40, 50, 60, 70, 80, 90]
+    assert e["eapig_faith"]["edge_counts"][-1] == 1000
+    assert e["eapig_faith"]["edge_counts_by_task"]["ioi"][-1] == 2000
+    assert {cfg["models"][m]["pretrained"] for m in e["eapgp_gain"]["models"]} == {"gpt2", "gpt2-medium", "gpt2-xl"}
+    assert all("pretrained" in s for s in cfg["models"].values())
+
+
+def test_paper_random_mirrors_paper_models():
+    paper = load_profile("paper", root=ROOT)
+    rnd = load_profile("paper_random", root=ROOT)
+    assert all("random" in s for s in rnd["models"].values())
+    assert set(rnd["experiments"]) == set(paper["experiments"])
+    for exp, spec in rnd["experiments"].items():   # same task -> model assignment, fewer tasks allowed
+        for task, model in spec.get("tasks", {}).items():
+            assert paper["experiments"][exp]["tasks"][task] == model, (exp, task)
+
+
+@pytest.mark.parametrize("task", list(GRAPHS))
+def test_published_heads_are_graph_nodes(task):
+    g = GRAPHS[task]()
+    d = circuits_data()[task]
+    groups = d.get("groups", {})
+    for members in groups.values():
+        for l, h in members:
+            node = f"m{l}" if h is None else f"a{l}.h{h}"
+            g.up_index(node)        # KeyError if the node does not exist
+
+
+@pytest.mark.parametrize("task", list(GRAPHS))
+def test_published_edge_counts(task):
+    g = GRAPHS[task]()
+    edges = published_edges(task, g)
+    ours, acdc, direct = EXPECTED[task]
+    assert len(edges) == len(set(edges)) == ours
+    assert published_counts(task) == {"edges": ours, "acdc_edges": acdc, "acdc_direct_edges": direct,
+                                      "acdc_without_direct": acdc - direct}
+    for e in edges:
+        g.edge(e)
+
+
+def test_published_reference_frame():
+    g = GRAPHS["ioi"]()
+    df = published_reference("ioi", g)
+    assert list(df.columns) == ["edge", "upstream", "downstream", "effect", "in_reference", "source"]
+    assert len(df) == g.n_edges == 32491
+    assert int(df.in_reference.sum()) == 963
+    assert df.effect.map(math.isnan).all()
+    assert df.source.iloc[0].startswith("published:")
+    # a few edges the IOI circuit must contain / must not contain
+    ref = set(df.edge[df.in_reference])
+    assert "a9.h9->logits" in ref and "a7.h3->a9.h9<q>" in ref and "input->a2.h2<q>" in ref
+    assert "a7.h3->a9.h9<k>" not in ref and "a1.h1->logits" not in ref
+
+
+def test_published_reference_rejects_wrong_shape():
+    with pytest.raises(ValueError, match="shape"):
+        published_reference("docstring", Graph(12, 12))
+    with pytest.raises(ValueError, match="no published circuit"):
+        published_edges("sva")
+
+
+def test_missing_weights_message_names_every_model(tmp_path):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    env = dict(os.environ, HF_HOME=str(hf), HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("TRANSFORMERS_CACHE", None)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(ROOT / "Snakefile"),
+                        "--config", "profile=paper"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "needs pretrained weights that are not in the local Hugging Face cache" in out
+    cfg = load_profile("paper", root=ROOT)
+    for spec in cfg["models"].values():
+        assert spec["pretrained"] in out
+        assert f"hf download {spec['pretrained']}" in out
+    assert not (tmp_path / "results").exists()
