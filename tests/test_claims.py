@@ -225,3 +225,20 @@ def test_cli_module_entry_point(tmp_path, results_dir):
                        capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "2 passed, 0 failed, 0 errors" in r.stdout
+
+
+def test_blocked_claim_is_reported_not_passed(tmp_path):
+    """A claim that cannot be checked here is BLOCKED with its reason: never PASS, never a failure."""
+    import yaml
+
+    from attrpatch.claims import check_claims, load_claims, render_junit, summary_line
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"claims": [{
+        "id": "x.paper.blocked", "paper": "P", "statement": "s", "profile": "paper",
+        "result": {"file": "none.json", "field": "a"}, "paper_value": 1.0,
+        "tolerance": {"type": "abs", "value": 0.1}, "note": "n", "blocked": "model cannot be loaded"}]}))
+    out = check_claims(load_claims(p), "paper", tmp_path)
+    assert [o.status for o in out] == ["BLOCKED"] and "cannot be loaded" in out[0].message
+    assert summary_line(out) == "0 passed, 0 failed, 0 errors, 1 blocked"
+    assert b'skipped="1"' in render_junit(out)

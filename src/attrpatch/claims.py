@@ -34,10 +34,10 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 PROFILES = ("tiny", "paper")
-STATUSES = ("PASS", "FAIL", "ERROR")
+STATUSES = ("PASS", "FAIL", "ERROR", "BLOCKED")
 
 REQUIRED_KEYS = frozenset({"id", "paper", "statement", "profile", "result", "tolerance", "note"})
-OPTIONAL_KEYS = frozenset({"paper_value", "figure", "reconstructed", "loosened"})
+OPTIONAL_KEYS = frozenset({"paper_value", "figure", "reconstructed", "loosened", "blocked"})
 RESULT_KEYS = frozenset({"file", "field"})
 
 INEQUALITIES = {
@@ -97,6 +97,7 @@ class Claim:
     figure: str | None = None
     reconstructed: bool = False
     loosened: str | None = None
+    blocked: str | None = None   # why this claim cannot be checked here (reported, never PASS)
 
 
 @dataclass
@@ -207,6 +208,7 @@ def _parse_claim(entry: Any, index: int, errs: list[str]) -> Claim | None:
     _optional_type(entry, "paper_value", (int, float), "a number or null", where, errs)
     _optional_type(entry, "figure", (str,), "a path string", where, errs)
     _optional_type(entry, "loosened", (str,), "a string saying what was loosened and why", where, errs)
+    _optional_type(entry, "blocked", (str,), "a string saying why the claim cannot be checked", where, errs)
     if "reconstructed" in entry and not isinstance(entry["reconstructed"], bool):
         errs.append(f"{where}.reconstructed: must be true or false, got {entry['reconstructed']!r}")
     result = _parse_ref(entry["result"], f"{where}.result", errs) if "result" in entry else None
@@ -221,6 +223,7 @@ def _parse_claim(entry: Any, index: int, errs: list[str]) -> Claim | None:
         result=result, tolerance=tol, note=entry["note"],
         paper_value=None if pv is None else float(pv), figure=entry.get("figure"),
         reconstructed=entry.get("reconstructed", False), loosened=entry.get("loosened"),
+        blocked=entry.get("blocked"),
     )
 
 
@@ -389,6 +392,8 @@ def _judge(claim: Claim, measured: float, bound: float | None) -> bool:
 
 def check_claim(claim: Claim, results: _Results) -> Outcome:
     """Judge one claim; any problem reading its values is an ERROR outcome."""
+    if claim.blocked:
+        return Outcome(claim, "BLOCKED", _expected_text(claim), None, claim.blocked)
     tol = claim.tolerance
     bound = None
     try:
@@ -424,7 +429,8 @@ def check_claims(claims: Sequence[Claim], profile: str, results_dir: str | os.Pa
 
 def summary_line(outcomes: Sequence[Outcome]) -> str:
     n = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
-    return f"{n['PASS']} passed, {n['FAIL']} failed, {n['ERROR']} errors"
+    line = f"{n['PASS']} passed, {n['FAIL']} failed, {n['ERROR']} errors"
+    return line + (f", {n['BLOCKED']} blocked" if n["BLOCKED"] else "")
 
 
 def _md_cell(text: Any) -> str:
@@ -474,7 +480,8 @@ def render_junit(outcomes: Sequence[Outcome], suite: str = "claims") -> bytes:
     root = ET.Element("testsuites", tests=str(len(outcomes)), failures=str(counts["FAIL"]),
                       errors=str(counts["ERROR"]))
     ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(outcomes)),
-                       failures=str(counts["FAIL"]), errors=str(counts["ERROR"]), skipped="0")
+                       failures=str(counts["FAIL"]), errors=str(counts["ERROR"]),
+                       skipped=str(counts["BLOCKED"]))
     for o in outcomes:
         tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{o.claim.profile}", name=o.claim.id)
         detail = (f"{o.claim.statement}\npaper: {o.claim.paper}\nmeasured: {_fmt(o.measured)}\n"
@@ -484,6 +491,8 @@ def render_junit(outcomes: Sequence[Outcome], suite: str = "claims") -> bytes:
         elif o.status == "ERROR":
             msg = f"{o.message} (measured: {_fmt(o.measured)}, expected: {o.expected})"
             ET.SubElement(tc, "error", message=msg, type="ClaimError").text = detail
+        elif o.status == "BLOCKED":
+            ET.SubElement(tc, "skipped", message=f"blocked: {o.message}")
         ET.SubElement(tc, "system-out").text = detail
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
@@ -547,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not outcomes:
         print(f"warning: no claims for profile {args.profile!r} in {args.claims}", file=sys.stderr)
     print(write_report(outcomes, args.md, args.junit, root=args.root), end="")
-    bad = any(o.status != "PASS" for o in outcomes)
+    bad = any(o.status in ("FAIL", "ERROR") for o in outcomes)
     return 1 if bad and not args.no_fail else 0
 
 

@@ -1,0 +1,179 @@
+"""Second-order correction of attribution patching: errors, reliability, multi-step, Screen-Flag-Fix.
+
+Pure bookkeeping around `attrpatch.methods.hvp` ("When Attribution Patching Lies",
+reconstructed formulas: see that module). `experiments/hvp.py` wires it.
+
+Edge subset. Per-edge HVPs cost one batched forward + backward + double backward per
+edge copy (C*B stacked rows), i.e. more than exact patching of the same edges; on the
+tiny models and 2 shared CPU cores all edges x all multi-step points does not fit the
+DAG's budget. `edge_subset` therefore picks the edges the HVP analysis runs on: the
+``n_top`` edges with the largest |EAP| plus ``n_random`` others drawn uniformly with a
+fixed seed (the random part keeps the error statistics from being only about big edges).
+All per-edge statistics below are over that subset; the JSON says so.
+
+Multi-step from shared points. `multistep_from_derivatives` evaluates the K-step rule of
+`methods.hvp.hvp_multistep_scores`, ``sum_k f'(k/K)/K + f''(k/K)/(2 K^2)``, from
+derivatives taken once at the union of all start points (K in {1, 2, 4} -> alphas
+{0, 1/4, 1/2, 3/4}); identical numbers, fewer HVPs.
+
+Cost accounting (documented, not measured): in "gradient passes" per component, one
+forward+backward = 1 pass. First order (EAP) = 1; one HVP = 1 more backward (the paper's
+"one additional backward pass"), so the K-step HVP = 2K passes (K gradients + K HVPs);
+EAP-IG with m steps = m passes (m forward+backward, shared by all edges). "Equal passes"
+pairs HVP(K) with EAP-IG(m = 2K). The two cached forwards every method needs are not
+counted.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .node_recovery import _np, rankdata, spearman
+
+
+def edge_subset(first_order, n_top: int, n_random: int, seed: int = 0) -> np.ndarray:
+    """Indices (into the edge list) of the n_top largest |first_order| plus n_random others."""
+    a = np.abs(_np(first_order))
+    n = len(a)
+    order = np.argsort(-a, kind="mergesort")
+    top = order[: min(n_top, n)]
+    rest = np.setdiff1d(np.arange(n), top)
+    rng = np.random.default_rng(seed)
+    rnd = rng.choice(rest, size=min(n_random, len(rest)), replace=False) if len(rest) else np.array([], int)
+    return np.sort(np.concatenate([top, rnd]).astype(int))
+
+
+def multistep_alphas(ks: Iterable[int]) -> list[float]:
+    """Sorted union of the start points k/K (k = 0..K-1) over every K."""
+    pts = {round(k / K, 12) for K in ks for k in range(int(K))}
+    return sorted(pts)
+
+
+def multistep_from_derivatives(d1: Mapping[float, torch.Tensor], d2: Mapping[float, torch.Tensor], K: int):
+    """K-step estimate from f' and f'' at the start points: sum_k f'(k/K)/K + f''(k/K)/(2K^2)."""
+    K = int(K)
+    tot = 0.0
+    for k in range(K):
+        a = round(k / K, 12)
+        tot = tot + d1[a] / K + d2[a] / (2 * K * K)
+    return tot
+
+
+def errors(estimate, exact) -> np.ndarray:
+    return np.abs(_np(estimate) - _np(exact))
+
+
+def median_relative_error(estimate, exact, floor: float = 0.0) -> float:
+    """median |estimate - exact| / |exact| over components with |exact| > floor."""
+    e, x = _np(estimate), _np(exact)
+    keep = np.abs(x) > floor
+    if not keep.any():
+        return float("nan")
+    return float(np.median(np.abs(e[keep] - x[keep]) / np.abs(x[keep])))
+
+
+def auroc(scores, labels) -> float:
+    """P(score of a positive > score of a negative), ties 1/2 (Mann-Whitney U / (n+ n-)).
+
+    +inf scores are fine (rank-based; rho = inf where the first-order term is 0). NaN when a
+    class is empty.
+    """
+    s, y = _np(scores), np.asarray(labels, dtype=bool)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    s = np.where(np.isnan(s), -np.inf, s)
+    r = rankdata(s)
+    u = r[y].sum() - npos * (npos + 1) / 2
+    return float(u / (npos * nneg))
+
+
+def top_fraction_labels(values, fraction: float = 0.1) -> np.ndarray:
+    """Boolean mask of the ceil(fraction * n) largest values (at least one)."""
+    v = _np(values)
+    k = max(1, int(math.ceil(fraction * len(v))))
+    lab = np.zeros(len(v), dtype=bool)
+    lab[np.argsort(-v, kind="mergesort")[:k]] = True
+    return lab
+
+
+def error_summary(first, corrected, exact) -> dict:
+    """Mean/median abs error before/after, fraction improved, median relative errors."""
+    e1, e2 = errors(first, exact), errors(corrected, exact)
+    return {
+        "mean_abs_err": {"first_order": float(e1.mean()), "corrected": float(e2.mean())},
+        "median_abs_err": {"first_order": float(np.median(e1)), "corrected": float(np.median(e2))},
+        "frac_improved": float((e2 < e1).mean()),
+        "median_rel_err": {"first_order": median_relative_error(first, exact),
+                           "corrected": median_relative_error(corrected, exact)},
+        "n": int(len(e1)),
+    }
+
+
+def reliability_summary(rho, first, exact, top_fraction: float = 0.1) -> dict:
+    """How well rho flags bad first-order estimates: Spearman(rho, |err|), AUROC for the top errors."""
+    r = _np(rho)
+    err = errors(first, exact)
+    lab = top_fraction_labels(err, top_fraction)
+    rel_err = err / np.maximum(np.abs(_np(exact)), 1e-12)
+    return {
+        "spearman_rho_vs_abs_err": spearman(r, err),
+        "spearman_rho_vs_rel_err": spearman(r, rel_err),
+        "auroc_top_errors": auroc(r, lab),
+        "top_fraction": top_fraction,
+        "n_positive": int(lab.sum()),
+    }
+
+
+def sff_from_scores(first, rho, exact, threshold: float) -> dict:
+    """Screen-Flag-Fix with fix="exact" from already computed scores.
+
+    Flag rho > threshold; flagged components take their exact effect, the rest keep the
+    first-order estimate. Same rule as `methods.hvp.screen_flag_fix(fix="exact")` (tested).
+    Cost = fraction of components patched exactly (full exact patching = 1).
+    """
+    f, r, x = _np(first), _np(rho), _np(exact)
+    flag = r > threshold
+    est = np.where(flag, x, f)
+    return {
+        "threshold": float(threshold),
+        "n_flagged": int(flag.sum()),
+        "frac_fixed": float(flag.mean()) if len(flag) else 0.0,
+        "mean_abs_err": float(np.abs(est - x).mean()),
+        "mean_abs_err_first_order": float(np.abs(f - x).mean()),
+        "mean_abs_err_exact": 0.0,
+        "err_reduction": (float(1 - np.abs(est - x).mean() / np.abs(f - x).mean())
+                          if np.abs(f - x).mean() > 0 else float("nan")),
+        "estimate": est,
+        "flagged": flag,
+    }
+
+
+def passes(method: str, steps: int) -> int:
+    """Documented cost in gradient passes per component (module docstring)."""
+    if method == "hvp":
+        return 2 * int(steps)
+    if method in ("eap_ig", "ig"):
+        return int(steps)
+    if method in ("eap", "first_order"):
+        return 1
+    raise ValueError(f"unknown method {method!r}")
+
+
+def mean_over_tasks(per_task: Mapping[str, dict], path: Sequence[str]) -> float:
+    vals = []
+    for t in per_task.values():
+        v = t
+        for p in path:
+            v = v[p]
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            vals.append(float(v))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+__all__ = ["edge_subset", "multistep_alphas", "multistep_from_derivatives", "errors", "median_relative_error",
+           "auroc", "top_fraction_labels", "error_summary", "reliability_summary", "sff_from_scores", "passes",
+           "mean_over_tasks"]
