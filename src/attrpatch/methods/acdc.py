@@ -127,6 +127,100 @@ def _reach(graph: Graph, circuit: torch.Tensor, owner: torch.Tensor) -> torch.Te
     return reach
 
 
+def _universe(graph: Graph, edges) -> torch.Tensor:
+    if edges is None:
+        return graph.edge_mask.clone()
+    edges = torch.as_tensor(edges).bool().cpu()
+    if edges.shape != (graph.n_up, graph.n_down):
+        raise ValueError(f"edges must be a bool mask [{graph.n_up}, {graph.n_down}], got {tuple(edges.shape)}")
+    return graph.edge_mask & edges
+
+
+def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: float):
+    """ACDC as a coroutine: yields the patch mask whose loss it needs next, receives that
+    loss, and finally returns (circuit, history rows, loss_start, loss_current).
+
+    Written this way so that one run (`acdc`) or many runs in lockstep (`acdc_sweep`, all
+    taus' next tests stacked into one batched forward) execute the identical algorithm.
+    """
+    edge_mask = graph.edge_mask
+    owner = receiver_owner(graph)
+    n_par = graph.n_parents.tolist()
+    circuit = universe.clone()
+    start_patch = edge_mask & ~circuit
+    loss_current = loss_start = (yield start_patch) if bool(start_patch.any()) else loss_full
+    reach = torch.zeros(graph.n_up + 1, dtype=torch.bool)
+    known = torch.zeros(graph.n_up + 1, dtype=torch.bool)
+    reach[graph.n_up] = known[graph.n_up] = True
+    rows = []
+    for v in range(graph.n_down - 1, -1, -1):
+        w = int(owner[v])
+        if not known[w]:  # every edge out of w is decided by now: its reach is final
+            reach[w] = bool((circuit[w] & reach[owner]).any())
+            known[w] = True
+        if not reach[w]:
+            continue
+        for u in range(n_par[v] - 1, -1, -1):
+            if not circuit[u, v]:
+                continue
+            circuit[u, v] = False
+            loss_without = yield edge_mask & ~circuit
+            delta = loss_without - loss_current
+            removed = delta < tau
+            rows.append((len(rows), f"{graph.upstream[u]}->{graph.downstream[v]}", u, v, graph.downstream[v],
+                         loss_current, loss_without, delta, bool(removed)))
+            if removed:
+                loss_current = loss_without
+            else:
+                circuit[u, v] = True
+    return circuit, rows, loss_start, loss_current
+
+
+def _result(graph: Graph, tau: float, metric_name: str, out, n_tests: int, setup: int, wall: float,
+            universe: torch.Tensor) -> AcdcResult:
+    circuit, rows, loss_start, loss_current = out
+    owner = receiver_owner(graph)
+    final_reach = _reach(graph, circuit, owner)
+    mask = circuit & final_reach[owner][None, :]
+    return AcdcResult(
+        mask=mask, forward_passes=setup + n_tests, n_edges=int(mask.sum()),
+        history=pd.DataFrame(rows, columns=HISTORY_COLUMNS), tau=tau, metric=metric_name,
+        loss_start=loss_start, loss_final=loss_current, raw_mask=circuit, wall_s=wall,
+        extra={"n_start_edges": int(universe.sum())},
+    )
+
+
+def _run_lockstep(patcher: Patcher, graph: Graph, universes: list, taus: list, progress: bool, desc: str):
+    """Run several ACDC coroutines together; each step's pending tests share one batched forward."""
+    m = patcher.metric
+    sign = -1.0 if m.higher_is_better else 1.0
+    loss_full = sign * patcher.base_value
+    gens = [_acdc_steps(graph, uni, tau, loss_full) for uni, tau in zip(universes, taus)]
+    pending: dict[int, torch.Tensor] = {}
+    outs: dict[int, tuple] = {}
+    n_tests = [0] * len(gens)
+    for i, g in enumerate(gens):
+        try:
+            pending[i] = next(g)
+        except StopIteration as e:
+            outs[i] = e.value
+    bar = tqdm(desc=desc, disable=not progress, leave=False, unit="fwd")
+    while pending:
+        idx = sorted(pending)
+        losses = patcher.metric_of_masks(torch.stack([pending[i] for i in idx]).to(torch.float64))
+        bar.update(1)
+        for i, loss in zip(idx, losses.tolist()):
+            n_tests[i] += 1
+            try:
+                pending[i] = gens[i].send(sign * loss)
+            except StopIteration as e:
+                outs[i] = e.value
+                del pending[i]
+        bar.set_postfix(running=len(pending))
+    bar.close()
+    return [outs[i] for i in range(len(gens))], n_tests
+
+
 def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Metric = "task",
          direction: str = DEFAULT_DIRECTION, edges: torch.Tensor | None = None, progress: bool = True,
          patcher: Patcher | None = None) -> AcdcResult:
@@ -143,66 +237,11 @@ def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Met
     t0 = time.perf_counter()
     if patcher is None:
         patcher = make_patcher(model, graph, batch, metric, direction=direction)
+    universe = _universe(graph, edges)
+    (out,), (n,) = _run_lockstep(patcher, graph, [universe], [tau], progress, f"ACDC tau={tau:g}")
     # a shared Patcher's setup forwards (clean/corrupted runs) are counted in every run, so a
     # run's count is that of a standalone run
-    fwd0 = patcher.forward_passes - _setup_passes(patcher)
-    m = patcher.metric
-    sign = -1.0 if m.higher_is_better else 1.0
-    edge_mask = graph.edge_mask
-    if edges is None:
-        universe = edge_mask.clone()
-    else:
-        edges = torch.as_tensor(edges).bool().cpu()
-        if edges.shape != (graph.n_up, graph.n_down):
-            raise ValueError(f"edges must be a bool mask [{graph.n_up}, {graph.n_down}], got {tuple(edges.shape)}")
-        universe = edge_mask & edges
-
-    def loss_of(circ: torch.Tensor) -> float:
-        patch = edge_mask & ~circ
-        if not bool(patch.any()):
-            return sign * patcher.base_value
-        return sign * float(patcher.metric_of_masks(patch[None].to(torch.float64))[0])
-
-    circuit = universe.clone()
-    loss_current = loss_start = loss_of(circuit)
-    owner = receiver_owner(graph)
-    n_par = graph.n_parents.tolist()
-    reach = torch.zeros(graph.n_up + 1, dtype=torch.bool)
-    known = torch.zeros(graph.n_up + 1, dtype=torch.bool)
-    reach[graph.n_up] = known[graph.n_up] = True
-    rows = []
-    bar = tqdm(range(graph.n_down - 1, -1, -1), desc=f"ACDC tau={tau:g}", disable=not progress, leave=False)
-    for v in bar:
-        w = int(owner[v])
-        if not known[w]:  # every edge out of w is decided by now: its reach is final
-            reach[w] = bool((circuit[w] & reach[owner]).any())
-            known[w] = True
-        if not reach[w]:
-            continue
-        for u in range(n_par[v] - 1, -1, -1):
-            if not circuit[u, v]:
-                continue
-            circuit[u, v] = False
-            loss_without = loss_of(circuit)
-            delta = loss_without - loss_current
-            removed = delta < tau
-            rows.append((len(rows), f"{graph.upstream[u]}->{graph.downstream[v]}", u, v, graph.downstream[v],
-                         loss_current, loss_without, delta, bool(removed)))
-            if removed:
-                loss_current = loss_without
-            else:
-                circuit[u, v] = True
-        if progress:
-            bar.set_postfix(edges=int(circuit.sum()), loss=f"{loss_current:.4g}")
-    final_reach = _reach(graph, circuit, owner)
-    mask = circuit & final_reach[owner][None, :]
-    history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-    return AcdcResult(
-        mask=mask, forward_passes=patcher.forward_passes - fwd0,
-        n_edges=int(mask.sum()), history=history, tau=tau, metric=m.name, loss_start=loss_start,
-        loss_final=loss_current, raw_mask=circuit, wall_s=time.perf_counter() - t0,
-        extra={"n_start_edges": int(universe.sum())},
-    )
+    return _result(graph, tau, patcher.metric.name, out, n, _setup_passes(patcher), time.perf_counter() - t0, universe)
 
 
 def eap_then_acdc(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tensor, eap_threshold: float,
@@ -222,6 +261,21 @@ def eap_then_acdc(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tenso
                edges=None if bool((keep == graph.edge_mask).all()) else keep, progress=progress, patcher=patcher)
     res.extra.update(eap_threshold=float(eap_threshold), n_edges_after_eap=int(keep.sum()))
     return res
+
+
+def eap_then_acdc_sweep(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tensor, eap_threshold: float,
+                        taus: Iterable[float], *, metric: str | Metric = "task", direction: str = DEFAULT_DIRECTION,
+                        progress: bool = False, patcher: Patcher | None = None) -> list[AcdcResult]:
+    """`eap_then_acdc` at several taus, run in lockstep (one batched forward per step);
+    each result equals the standalone `eap_then_acdc` run and reports its forward count."""
+    s = torch.as_tensor(eap_scores).detach().cpu().double()
+    keep = graph.edge_mask & (s.abs() >= float(eap_threshold))
+    edges = None if bool((keep == graph.edge_mask).all()) else keep
+    sweep = acdc_sweep(model, graph, batch, taus, metric=metric, direction=direction, edges=edges,
+                       progress=progress, patcher=patcher)
+    for r in sweep.results:
+        r.extra.update(eap_threshold=float(eap_threshold), n_edges_after_eap=int(keep.sum()))
+    return sweep.results
 
 
 @dataclass
@@ -255,11 +309,23 @@ class AcdcSweep:
 def acdc_sweep(model, graph: Graph, batch: TaskBatch, taus: Iterable[float], *, metric: str | Metric = "task",
                direction: str = DEFAULT_DIRECTION, edges: torch.Tensor | None = None, progress: bool = True,
                patcher: Patcher | None = None) -> AcdcSweep:
-    """One ACDC run per tau (e.g. 10**(-k/5), k = 0..30, for ROC), sharing the cached runs."""
+    """One ACDC run per tau (e.g. 10**(-k/5), k = 0..30, for ROC), sharing the cached runs.
+
+    The runs advance in lockstep: at each step every still-running tau's next test is
+    stacked into one batched forward, so the sweep costs about as many forwards as its
+    longest run, not the sum. Each result is identical to a standalone run and reports a
+    standalone run's forward count; `AcdcSweep.forward_passes` is the real batched total.
+    """
     t0 = time.perf_counter()
     patcher = patcher or make_patcher(model, graph, batch, metric, direction=direction)
     start = patcher.forward_passes
     taus = [float(t) for t in taus]
-    results = [acdc(model, graph, batch, tau=t, edges=edges, progress=progress, patcher=patcher) for t in taus]
+    if not all(np.isfinite(taus)):
+        raise ValueError(f"taus must be finite, got {taus}")
+    universe = _universe(graph, edges)
+    outs, ns = _run_lockstep(patcher, graph, [universe] * len(taus), taus, progress, f"ACDC x{len(taus)} taus")
+    wall = time.perf_counter() - t0
+    results = [_result(graph, t, patcher.metric.name, o, n, _setup_passes(patcher), wall, universe)
+               for t, o, n in zip(taus, outs, ns)]
     total = patcher.forward_passes - start + _setup_passes(patcher)
-    return AcdcSweep(taus, results, total, time.perf_counter() - t0)
+    return AcdcSweep(taus, results, total, wall)

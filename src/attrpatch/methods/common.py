@@ -50,6 +50,17 @@ class ScoreAccumulator:
     def __init__(self, graph: Graph, device=None, dtype=torch.float64):
         self.graph = graph
         self.scores = torch.zeros(graph.n_up, graph.n_down, device=device, dtype=dtype)
+        self._layout: tuple | None = None  # (key tensors, dtype, diff as [n_up, B*P*d])
+
+    def _diff_rows(self, key: tuple, make, dtype) -> torch.Tensor:
+        """The difference [B,P,n_up,d] laid out once as [n_up, B*P*d] (row u = node u), so that
+        every input hook's scores are one matmul over a contiguous slice of rows, instead of
+        re-differencing and re-permuting all n_up nodes at each of the graph's input hooks."""
+        c = self._layout
+        if c is None or c[1] != dtype or len(c[0]) != len(key) or any(a is not b for a, b in zip(c[0], key)):
+            d = make()
+            self._layout = c = (key, dtype, d.to(dtype).permute(2, 0, 1, 3).reshape(d.shape[2], -1))
+        return c[2]
 
     def callback(self, *, diff: torch.Tensor | None = None, source: torch.Tensor | None = None,
                  weight: float = 1.0) -> Callable:
@@ -60,9 +71,13 @@ class ScoreAccumulator:
             raise ValueError("give exactly one of diff= or source=")
 
         def add(ih: InputHook, grad: torch.Tensor, outputs: torch.Tensor) -> None:
-            d = diff if diff is not None else source - outputs
+            if diff is not None:
+                rows = self._diff_rows((diff,), lambda: diff, grad.dtype)
+            else:
+                rows = self._diff_rows((source, outputs), lambda: source - outputs, grad.dtype)
             g = grad if ih.per_head else grad.unsqueeze(2)
-            s = torch.einsum("bpud,bpvd->uv", d[:, :, : ih.n_parents].to(g.dtype), g)
+            # sum over (b, p, d) of d[b,p,u,:] * g[b,p,v,:]  ==  rows[u] @ g as [(b p d), v]
+            s = rows[: ih.n_parents] @ g.transpose(2, 3).reshape(-1, g.shape[2])
             self.scores[: ih.n_parents, ih.start: ih.start + g.shape[2]] += weight * s.to(self.scores.dtype)
 
         return add

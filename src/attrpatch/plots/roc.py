@@ -65,9 +65,9 @@ def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dic
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.3))
     x, y = np.asarray(eap, float), np.asarray(exact, float)
     a1.scatter(x, y, s=10, alpha=0.6, color="C0", edgecolor="none", label=f"edges (n={x.size})")
-    lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
-    xs = np.linspace(lo, hi, 50)
-    a1.plot(xs, xs, color="0.6", ls=":", lw=1, label="y = x")
+    xs = np.linspace(float(x.min()), float(x.max()), 50)          # lines over the x data only
+    d = np.linspace(max(x.min(), y.min()), min(x.max(), y.max()), 50)
+    a1.plot(d, d, color="0.6", ls=":", lw=1, label="y = x")
     a1.plot(xs, fit["slope"] * xs + fit["intercept"], color="C3", lw=1.5,
             label=f"fit: slope {fit['slope']:.3f}, intercept {fit['intercept']:.3f}")
     txt = f"ours: R$^2$ = {fit['r2']:.3f}"
@@ -76,8 +76,14 @@ def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dic
                 f"intercept {paper['intercept']} (GPT attn-only-4l)")
     a1.text(0.03, 0.97, txt, transform=a1.transAxes, va="top", fontsize=8,
             bbox=dict(boxstyle="round", fc="white", ec="0.7"))
-    a1.set_xlabel("EAP score")
-    a1.set_ylabel("exact single-edge patching effect")
+    if np.ptp(y) > 20 * max(np.percentile(np.abs(y), 90), 1e-12):    # a few huge edges: show the bulk too
+        a1.set_yscale("symlog", linthresh=float(max(np.percentile(np.abs(y), 90), 1e-6)))
+        a1.set_xscale("symlog", linthresh=float(max(np.percentile(np.abs(x), 90), 1e-6)))
+        a1.set_xlabel("EAP score (symlog axis)")
+        a1.set_ylabel("exact single-edge patching effect (symlog axis)")
+    else:
+        a1.set_xlabel("EAP score")
+        a1.set_ylabel("exact single-edge patching effect")
     a1.set_title(f"{_title(task)}: EAP vs exact patching, every edge", fontsize=10)
     a1.legend(fontsize=7, loc="lower right")
 
@@ -117,9 +123,11 @@ def plot_eap_acdc(points: dict, *, suptitle: str = ""):
             lab = "plain ACDC (f = 1)" if f >= 1 else f"EAP (top {f:.0%}) -> ACDC"
             ax.scatter([p["fpr"] for p in sel], [p["tpr"] for p in sel], s=30, color=pal[f], edgecolor="k",
                        lw=0.4, label=lab, zorder=3)
-        ax.set_xlim(-0.02, 1.02)
+        # the points sit at low FPR: zoom the x axis onto them (never past 1)
+        xmax = min(1.02, max(0.25, 1.2 * max([p["fpr"] for p in pts] + [p["eap_fpr"] for p in pts] + [0.0])))
+        ax.set_xlim(-0.01, xmax)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("false positive rate (edges)")
+        ax.set_xlabel("false positive rate (edges)" + (" (zoomed)" if xmax < 1 else ""))
         ax.set_ylabel("true positive rate (edges)")
         ax.set_title(_title(task), fontsize=10)
         ax.legend(fontsize=7, loc="lower right")

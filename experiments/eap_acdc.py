@@ -1,0 +1,107 @@
+"""EAP paper Fig. 5 / Sec. 5.2: ACDC on the subgraph EAP keeps vs EAP alone.
+
+For each task: EAP scores once; for each keep fraction f (spec.eap_keep_fractions; the top
+f of edges by |score|, f = 1 is plain ACDC) and each tau (spec.taus), ACDC on that subgraph
+(`methods.acdc.eap_then_acdc`, task metric, one cached Patcher per task). Each result's
+TPR/FPR against the reference and its ACDC forward-pass count are written, with EAP alone
+at the same number of edges (top-n by |score|). Summary per task: the best TPR - FPR of
+EAP -> ACDC (f < 1), of EAP alone at those same edge counts, and of plain ACDC;
+``mean_forward_pass_ratio`` = mean over tasks, f < 1 and tau of passes(f, tau) /
+passes(1, tau).
+"""
+import sys
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from attrpatch.analysis.roc import best_tpr_minus_fpr, keep_threshold, mask_rates, taus_from_spec, topn_rates
+from attrpatch.attribute import attribute
+from attrpatch.graph import Graph
+from attrpatch.io import save_figure, write_json
+from attrpatch.methods.acdc import eap_then_acdc_sweep, make_patcher
+from attrpatch.pipeline import Context, reference_path
+from attrpatch.reference import LABEL, reference_mask
+
+
+def _fkey(f: float) -> str:
+    """Keep-fraction key without dots (claims use dotted paths): 0.1 -> "f10"."""
+    return f"f{round(100 * f):d}"
+
+
+def _tkey(tau: float) -> str:
+    """tau key without dots: 0.003 -> "tau_3e-03"."""
+    return f"tau_{tau:.0e}"
+
+
+def main(argv=None):
+    ctx, args = Context.from_args("eap_acdc", argv)
+    spec = ctx.spec
+    n = int(spec.get("n", 32))
+    fractions = sorted(float(f) for f in spec.get("eap_keep_fractions", [0.1, 0.2, 0.4, 1.0]))
+    if 1.0 not in fractions:
+        fractions.append(1.0)          # plain ACDC: the baseline for the forward-pass ratio
+    taus = taus_from_spec(spec.get("taus", [0.003, 0.01, 0.03, 0.1]))
+    out = {"reference_label": LABEL, "keys": "forward_passes.<task>.f<percent kept>.tau_<tau %.0e>",
+           "settings": {"n": n, "seed": ctx.seed, "fractions": fractions, "taus": taus,
+                                                  "metric": "task"},
+           "reference": {}, "points": {}, "forward_passes": {}, "summary": {}}
+    ratios = []
+    jobs = [(t, m) for t, m in ctx.task_models().items()]
+    bar = tqdm(total=len(jobs) * len(fractions) * len(taus), desc="eap_acdc (task, f, tau)")
+    for task, model_name in jobs:
+        model = ctx.model(model_name)
+        graph = Graph.from_model(model)
+        batch = ctx.batch(task, model_name, n)
+        ref = reference_mask(pd.read_csv(reference_path(ctx.profile, task, ctx.root)), graph)
+        out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()), "model": model_name}
+        scores = attribute(model, batch, method="eap", graph=graph)
+        patcher = make_patcher(model, graph, batch, "task")
+        rows, fp = [], {}
+        for f in fractions:
+            thr = keep_threshold(scores, graph, f)
+            fp[_fkey(f)] = {}
+            for tau, res in zip(taus, eap_then_acdc_sweep(model, graph, batch, scores, thr, taus, patcher=patcher)):
+                r = mask_rates(res.mask, ref, graph).iloc[0]
+                e = topn_rates(scores, ref, graph, [res.n_edges]).iloc[0]
+                rows.append({"fraction": f, "tau": tau, "eap_threshold": thr,
+                             "n_kept_by_eap": int(res.extra.get("n_edges_after_eap", graph.n_edges)),
+                             "n_edges": res.n_edges, "forward_passes": res.forward_passes,
+                             "tpr": float(r.tpr), "fpr": float(r.fpr),
+                             "eap_tpr": float(e.tpr), "eap_fpr": float(e.fpr)})
+                fp[_fkey(f)][_tkey(tau)] = res.forward_passes
+                bar.update()
+        df = pd.DataFrame(rows)
+        sub, plain = df[df.fraction < 1.0], df[df.fraction >= 1.0]
+        for tau in taus:
+            base = float(plain.loc[plain.tau == tau, "forward_passes"].iloc[0])
+            ratios += [float(x) / base for x in sub.loc[sub.tau == tau, "forward_passes"]]
+        s = {
+            "best_tpr_minus_fpr": {"eap_acdc": best_tpr_minus_fpr(sub.tpr, sub.fpr),
+                                   "eap_alone": best_tpr_minus_fpr(sub.eap_tpr, sub.eap_fpr),
+                                   "plain_acdc": best_tpr_minus_fpr(plain.tpr, plain.fpr),
+                                   "eap_alone_at_plain_acdc_sizes": best_tpr_minus_fpr(plain.eap_tpr, plain.eap_fpr)},
+            # share of (f < 1, tau) points where EAP->ACDC's TPR-FPR >= EAP alone's at the same size
+            "frac_points_eap_acdc_ge_eap_alone": float(np.mean((sub.tpr - sub.fpr) >= (sub.eap_tpr - sub.eap_fpr) - 1e-12))
+            if len(sub) else None,
+            "forward_passes_eap_acdc_total": int(sub.forward_passes.sum()),
+            "forward_passes_plain_acdc_total": int(plain.forward_passes.sum()),
+        }
+        s["best_tpr_minus_fpr"]["eap_acdc_minus_eap_alone"] = (s["best_tpr_minus_fpr"]["eap_acdc"]
+                                                               - s["best_tpr_minus_fpr"]["eap_alone"])
+        out["summary"][task] = s
+        out["points"][task] = df.to_dict("records")
+        out["forward_passes"][task] = fp
+    bar.close()
+    out["mean_forward_pass_ratio"] = float(np.mean(ratios)) if ratios else None
+    if args.figure:
+        from attrpatch.plots.roc import plot_eap_acdc
+
+        fig = plot_eap_acdc(out["points"], suptitle=f"EAP paper Fig. 5: EAP -> ACDC vs EAP alone, {ctx.profile} "
+                                                    f"profile, {n} prompts, taus {', '.join(f'{t:g}' for t in taus)}")
+        save_figure(fig, args.figure)
+    write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

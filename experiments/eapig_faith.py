@@ -1,0 +1,108 @@
+"""EAP vs. EAP-IG: normalized faithfulness vs. number of edges on six tasks (Hanna, Pezzelle,
+Belinkov 2024), and the Pearson r of |score| with |exact single-edge effect|.
+
+Per task (spec.tasks), on spec.n prompts: scores of every method in spec.methods (EAP-IG
+variants with m = spec.steps), circuits selected by spec.selection (default "greedy", the
+paper's greedy growth from logits; "topn" possible), pruned, evaluated by
+`circuits.faithfulness_curve` on one shared Patcher per task (clean/corrupted runs cached
+once for all methods and for the exact single-edge effects). Edge counts in the curve are
+after pruning; `faith_at.<n>` is keyed by the requested budget n.
+
+JSON fields: tasks.<task>.methods.<method>.{curve, auc, auc_log, faith_at.<n>,
+min_edges_for_f085, pearson, pearson_signed, spearman}; shortcuts auc.<task>.<method>,
+pearson.<task>.<method>; summary.{mean_auc, mean_auc_log, mean_pearson, min_pearson,
+max_pearson}.<method>, summary.n_tasks_ig_beats_eap (EAP-IG AUC >= EAP AUC),
+summary.n_tasks_igact_beats_eap, summary.n_tasks_ig_beats_eap_log, summary.n_tasks.
+"""
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+from attrpatch.analysis import faithfulness as F
+from attrpatch.graph import Graph
+from attrpatch.io import save_figure, write_json
+from attrpatch.pipeline import Context
+from attrpatch.plots.faithfulness import plot_faith_panels
+
+
+def main(argv=None):
+    ctx, args = Context.from_args("eapig_faith", argv)
+    spec = ctx.spec
+    methods = list(spec.get("methods", ["eap", "eap_ig", "eap_ig_activations"]))
+    steps = int(spec.get("steps", 5))
+    n = int(spec.get("n", 32))
+    selection = str(spec.get("selection", "greedy"))
+    t_start = time.perf_counter()
+
+    tasks_out, curves, aucs, n_total = {}, {}, {}, {}
+    items = list(ctx.task_models().items())
+    bar = tqdm(total=len(items), desc="eapig_faith", unit="task")
+    for task, model_name in items:
+        bar.set_description(f"eapig_faith {task}")
+        model = ctx.model(model_name)
+        graph = Graph.from_model(model)
+        st = F.task_settings(spec, task, model_name, graph.n_edges)
+        batch = ctx.batch(task, model_name, st["n"])
+        res = F.method_curves(model, graph, batch, methods, st["edge_counts"], steps=steps, selection=selection,
+                              exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str)
+        summ = F.task_summary(res, st["edge_counts"])
+        summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"])
+        summ["forward_passes"] = res["forward_passes"]
+        tasks_out[task] = summ
+        curves[task] = {m: d["curve"] for m, d in summ["methods"].items()}
+        aucs[task] = {m: d["auc"] for m, d in summ["methods"].items()}
+        n_total[task] = summ["n_edges_total"]
+        bar.update(1)
+    bar.close()
+
+    def per_method(key):
+        return {m: [tasks_out[t]["methods"][m][key] for t in tasks_out] for m in methods}
+
+    auc = per_method("auc")
+    auc_log = per_method("auc_log")
+    pear = {m: [tasks_out[t]["methods"][m].get("pearson", float("nan")) for t in tasks_out] for m in methods}
+    summary = {
+        "n_tasks": len(tasks_out),
+        "mean_auc": {m: F.mean_finite(v) for m, v in auc.items()},
+        "mean_auc_log": {m: F.mean_finite(v) for m, v in auc_log.items()},
+        "mean_pearson": {m: F.mean_finite(v) for m, v in pear.items()},
+        "min_pearson": {m: min(v, default=float("nan")) for m, v in pear.items()},
+        "max_pearson": {m: max(v, default=float("nan")) for m, v in pear.items()},
+    }
+    if "eap" in methods:
+        eap_auc = {t: tasks_out[t]["methods"]["eap"]["auc"] for t in tasks_out}
+        eap_log = {t: tasks_out[t]["methods"]["eap"]["auc_log"] for t in tasks_out}
+        for m, key in (("eap_ig", "ig"), ("eap_ig_activations", "igact")):
+            if m in methods:
+                a = {t: tasks_out[t]["methods"][m]["auc"] for t in tasks_out}
+                al = {t: tasks_out[t]["methods"][m]["auc_log"] for t in tasks_out}
+                summary[f"n_tasks_{key}_beats_eap"] = F.count_ge(a, eap_auc)
+                summary[f"n_tasks_{key}_beats_eap_log"] = F.count_ge(al, eap_log)
+                summary[f"mean_auc_gap_{key}_minus_eap"] = summary["mean_auc"][m] - summary["mean_auc"]["eap"]
+
+    out = {
+        "profile": ctx.profile, "n": n, "steps": steps, "selection": selection, "methods": methods,
+        "edge_counts": spec.get("edge_counts"), "pruned": True,
+        "auc_definition": "trapezoid area under F vs pruned-edge fraction, anchored (0,0) and (1,1), x-range [0,1]",
+        "tasks": tasks_out,
+        "auc": {t: {m: d["auc"] for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
+        "pearson": {t: {m: d.get("pearson") for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
+        "summary": summary,
+        "paper": {"points": F.PAPER_EAPIG, "pearson_range": F.PAPER_PEARSON},
+        "seconds": time.perf_counter() - t_start,
+    }
+    pr = F.PAPER_PEARSON
+    paper_line = (f"paper: Pearson r(|score|, |exact|) EAP {pr['eap'][0]}-{pr['eap'][1]}, "
+                  f"EAP-IG {pr['eap_ig'][0]}-{pr['eap_ig'][1]}")
+    ours = ", ".join(f"{m} {summary['min_pearson'][m]:.2f}-{summary['max_pearson'][m]:.2f}" for m in methods)
+    fig = plot_faith_panels(
+        curves, aucs, F.PAPER_EAPIG_NOTES, n_total=n_total,
+        suptitle=(f"EAP vs EAP-IG faithfulness ({ctx.profile}; n={n}, m={steps}, {selection} selection, pruned)\n"
+                  f"{paper_line}; ours: {ours}"))
+    save_figure(fig, args.figure)
+    write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

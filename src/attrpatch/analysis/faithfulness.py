@@ -1,0 +1,311 @@
+"""Faithfulness-curve bookkeeping for EAP-IG (Hanna et al. 2024) and EAP-GP (Zhang et al. 2025).
+
+Pure computations on the curves that `attrpatch.circuits.faithfulness_curve` returns (one
+row per edge budget: ``n_requested``, ``n_edges_after_prune``, ``faithfulness``) and on
+score matrices; no model runs, no plotting.
+
+* `curve_auc`: area under normalized faithfulness F vs. **edge fraction** x = n_edges /
+  n_total (pruned counts), trapezoid rule, divided by the x-range so that a constant F = c
+  gives c. By default the curve is anchored with the empty circuit (0, 0) and the full
+  circuit (1, 1) -- both hold by construction in `faithfulness_curve` (F(empty) = 0,
+  F(full) = 1) -- so the x-range is [0, 1] and curves with different pruned counts are
+  compared over the same range. Points at the same x (two budgets pruned to the same
+  circuit size) are averaged. F is not clipped (it may exceed 1 or be negative).
+* `curve_auc_log`: the same on log10(n_edges) between ``n_min`` (default 1; the empty
+  circuit, F = 0, is placed there) and ``n_total`` (the papers plot log x; this weights the
+  small-circuit regime, where methods differ, more).
+* `faith_at`, `min_edges_for`: F at fixed requested budgets; the smallest pruned edge
+  count whose circuit reaches F >= threshold (None if none does).
+* `pearson`, `score_effect_correlation`: Pearson r of |score| with |exact single-edge
+  effect| over the graph's edges (Hanna et al. report EAP 0.34-0.84, EAP-IG 0.88-0.98).
+* `gain`, `curve_gains`: EAP-GP vs. EAP-IG. Whether EAP-GP's "up to 17.7%" is relative or
+  in faithfulness points is [open] (PAPERS.md): both are returned, ``abs`` = new - base
+  (points of F or of AUC), ``rel`` = (new - base) / |base| (None where |base| < ``eps``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+import numpy as np
+
+ANCHOR_EMPTY = (0.0, 0.0)   # (edge fraction, F) of the empty circuit
+ANCHOR_FULL = (1.0, 1.0)    # ... and of the full circuit
+
+
+def _arrays(n_edges, faith) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(n_edges, dtype=float).ravel()
+    y = np.asarray(faith, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"n_edges and faithfulness differ in length: {x.shape} vs {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("faithfulness values must be finite")
+    return x, y
+
+
+def _merge_duplicates(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort by x; average y over equal x (deterministic, order-independent)."""
+    ux, inv = np.unique(x, return_inverse=True)
+    sums = np.zeros_like(ux)
+    np.add.at(sums, inv, y)
+    counts = np.bincount(inv, minlength=len(ux))
+    return ux, sums / counts
+
+
+def _trapezoid_normalized(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = _merge_duplicates(x, y)
+    if len(x) < 2:
+        raise ValueError("an area needs at least two distinct x values")
+    area = float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+    return area / float(x[-1] - x[0])
+
+
+def curve_auc(n_edges, faith, n_total: int, anchors: bool = True) -> float:
+    """Area under F vs. edge fraction n_edges / n_total, normalized by the x-range.
+
+    anchors=True adds (0, 0) (empty circuit) and (1, 1) (full circuit): x-range [0, 1].
+    anchors=False: only the given points, divided by (x_max - x_min).
+    """
+    if n_total <= 0:
+        raise ValueError(f"n_total must be positive, got {n_total}")
+    x, y = _arrays(n_edges, faith)
+    x = x / float(n_total)
+    if anchors:
+        x = np.r_[ANCHOR_EMPTY[0], x, ANCHOR_FULL[0]]
+        y = np.r_[ANCHOR_EMPTY[1], y, ANCHOR_FULL[1]]
+    return _trapezoid_normalized(x, y)
+
+
+def curve_auc_log(n_edges, faith, n_total: int, n_min: float = 1.0, anchors: bool = True) -> float:
+    """Area under F vs. log10(n_edges) over [log n_min, log n_total], normalized by that range.
+
+    Edge counts below n_min (the empty circuit, 0 edges, has no place on a log axis) are
+    placed at n_min. With `anchors`, the empty circuit (F = 0) sits at n_min unless a
+    measured point is already there, and the full circuit (n_total, 1) is added, so every
+    method's curve spans the same range and rises from 0 (no flat extrapolation of a
+    method's first point, which would reward circuits that prune to nothing).
+    """
+    if n_total <= n_min:
+        raise ValueError(f"n_total must exceed n_min, got {n_total} <= {n_min}")
+    x, y = _arrays(n_edges, faith)
+    x = np.maximum(x, float(n_min))
+    if anchors:
+        if not np.any(x == n_min):
+            x, y = np.r_[float(n_min), x], np.r_[ANCHOR_EMPTY[1], y]
+        x, y = np.r_[x, float(n_total)], np.r_[y, ANCHOR_FULL[1]]
+    x_ok = x <= n_total
+    return _trapezoid_normalized(np.log10(x[x_ok]), y[x_ok])
+
+
+def faith_at(n_requested, faith, counts: Iterable[int] | None = None) -> dict[str, float]:
+    """{str(n): F} at the requested budgets (all of them when counts is None)."""
+    req = [int(n) for n in np.asarray(n_requested).ravel()]
+    f = [float(v) for v in np.asarray(faith, dtype=float).ravel()]
+    table = dict(zip(req, f))
+    counts = req if counts is None else [int(c) for c in counts]
+    missing = [c for c in counts if c not in table]
+    if missing:
+        raise KeyError(f"budgets {missing} not on the curve (have {sorted(table)})")
+    return {str(c): table[c] for c in counts}
+
+
+def min_edges_for(n_edges, faith, threshold: float = 0.85) -> int | None:
+    """Smallest (pruned) edge count whose circuit has F >= threshold; None if none does."""
+    x, y = _arrays(n_edges, faith)
+    ok = x[y >= threshold]
+    return int(ok.min()) if len(ok) else None
+
+
+def pearson(a, b) -> float:
+    """Pearson r; NaN when either side is constant (r undefined)."""
+    a = np.asarray(a, dtype=float).ravel()
+    b = np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"pearson needs two equal-length vectors of >= 2 values, got {a.shape}, {b.shape}")
+    da, db = a - a.mean(), b - b.mean()
+    den = math.sqrt(float(np.dot(da, da)) * float(np.dot(db, db)))
+    if den == 0.0:
+        return float("nan")
+    return float(np.clip(np.dot(da, db) / den, -1.0, 1.0))
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import rankdata
+
+    return pearson(rankdata(np.asarray(a, float)), rankdata(np.asarray(b, float)))
+
+
+def score_effect_correlation(scores, effects, absolute: bool = True) -> dict[str, float]:
+    """Correlation of per-edge scores with exact per-edge effects (both [n_edges] vectors).
+
+    Returns {"pearson": r(|s|, |e|) (or signed if not absolute), "pearson_signed": r(s, e),
+    "spearman": rank r of the same pair as "pearson"}.
+    """
+    s = np.asarray(scores, dtype=float).ravel()
+    e = np.asarray(effects, dtype=float).ravel()
+    a, b = (np.abs(s), np.abs(e)) if absolute else (s, e)
+    return {"pearson": pearson(a, b), "pearson_signed": pearson(s, e), "spearman": spearman(a, b)}
+
+
+def gain(new: float, base: float, eps: float = 1e-9) -> dict[str, float | None]:
+    """{"abs": new - base, "rel": (new - base) / |base| (None if |base| < eps)}."""
+    d = float(new) - float(base)
+    return {"abs": d, "rel": (d / abs(float(base))) if abs(float(base)) >= eps else None}
+
+
+def curve_gains(n_requested, faith_new, faith_base, counts: Iterable[int] | None = None,
+                eps: float = 1e-6) -> dict[str, dict]:
+    """Per requested budget: gain of F_new over F_base ({str(n): {"abs", "rel"}})."""
+    a = faith_at(n_requested, faith_new, counts)
+    b = faith_at(n_requested, faith_base, counts)
+    return {k: gain(a[k], b[k], eps) for k in a}
+
+
+def threshold_key(threshold: float) -> str:
+    """Field name of `min_edges_for` in result JSONs: 0.85 -> "min_edges_for_f085" (no dot:
+    claims address fields by dotted paths)."""
+    return f"min_edges_for_f{int(round(threshold * 100)):03d}"
+
+
+def summarize_curve(n_requested, n_edges, faith, n_total: int, *, counts: Iterable[int] | None = None,
+                    threshold: float = 0.85, n_min: float = 1.0) -> dict:
+    """Every number a claim may check about one faithfulness curve."""
+    return {
+        "curve": {"n_requested": [int(n) for n in n_requested], "n_edges": [int(n) for n in n_edges],
+                  "faithfulness": [float(f) for f in faith]},
+        "auc": curve_auc(n_edges, faith, n_total),
+        "auc_log": curve_auc_log(n_edges, faith, n_total, n_min=n_min),
+        "faith_at": faith_at(n_requested, faith, counts),
+        threshold_key(threshold): min_edges_for(n_edges, faith, threshold),
+    }
+
+
+def count_ge(values_a: Mapping[str, float], values_b: Mapping[str, float], margin: float = 0.0) -> int:
+    """How many keys k have values_a[k] >= values_b[k] + margin (keys of values_a)."""
+    return int(sum(1 for k, v in values_a.items() if v >= values_b[k] + margin))
+
+
+def mean_finite(values: Iterable) -> float:
+    """Mean of the finite values (NaN when none)."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    return float(np.mean(v)) if v else float("nan")
+
+
+# ---- the papers' numbers (PAPERS.md "Results"; GPT-2 small, F at pruned edge counts) ------
+PAPER_EAPIG = {
+    # task: {method: [(edges, F), ...]} from the EAP-IG repo's result CSVs [code]
+    "ioi": {"eap": [(162, 0.00)], "eap_ig": [(90, 0.26), (194, 0.43)]},
+    "greater_than": {"eap": [(186, 0.88)], "eap_ig": [(190, 0.94)]},
+    "sva": {"eap": [(296, 0.00)], "eap_ig": [(513, 0.85)]},
+    "gender_bias": {"eap": [(569, 0.85)], "eap_ig": [(366, 0.85)]},
+    "country_capital": {"eap": [(984, 0.83)], "eap_ig": [(479, 0.85)]},
+    "hypernymy": {"eap": [(933, 0.23)], "eap_ig": [(968, 0.44)]},
+}
+PAPER_EAPIG_NOTES = {
+    "ioi": "EAP 0.00 up to 162 edges; EAP-IG 0.26@90, 0.43@194",
+    "greater_than": "EAP 0.88@186 vs EAP-IG 0.94@190 (tie)",
+    "sva": "EAP ~0 up to 296; EAP-IG >=0.85@513",
+    "gender_bias": "0.85: EAP@569 vs EAP-IG@366",
+    "country_capital": "EAP never 0.85 (0.83@984); EAP-IG 0.85@479",
+    "hypernymy": "EAP 0.23@933 vs EAP-IG 0.44@968",
+}
+PAPER_PEARSON = {"eap": (0.34, 0.84), "eap_ig": (0.88, 0.98)}   # range over the six tasks
+PAPER_EAPGP_MAX_GAIN = 0.177     # "up to 17.7%": relative or points is [open]
+
+
+# ---- one task: every method's scores and curve on one shared Patcher ---------------------------
+def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iterable[int], *,
+                  steps: int = 5, selection: str = "greedy", patcher=None, exact: bool | int = True,
+                  batch_size: int | None = None, rows_per_forward: int = 256, progress=None) -> dict:
+    """Scores, faithfulness curves and score/effect correlations of `methods` on one batch.
+
+    All circuits of all methods (and the exact single-edge effects, if `exact`) go through
+    one `Patcher`, so the clean and corrupted runs are computed once. ``steps`` is passed
+    to every method that takes it (m of EAP-IG, k of EAP-GP), ``batch_size`` (examples per
+    gradient chunk; None: all) to every method that takes it. ``exact``: True (exact effects
+    on the whole batch, through the shared Patcher), False (none: pearson fields absent), or
+    an int k (the first k prompts only, on a Patcher of their own: exact single-edge
+    patching costs n_edges x k rows, too much for GPT-2's 32,491 edges x 1000). `progress`: an optional
+    callable(str) called before each method (e.g. a tqdm bar's set_postfix_str).
+    Returns {"m_clean", "m_corrupt", "n_total", "methods": {name: {"scores" [n_edges] numpy,
+    "curve" DataFrame, "seconds"}}, "effects" [n_edges] numpy or None, "forward_passes"}.
+    """
+    import time
+
+    from ..attribute import attribute, method_options
+    from ..circuits import faithfulness_curve
+    from ..methods.common import resolve_metric
+    from ..patching import Patcher
+
+    if patcher is None:
+        patcher = Patcher(model, graph, batch, resolve_metric(model, batch, "task"),
+                          rows_per_forward=rows_per_forward)
+    out: dict = {"methods": {}, "n_total": int(graph.n_edges)}
+    counts = [int(n) for n in edge_counts]
+    for name in methods:
+        if progress:
+            progress(name)
+        t0 = time.perf_counter()
+        valid = method_options(name)
+        opts = {"steps": int(steps)} if "steps" in valid else {}
+        if batch_size and "batch_size" in valid:
+            opts["batch_size"] = int(batch_size)
+        s = attribute(model, batch, method=name, graph=graph, **opts)
+        t1 = time.perf_counter()
+        df = faithfulness_curve(model, graph, batch, s, counts, selection=selection, patcher=patcher)
+        out["methods"][name] = {"scores": graph.edges_from_matrix(s.detach().cpu().double()).numpy(),
+                                "curve": df, "seconds_scores": t1 - t0,
+                                "seconds_curve": time.perf_counter() - t1}
+        out["m_clean"], out["m_corrupt"] = df.attrs["m_clean"], df.attrs["m_corrupt"]
+    if exact is not False and exact is not None and int(exact) != 0:
+        if progress:
+            progress("exact")
+        p = patcher
+        if exact is not True and int(exact) < len(batch):
+            sub = batch.subset(slice(0, int(exact)))
+            p = Patcher(model, graph, sub, resolve_metric(model, sub, "task"), rows_per_forward=rows_per_forward)
+        out["effects"] = p.edge_effects().detach().cpu().double().numpy()
+        out["exact_n"] = len(p.batch)
+    else:
+        out["effects"] = None
+    out["forward_passes"] = patcher.forward_passes
+    return out
+
+
+def task_summary(res: Mapping, counts: Iterable[int] | None = None, threshold: float = 0.85) -> dict:
+    """JSON-ready numbers of one task's `method_curves` result."""
+    counts = None if counts is None else list(counts)
+    n_total = res["n_total"]
+    out = {"m_clean": res["m_clean"], "m_corrupt": res["m_corrupt"], "n_edges_total": n_total, "methods": {}}
+    for name, r in res["methods"].items():
+        df = r["curve"]
+        d = summarize_curve(df["n_requested"], df["n_edges_after_prune"], df["faithfulness"], n_total,
+                            counts=counts, threshold=threshold)
+        if res.get("effects") is not None:
+            out["exact_n"] = res.get("exact_n")
+            d.update(score_effect_correlation(r["scores"], res["effects"]))
+        d["seconds"] = r["seconds_scores"] + r["seconds_curve"]
+        out["methods"][name] = d
+    return out
+
+
+def task_settings(spec: Mapping, task: str, model_name: str, n_edges: int) -> dict:
+    """Per-task settings of an experiment spec: ``n`` (``n_by_task`` overrides), ``edge_counts``
+    (``edge_counts_by_task`` overrides; budgets above n_edges are clipped to n_edges and
+    deduplicated), ``batch_size`` (int or {model: int}), ``exact`` (bool or a prompt count
+    for the exact single-edge effects behind the Pearson r; default: True for graphs of at
+    most 5,000 edges (the tiny models), else False -- GPT-2 small's 32,491 edges cost
+    32,491 x k patched rows: set ``exact: k`` in the profile to get the Pearson r there)."""
+    n = int(spec.get("n_by_task", {}).get(task, spec.get("n", 32)))
+    counts = spec.get("edge_counts_by_task", {}).get(task, spec.get("edge_counts"))
+    if not counts:
+        raise ValueError(f"edge_counts missing for task {task!r}")
+    counts = sorted({min(int(c), int(n_edges)) for c in counts})
+    bs = spec.get("batch_size")
+    if isinstance(bs, Mapping):
+        bs = bs.get(model_name)
+    exact = spec.get("exact")
+    if exact is None:
+        exact = n_edges <= 5000
+    return {"n": n, "edge_counts": counts, "batch_size": int(bs) if bs else None, "exact": exact}

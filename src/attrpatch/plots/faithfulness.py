@@ -1,0 +1,130 @@
+"""Figures of EAP-IG's faithfulness curves (Hanna et al. 2024) and EAP-GP's gain over EAP-IG
+(Zhang et al. 2025), drawn from the result dicts the experiments write (no computation here)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+TASK_TITLES = {"ioi": "IOI", "greater_than": "Greater-Than", "sva": "SVA", "gender_bias": "Gender-Bias",
+               "country_capital": "Country-Capital", "hypernymy": "Hypernymy", "docstring": "Docstring"}
+METHOD_LABELS = {"eap": "EAP", "eap_ig": "EAP-IG (inputs)", "eap_ig_activations": "EAP-IG (activations)",
+                 "eap_ig_cc": "EAP-IG (clean-corrupted)", "eap_gp": "EAP-GP"}
+METHOD_STYLE = {"eap": dict(color="C0", marker="o"), "eap_ig": dict(color="C3", marker="s"),
+                "eap_ig_activations": dict(color="C2", marker="^", ls="--"),
+                "eap_ig_cc": dict(color="C4", marker="v", ls=":"), "eap_gp": dict(color="C1", marker="D")}
+
+
+def _title(task: str) -> str:
+    return TASK_TITLES.get(task, task)
+
+
+def _draw_curves(ax, task_curves: dict, aucs: dict | None, note: str | None, n_total: int | None,
+                 threshold: float = 0.85) -> None:
+    for m, c in task_curves.items():
+        st = dict(METHOD_STYLE.get(m, {}))
+        lab = METHOD_LABELS.get(m, m)
+        if aucs and m in aucs:
+            lab += f" (AUC {aucs[m]:.3f})"
+        x = np.asarray(c["n_edges"], float)
+        y = np.asarray(c["faithfulness"], float)
+        keep = x > 0
+        ax.plot(x[keep], y[keep], label=lab, ms=3.5, lw=1.6, **st)
+    ax.set_xscale("log")
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.axhline(threshold, color="0.5", lw=0.8, ls=":")
+    if n_total:
+        ax.axvline(n_total, color="0.7", lw=0.8, ls="--")
+    ax.set_xlabel("edges in circuit (after pruning, log scale)")
+    ax.set_ylabel("normalized faithfulness F")
+    ax.legend(fontsize=7, loc="lower right")
+    if note:
+        ax.text(0.02, 0.98, "paper (GPT-2 small):\n" + note, transform=ax.transAxes, fontsize=6.5, va="top",
+                ha="left", bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
+
+
+def plot_faith_panels(curves: dict, aucs: dict | None = None, notes: dict | None = None, *,
+                      n_total: dict | None = None, suptitle: str = "", ncols: int = 3):
+    """One panel per task: F vs. edges (log x), one curve per method.
+
+    curves[task][method] = {"n_edges": [...], "faithfulness": [...]}; aucs[task][method]
+    (shown in the legend); notes[task] = the paper's headline numbers (a text box);
+    n_total[task] = all edges of the model (dashed vertical line).
+    """
+    sns.set_style("whitegrid")
+    tasks = list(curves)
+    nrows = int(np.ceil(len(tasks) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.9 * nrows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        _draw_curves(ax, curves[task], (aucs or {}).get(task), (notes or {}).get(task),
+                     (n_total or {}).get(task))
+        ax.set_title(_title(task))
+        lo = min(min(c["faithfulness"]) for c in curves[task].values())
+        hi = max(max(c["faithfulness"]) for c in curves[task].values())
+        ax.set_ylim(min(-0.1, lo - 0.05), max(1.1, hi + 0.05))
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float = 0.177, n_total: dict | None = None,
+              suptitle: str = "", ncols: int = 3):
+    """Per-task curves (EAP-IG vs EAP-GP) and a bar chart of the AUC gains.
+
+    gains[task] = {"auc_rel": r, "auc_abs": a[, "auc_log_rel": l]}; bars show them in percent (relative: % of
+    EAP-IG's AUC; absolute: AUC points x 100) with the paper's "up to 17.7%" as a dashed
+    line (PAPERS.md: relative or points is [open]).
+    """
+    sns.set_style("whitegrid")
+    tasks = list(curves)
+    nrows = int(np.ceil(len(tasks) / ncols))
+    fig = plt.figure(figsize=(4.6 * ncols, 3.9 * nrows + 3.6))
+    gs = fig.add_gridspec(nrows + 1, ncols, height_ratios=[1.0] * nrows + [0.9])
+    for i, task in enumerate(tasks):
+        ax = fig.add_subplot(gs[i // ncols, i % ncols])
+        _draw_curves(ax, curves[task], aucs.get(task), None, (n_total or {}).get(task))
+        g = gains.get(task, {})
+        rel = g.get("auc_rel")
+        ax.set_title(f"{_title(task)}: GP - IG = {g.get('auc_abs', float('nan')):+.3f} AUC"
+                     + (f" ({100 * rel:+.1f}%)" if rel is not None else ""), fontsize=9)
+        lo = min(min(c["faithfulness"]) for c in curves[task].values())
+        hi = max(max(c["faithfulness"]) for c in curves[task].values())
+        ax.set_ylim(min(-0.1, lo - 0.05), max(1.1, hi + 0.05))
+    ax = fig.add_subplot(gs[nrows, :])
+    x = np.arange(len(tasks))
+    rel = [100 * (gains[t]["auc_rel"] if gains[t]["auc_rel"] is not None else np.nan) for t in tasks]
+    ab = [100 * gains[t]["auc_abs"] for t in tasks]
+    bars = [(rel, "C1", "relative gain (% of EAP-IG AUC)"), (ab, "C9", "absolute gain (AUC points x 100)")]
+    if all("auc_log_rel" in gains[t] for t in tasks):
+        lrel = [100 * (gains[t]["auc_log_rel"] if gains[t]["auc_log_rel"] is not None else np.nan) for t in tasks]
+        bars.append((lrel, "C5", "relative gain, log-edge AUC (%)"))
+    w = 0.8 / len(bars)
+    for i, (vals, color, label) in enumerate(bars):
+        xs = x + (i - (len(bars) - 1) / 2) * w
+        ax.bar(xs, vals, w, color=color, label=label)
+        for xi, v in zip(xs, vals):
+            if np.isfinite(v):
+                ax.annotate(f"{v:+.1f}", (xi, v), xytext=(0, 2 if v >= 0 else -2), textcoords="offset points",
+                            ha="center", va="bottom" if v >= 0 else "top", fontsize=6.5)
+    allv = [v for vals, _, _ in bars for v in vals]
+    ax.axhline(100 * reference, color="k", ls="--", lw=1.2,
+               label=f'paper: "up to {100 * reference:.1f}%" (GPT-2, relative or points: open)')
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(x, [_title(t) for t in tasks])
+    ax.set_ylabel("EAP-GP gain over EAP-IG (%)")
+    lo = np.nanmin(allv + [0.0])
+    hi = np.nanmax(allv + [100 * reference])
+    pad = 0.15 * (hi - lo + 1e-9)
+    ax.set_ylim(lo - pad, hi + 2 * pad)
+    ax.legend(fontsize=7.5, loc="upper left", ncol=2)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    return fig
