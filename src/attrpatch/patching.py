@@ -43,6 +43,7 @@ def base_and_source(batch: TaskBatch, direction: str = DEFAULT_DIRECTION) -> tup
 def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int, B: int):
     """Hooks that apply per-copy edge masks [C, n_up, n_down] with source outputs [B,P,n_up,d]."""
     cur: dict[int, torch.Tensor] = {}
+    stacked: dict = {}
 
     def cap_out(oh):
         def fn(t, hook):
@@ -57,13 +58,24 @@ def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int
         if not bool(m.any()):
             return None
         m = m.to(source.dtype)
+        c_i, u_i, v_i = m.nonzero(as_tuple=True)
+        # sparse path when it touches fewer (copy, parent) slices than the dense contraction
+        nz = (c_i, u_i, v_i, m[c_i, u_i, v_i]) if c_i.numel() <= m.shape[0] * m.shape[1] // 2 else None
 
         def fn(t, hook):
-            up = torch.cat([cur[k] for k in sorted(cur)], dim=2)[:, :, : ih.n_parents]  # [C*B,P,n_par,d]
-            P, d = up.shape[1], up.shape[-1]
-            up = up.reshape(C, B, P, ih.n_parents, d)
+            if stacked.get("n") != len(cur):  # q, k, v hooks of a layer read the same outputs: concatenate once
+                stacked["n"], stacked["up"] = len(cur), torch.cat([cur[k] for k in sorted(cur)], dim=2)
+            allup = stacked["up"]  # [C*B, P, n_available, d], contiguous
+            P, d = allup.shape[1], allup.shape[-1]
+            up = allup.view(C, B, P, allup.shape[2], d)[:, :, :, : ih.n_parents]  # [C,B,P,n_par,d], no copy
             src = source[:, :, : ih.n_parents].to(up.device, up.dtype)
-            delta = torch.einsum("cuv,bpud->cbpvd", m, src) - torch.einsum("cuv,cbpud->cbpvd", m, up)
+            if nz is not None:  # few patched edges per copy (edge_effects: one): only those differences
+                c, u, v, w = nz
+                vals = (src[:, :, u].permute(2, 0, 1, 3) - up[c, :, :, u]) * w[:, None, None, None]  # [K,B,P,d]
+                delta = vals.new_zeros(C * n_recv, B, P, d).index_add_(0, c * n_recv + v, vals)
+                delta = delta.reshape(C, n_recv, B, P, d).permute(0, 2, 3, 1, 4)
+            else:
+                delta = torch.einsum("cuv,cbpud->cbpvd", m, src.unsqueeze(0) - up)  # one contraction, not two
             delta = delta.reshape(C * B, P, n_recv, d)
             return t + (delta if ih.per_head else delta[:, :, 0])
         return fn

@@ -1,0 +1,103 @@
+"""Run every benchmark in one process, print the table, write benchmarks/results/<date>.{md,csv}.
+
+    python benchmarks/run.py            # GPT-2-small shape, the real measurement (~15 min, 2 cores)
+    python benchmarks/run.py --quick    # tiny shapes, seconds: checks the code, not the numbers
+
+Ratios are measured within this process with interleaved repeats; absolute times are
+context only. The DAG's wall time is measured separately by benchmarks/dag_time.sh.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from benchmarks import common, gradient_methods, memory, patching_throughput, peer  # noqa: E402
+
+PARTS = ("gradient", "patching", "memory", "peer")
+FIELDS = ("id", "measurement", "value", "unit", "target", "ok", "context")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3g}"
+    return str(v).replace("|", "\\|")
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| id | measurement | value | unit | target | met | context |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: ""}[r.get("ok")]
+        lines.append(f"| {r['id']} | {_fmt(r['measurement'])} | {_fmt(r['value'])} | {r.get('unit', 'x')} | "
+                     f"{_fmt(r['target'])} | {met} | {_fmt(r['context'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes, one repeat (the smoke test)")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
+    ap.add_argument("--repeats", type=int, default=None, help="timing repeats (default 3; 1 with --quick)")
+    ap.add_argument("--heavy-repeats", type=int, default=None,
+                    help="repeats of EAP-IG/EAP-GP/AtP timings (default: --repeats)")
+    ap.add_argument("--memory-methods", default=",".join(memory.METHODS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peer-python", default=os.environ.get("ATTRPATCH_PEER_PYTHON", "/tmp/peer-venv/bin/python"),
+                    help="python of a separate venv with auto-circuit installed (skipped if missing)")
+    ap.add_argument("--out", default=str(HERE / "results"), help="directory for <date>.md/.csv ('' = no files)")
+    args = ap.parse_args(argv)
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown parts {sorted(unknown)}; allowed: {PARTS}")
+    shape = common.QUICK if args.quick else common.FULL
+    repeats = args.repeats or (1 if args.quick else 3)
+    load0 = common.load_average()
+    rows: list[dict] = []
+    if "gradient" in parts:
+        rows += gradient_methods.run(shape, repeats=repeats, warmup=0 if args.quick else 1, threads=args.threads,
+                                     heavy_repeats=args.heavy_repeats)
+    if "patching" in parts:
+        rows += patching_throughput.run(n=8 if args.quick else 32, repeats=repeats, threads=args.threads,
+                                        max_edges=16 if args.quick else None)
+    if "memory" in parts:
+        mrows, _ = memory.run(shape, methods=("eap",) if args.quick else tuple(args.memory_methods.split(",")), threads=args.threads)
+        rows += mrows
+    if "peer" in parts:
+        py = args.peer_python if args.peer_python and Path(args.peer_python).exists() else None
+        rows += peer.run(py)
+    for r in rows:
+        r.setdefault("unit", "x")
+    import torch
+
+    header = (f"# attrpatch benchmarks {dt.datetime.now():%Y-%m-%d %H:%M}\n\n"
+              f"{'QUICK (smoke) run: numbers mean nothing. ' if args.quick else ''}"
+              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+              f"{args.threads} threads; load average {load0:.2f} at start, {common.load_average():.2f} at end.")
+    md = markdown(rows, header)
+    print(md)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = dt.datetime.now().strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+        (out / f"{stem}.md").write_text(md)
+        with open(out / f"{stem}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {out / stem}.md and .csv")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
