@@ -127,3 +127,16 @@ def test_config_hash_stable():
     assert config_hash(a) != config_hash({**a, "x": 2})
     with pytest.raises(TypeError):
         config_hash({"x": object()})
+
+
+def test_every_profile_loads_and_names_a_claims_profile():
+    """Each shipped config validates, and its claims are checked under a known claims profile."""
+    from pathlib import Path
+
+    from attrpatch.claims import PROFILES
+    from attrpatch.pipeline import load_profile
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "config").glob("*.yaml")):
+        cfg = load_profile(path.stem, root=root)
+        assert cfg.get("claims_profile", cfg["profile"]) in PROFILES, path.name

@@ -38,7 +38,12 @@ def load_profile(profile_or_path, root=None) -> dict:
     cfg = config_mod.load_config(profile_or_path, known_tasks=set(TASKS), known_methods=known_methods(),
                                  known_experiments=set(EXPERIMENTS), root=root,
                                  extra_top_level=EXTRA_TOP_LEVEL)
+    from .claims import PROFILES as CLAIM_PROFILES
+
     errs = []
+    cp = cfg.get("claims_profile", cfg["profile"])
+    if cp not in CLAIM_PROFILES:
+        errs.append(f"claims_profile: {cp!r} is not a claims profile; allowed: {list(CLAIM_PROFILES)}")
     for name, spec in cfg["models"].items():
         kinds = [k for k in MODEL_KINDS if k in spec]
         if len(kinds) != 1:
