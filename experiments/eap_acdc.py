@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from attrpatch.analysis.roc import best_tpr_minus_fpr, keep_threshold, mask_rates, taus_from_spec, topn_rates
+from attrpatch.analysis.faithfulness import task_settings
+from attrpatch.analysis.roc import acdc_universe, best_tpr_minus_fpr, keep_threshold, mask_rates, taus_from_spec, topn_rates
 from attrpatch.attribute import attribute
 from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
@@ -52,14 +53,24 @@ def main(argv=None):
     for task, model_name in jobs:
         model = ctx.model(model_name)
         graph = Graph.from_model(model)
-        batch = ctx.batch(task, model_name, n)
+        st = task_settings(spec, task, model_name, graph.n_edges, edge_counts=False)
+        batch = ctx.batch(task, model_name, st["n"])
         ref = reference_mask(pd.read_csv(reference_path(ctx.profile, task, ctx.root)), graph)
         out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()), "model": model_name}
-        scores = attribute(model, batch, method="eap", graph=graph)
+        if "n_by_task" in spec:
+            out["settings"].setdefault("n_by_task", {})[task] = st["n"]
+        scores = attribute(model, batch, method="eap", graph=graph,
+                           **({"batch_size": st["batch_size"]} if st["batch_size"] else {}))
+        # acdc_max_edges (paper_random): "plain ACDC" (f = 1) runs over the top-|EAP| edges only
+        uni = acdc_universe(scores, graph, st["acdc_max_edges"])
+        if uni is not None:
+            out["reference"][task]["plain_acdc_limited_to"] = int(uni.sum())
         patcher = make_patcher(model, graph, batch, "task")
         rows, fp = [], {}
         for f in fractions:
             thr = keep_threshold(scores, graph, f)
+            if f >= 1.0 and uni is not None:
+                thr = float(scores.detach().cpu().double().abs()[uni].min())
             fp[_fkey(f)] = {}
             for tau, res in zip(taus, eap_then_acdc_sweep(model, graph, batch, scores, thr, taus, patcher=patcher)):
                 r = mask_rates(res.mask, ref, graph).iloc[0]

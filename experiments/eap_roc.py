@@ -14,7 +14,8 @@ import sys
 import pandas as pd
 from tqdm.auto import tqdm
 
-from attrpatch.analysis.roc import circuit_roc, score_roc, taus_from_spec
+from attrpatch.analysis.faithfulness import task_settings
+from attrpatch.analysis.roc import EXACT_SUBSET_RULE, acdc_universe, circuit_roc, exact_edge_subset, score_roc, taus_from_spec
 from attrpatch.attribute import attribute
 from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
@@ -47,22 +48,41 @@ def main(argv=None):
     for task, model_name in tqdm(ctx.task_models().items(), desc="eap_roc tasks"):
         model = ctx.model(model_name)
         graph = Graph.from_model(model)
-        batch = ctx.batch(task, model_name, n)
+        st = task_settings(spec, task, model_name, graph.n_edges, edge_counts=False)
+        batch = ctx.batch(task, model_name, st["n"])
         ref_df = pd.read_csv(reference_path(ctx.profile, task, ctx.root))
         ref = reference_mask(ref_df, graph)
+        if "n_by_task" in spec:
+            out["settings"].setdefault("n_by_task", {})[task] = st["n"]
         out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()),
                                   "source": str(ref_df["source"].iloc[0]), "model": model_name}
         curves, acdc_info = {}, {}
+        eap = None
+        if "eap" in methods or st["max_edges"] or st["acdc_max_edges"]:
+            eap = attribute(model, batch, method="eap", graph=graph,
+                            **({"batch_size": st["batch_size"]} if st["batch_size"] else {}))
         for method in methods:
-            if method in ("eap", "exact"):
-                scores = attribute(model, batch, method=method, graph=graph)
-                curves[method] = score_roc(scores, ref, graph)
+            if method == "eap":
+                curves[method] = score_roc(eap, ref, graph)
+            elif method == "exact":
+                # max_edges (paper_random): exact patching and its ROC only on that edge subset
+                sub = exact_edge_subset(eap, graph, st["max_edges"], seed=ctx.seed) if eap is not None else None
+                scores = attribute(model, batch, method="exact", graph=graph,
+                                   **({} if sub is None else {"edges": sub}))
+                curves[method] = score_roc(scores, ref, graph, edges=sub)
+                if sub is not None:
+                    curves[method]["limited"] = f"exact patching on {len(sub)} of {graph.n_edges} edges ({EXACT_SUBSET_RULE})"
             else:
-                sw = acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True)
+                # acdc_max_edges (paper_random): ACDC only over the top-|EAP| edges
+                uni = acdc_universe(eap, graph, st["acdc_max_edges"]) if eap is not None else None
+                sw = acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni)
                 curves[method] = circuit_roc(sw.masks, ref, graph, taus=taus)
                 acdc_info[method] = {"tau": taus, "forward_passes": [r.forward_passes for r in sw.results],
                                      "n_edges": [r.n_edges for r in sw.results],
                                      "total_forward_passes": sw.forward_passes, "wall_s": sw.wall_s}
+                if uni is not None:
+                    acdc_info[method]["limited"] = (f"ACDC over the {int(uni.sum())} edges of largest |EAP| "
+                                                    f"of {graph.n_edges}")
         out["curves"][task] = curves
         out["acdc"][task] = acdc_info
         out["auc"][task] = {m: c["auc"] for m, c in curves.items()}

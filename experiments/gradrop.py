@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from attrpatch.analysis import node_recovery as nr
+from attrpatch.analysis.faithfulness import task_settings
 from attrpatch.attribute import attribute
 from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
@@ -35,10 +36,13 @@ def main(argv=None):
     for task, model_name in tqdm(list(ctx.task_models().items()), desc="gradrop tasks"):
         t0 = time.time()
         model = ctx.model(model_name)
-        batch = ctx.batch(task, model_name, n)
         g = Graph.from_model(model)
+        st = task_settings(spec, task, model_name, g.n_edges, edge_counts=False)
+        batch = ctx.batch(task, model_name, st["n"])
+        # node-level: exact node patching is n_up forwards (157 on GPT-2 small), so max_edges is not needed
         exact = attribute(model, batch, "exact_nodes", graph=g).double()
-        scores = {m: attribute(model, batch, m, graph=g).double() for m in methods}
+        opts = {"batch_size": st["batch_size"]} if st["batch_size"] else {}
+        scores = {m: attribute(model, batch, m, graph=g, **opts).double() for m in methods}
         tab = nr.recovery_table(exact, scores, g.upstream, exact_quantile=q, estimate_ratio=ratio)
         tab.update({"model": model_name, "n_prompts": len(batch), "seconds": round(time.time() - t0, 2)})
         tasks[task] = tab

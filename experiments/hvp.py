@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attrpatch.analysis import second_order as so
+from attrpatch.analysis.faithfulness import task_settings
 from attrpatch.attribute import attribute
 from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
@@ -28,12 +29,13 @@ from attrpatch.plots.second_order import plot_hvp
 N_TOP, N_RANDOM, ROWS = 24, 24, 256
 
 
-def run_task(ctx, task, model_name, n, ks, threshold, n_top, n_random):
+def run_task(ctx, task, model_name, n, ks, threshold, n_top, n_random, batch_size=None):
     t0 = time.time()
     model = ctx.model(model_name)
     batch = ctx.batch(task, model_name, n)
     g = Graph.from_model(model)
-    eap_all = g.edges_from_matrix(attribute(model, batch, "eap", graph=g)).double()
+    opts = {"batch_size": int(batch_size)} if batch_size else {}
+    eap_all = g.edges_from_matrix(attribute(model, batch, "eap", graph=g, **opts)).double()
     sel = so.edge_subset(eap_all, n_top, n_random, seed=ctx.seed)
     edges = g.edge_index[torch.as_tensor(sel)]
     names = [g.edge_names[i] for i in sel]
@@ -49,7 +51,7 @@ def run_task(ctx, task, model_name, n, ks, threshold, n_top, n_random):
     exact = Patcher(model, g, batch, metric).edge_effects(edges).double()
     ig, ig_passes = {}, sorted({int(k) for k in ks} | {2 * int(k) for k in ks})
     for m in ig_passes:
-        ig[m] = g.edges_from_matrix(attribute(model, batch, "eap_ig", graph=g, steps=m)).double()[sel]
+        ig[m] = g.edges_from_matrix(attribute(model, batch, "eap_ig", graph=g, steps=m, **opts)).double()[sel]
     multistep = {}
     for K in ks:
         est = so.multistep_from_derivatives(d1, d2, K)
@@ -79,17 +81,7 @@ def run_task(ctx, task, model_name, n, ks, threshold, n_top, n_random):
     return detail, arrays
 
 
-def main(argv=None):
-    ctx, args = Context.from_args("hvp", argv)
-    spec = ctx.spec
-    ks = [int(k) for k in spec.get("multistep", [1, 2, 4])]
-    threshold = float(spec.get("threshold", 0.5))
-    sub = spec.get("subset", {})
-    n_top, n_random = int(sub.get("top", N_TOP)), int(sub.get("random", N_RANDOM))
-    tasks, arrays = {}, {}
-    for task, model_name in tqdm(list(ctx.task_models().items()), desc="hvp tasks"):
-        tasks[task], arrays[task] = run_task(ctx, task, model_name, int(spec.get("n", 32)), ks, threshold,
-                                             n_top, n_random)
+def summarize(tasks, arrays, ks, threshold):
     mean = lambda *p: so.mean_over_tasks(tasks, p)  # noqa: E731
     all_first = np.concatenate([a["first"] for a in arrays.values()])
     all_corr = np.concatenate([a["corrected"] for a in arrays.values()])
@@ -114,9 +106,42 @@ def main(argv=None):
     }
     summary["multistep_hvp_beats_ig_equal_passes"] = float(np.mean(
         [v["hvp"] < v["ig_equal_passes"] for v in summary["multistep"].values()]))
+    return summary
+
+
+def main(argv=None):
+    ctx, args = Context.from_args("hvp", argv)
+    spec = ctx.spec
+    ks = [int(k) for k in spec.get("multistep", [1, 2, 4])]
+    threshold = float(spec.get("threshold", 0.5))
+    sub = spec.get("subset", {})
+    n_top, n_random = int(sub.get("top", N_TOP)), int(sub.get("random", N_RANDOM))
+    if not sub and spec.get("max_edges"):      # paper_random: max_edges exact patches, half top |EAP|
+        k = int(spec["max_edges"])
+        n_top, n_random = k // 2, k - k // 2
+
+    def run(items):
+        tasks, arrays = {}, {}
+        for task, model_name in tqdm(items, desc="hvp tasks"):
+            st = task_settings(spec, task, model_name, 0, edge_counts=False)
+            tasks[task], arrays[task] = run_task(ctx, task, model_name, st["n"], ks, threshold, n_top, n_random,
+                                                 batch_size=st["batch_size"])
+        return tasks, arrays
+
+    items = list(ctx.task_models().items())
+    tasks, arrays = run(items)
+    summary = summarize(tasks, arrays, ks, threshold)
+    # spec.models (paper profiles): every task again on each further model, under by_model.<model>
+    by_model = {}
+    for extra in spec.get("models", []) or []:
+        if all(extra == m for _, m in items):
+            continue
+        t2, a2 = run([(t, extra) for t, _ in items])
+        by_model[extra] = {"summary": summarize(t2, a2, ks, threshold), "tasks": t2}
     out = {
         "summary": summary,
         "tasks": tasks,
+        **({"by_model": by_model} if spec.get("models") else {}),
         "notes": {
             "subset": f"per task the {n_top} edges with the largest |EAP| plus {n_random} seeded random others; "
                       "every per-edge number is over that subset (per-edge HVPs for all edges x all multi-step "

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from attrpatch.analysis.roc import (best_tpr_minus_fpr, circuit_roc, concavity, keep_threshold, linear_fit,
+from attrpatch.analysis.roc import (acdc_universe, best_tpr_minus_fpr, exact_edge_subset, circuit_roc, concavity, keep_threshold, linear_fit,
                                     mask_rates, score_roc, tau_grid, taus_from_spec, topn_rates)
 from attrpatch.graph import Graph
 
@@ -104,3 +104,34 @@ def test_keep_threshold_keeps_top_fraction(graph):
     kept = int((graph.edges_from_matrix(s).abs() >= thr).sum())
     assert kept == int(np.ceil(0.2 * graph.n_edges))
     assert keep_threshold(s, graph, 1.0) == 0.0
+
+
+def test_exact_edge_subset_and_acdc_universe(graph):
+    s = graph.matrix_from_edges(torch.arange(graph.n_edges, dtype=torch.float64) - 7.5)
+    assert exact_edge_subset(s, graph, None) is None and exact_edge_subset(s, graph, graph.n_edges) is None
+    sub = exact_edge_subset(s, graph, 10, seed=1)
+    assert len(set(int(i) for i in sub)) == 10
+    top5 = set(range(graph.n_edges - 5, graph.n_edges))          # largest |score| are the last edges
+    assert top5 <= set(int(i) for i in sub)
+    assert list(exact_edge_subset(s, graph, 10, seed=1)) == list(sub)   # seeded
+    assert acdc_universe(s, graph, None) is None
+    uni = graph.edges_from_matrix(acdc_universe(s, graph, 6).double()).bool()
+    assert int(uni.sum()) == 6 and bool(uni[-6:].all())
+
+
+def test_score_roc_on_a_subset_ignores_unmeasured_edges(graph):
+    """With `edges=`, the ROC ranks only those edges (NaN elsewhere is fine) and equals the
+    ROC of the same scores on a graph universe made of those edges alone."""
+    gen = torch.Generator().manual_seed(0)
+    ref_e = torch.rand(graph.n_edges, generator=gen) < 0.3
+    ref = graph.matrix_from_edges(ref_e, fill=False).bool()
+    vals = torch.rand(graph.n_edges, generator=gen, dtype=torch.float64)
+    sub = torch.arange(0, graph.n_edges, 3)
+    masked = torch.full((graph.n_edges,), float("nan"), dtype=torch.float64)
+    masked[sub] = vals[sub]
+    r = score_roc(graph.matrix_from_edges(masked), ref, graph, edges=sub)
+    assert r["n_edges_ranked"] == len(sub)
+    # brute-force AUC (probability a positive outranks a negative) over the subset
+    pos, neg = vals[sub][ref_e[sub]], vals[sub][~ref_e[sub]]
+    auc = float((pos[:, None] > neg[None, :]).double().mean())
+    assert r["auc"] == pytest.approx(auc, abs=1e-9)

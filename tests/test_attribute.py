@@ -36,3 +36,15 @@ def test_unknown_method_and_option(model, batch):
     with pytest.raises(ValueError, match=r"method 'eap_ig' has no option\(s\) \['stepz'\]; valid options: .*steps"):
         attribute(model, batch, method="eap_ig", stepz=3)
     assert "steps" in method_options("eap_gp")
+
+
+def test_exact_on_an_edge_subset_matches_the_full_run(model, batch):
+    """`edges=` patches only the listed edges: those equal the full exact run, the rest are NaN."""
+    g = Graph.from_model(model)
+    full = g.edges_from_matrix(attribute(model, batch, "exact", graph=g))
+    sub = [0, 3, g.n_edges // 2, g.n_edges - 1]
+    part = g.edges_from_matrix(attribute(model, batch, "exact", graph=g, edges=sub))
+    torch.testing.assert_close(part[sub], full[sub])
+    rest = torch.ones(g.n_edges, dtype=torch.bool)
+    rest[sub] = False
+    assert torch.isnan(part[rest]).all()

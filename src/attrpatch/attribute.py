@@ -50,13 +50,21 @@ PROCEDURES = ("acdc_task", "acdc_kl", "eap_acdc")
 ALL_METHOD_NAMES = tuple(METHODS) + PROCEDURES
 
 
-def _exact_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=2048, progress=False):
+def _exact_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=2048, progress=False,
+                 edges=None):
+    """Exact effect of each edge alone. edges: indices into the graph's edge list to patch
+    (the others are NaN; e.g. `analysis.roc.exact_edge_subset`); None: every edge."""
     from .methods.common import resolve_metric
     from .patching import DEFAULT_DIRECTION, Patcher
 
     p = Patcher(model, graph, batch, resolve_metric(model, batch, metric), direction=direction or DEFAULT_DIRECTION,
                 rows_per_forward=rows_per_forward, progress=progress)
-    return graph.matrix_from_edges(p.edge_effects().double())
+    if edges is None:
+        return graph.matrix_from_edges(p.edge_effects().double())
+    idx = torch.as_tensor(edges, dtype=torch.long)
+    vals = torch.full((graph.n_edges,), float("nan"), dtype=torch.float64)
+    vals[idx] = p.edge_effects(graph.edge_index[idx]).double().cpu()
+    return graph.matrix_from_edges(vals)
 
 
 def _exact_nodes(model, graph, batch, metric="task", *, direction=None):

@@ -262,16 +262,24 @@ def _universe(graph_or_mask, shape) -> torch.Tensor:
 
 
 def roc_points(scores: torch.Tensor, reference_mask: torch.Tensor, graph: Graph,
-               absolute: bool = True) -> pd.DataFrame:
+               absolute: bool = True, edges=None) -> pd.DataFrame:
     """Edge-level ROC of a score ranking against a reference circuit.
 
     One point per distinct |score| threshold t (edges with |score| >= t predicted in the
     circuit), from the highest; padded with (0, 0) first and (1, 1) last. Columns:
     threshold, n_edges (predicted positives), fpr, tpr. Needs at least one positive and one
-    negative edge in the reference.
+    negative edge in the reference. edges: indices into the graph's edge list; the ROC is
+    then over those edges only (e.g. exact patching limited to a subset); None: all edges.
     """
+    if edges is not None:   # only the listed edges must be finite (the others may be NaN: not measured)
+        idx = torch.as_tensor(np.asarray(edges, dtype=int))
+        s = torch.zeros(graph.n_edges, dtype=torch.float64)
+        s[idx] = graph.edges_from_matrix(torch.as_tensor(scores).detach().cpu().double())[idx]
+        scores = graph.matrix_from_edges(s)
     key = graph.edges_from_matrix(_key(scores, graph, absolute)).numpy()
     ref = graph.edges_from_matrix(_as_mask(reference_mask, graph)).numpy()
+    if edges is not None:
+        key, ref = key[idx.numpy()], ref[idx.numpy()]
     P, N = int(ref.sum()), int((~ref).sum())
     if P == 0 or N == 0:
         raise ValueError(f"ROC needs positive and negative reference edges, got {P} and {N}")

@@ -290,22 +290,30 @@ def task_summary(res: Mapping, counts: Iterable[int] | None = None, threshold: f
     return out
 
 
-def task_settings(spec: Mapping, task: str, model_name: str, n_edges: int) -> dict:
-    """Per-task settings of an experiment spec: ``n`` (``n_by_task`` overrides), ``edge_counts``
+def task_settings(spec: Mapping, task: str, model_name: str, n_edges: int, *,
+                  edge_counts: bool = True, default_n: int = 32) -> dict:
+    """Per-task settings of an experiment spec: ``n`` (``n_by_task`` overrides; ``default_n``
+    when the spec has neither), ``edge_counts``
     (``edge_counts_by_task`` overrides; budgets above n_edges are clipped to n_edges and
-    deduplicated), ``batch_size`` (int or {model: int}), ``exact`` (bool or a prompt count
+    deduplicated; with ``edge_counts=False`` not required and None), ``batch_size`` (int or
+    {model: int}; None: all at once), ``exact`` (bool or a prompt count
     for the exact single-edge effects behind the Pearson r; default: True for graphs of at
     most 5,000 edges (the tiny models), else False -- GPT-2 small's 32,491 edges cost
-    32,491 x k patched rows: set ``exact: k`` in the profile to get the Pearson r there)."""
-    n = int(spec.get("n_by_task", {}).get(task, spec.get("n", 32)))
+    32,491 x k patched rows: set ``exact: k`` in the profile to get the Pearson r there),
+    ``max_edges`` / ``acdc_max_edges`` (the paper_random work limits; None: unlimited)."""
+    n = int(spec.get("n_by_task", {}).get(task, spec.get("n", default_n)))
     counts = spec.get("edge_counts_by_task", {}).get(task, spec.get("edge_counts"))
-    if not counts:
+    if counts:
+        counts = sorted({min(int(c), int(n_edges)) for c in counts})
+    elif edge_counts:
         raise ValueError(f"edge_counts missing for task {task!r}")
-    counts = sorted({min(int(c), int(n_edges)) for c in counts})
+    else:
+        counts = None
     bs = spec.get("batch_size")
     if isinstance(bs, Mapping):
         bs = bs.get(model_name)
     exact = spec.get("exact")
     if exact is None:
         exact = n_edges <= 5000
-    return {"n": n, "edge_counts": counts, "batch_size": int(bs) if bs else None, "exact": exact}
+    limits = {k: (int(spec[k]) if spec.get(k) else None) for k in ("max_edges", "acdc_max_edges")}
+    return {"n": n, "edge_counts": counts, "batch_size": int(bs) if bs else None, "exact": exact, **limits}

@@ -70,12 +70,41 @@ def _curve_dict(df: pd.DataFrame, extra: dict | None = None) -> dict:
     return out
 
 
-def score_roc(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, absolute: bool = True) -> dict:
+def score_roc(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, absolute: bool = True,
+              edges=None) -> dict:
     """ROC of a score ranking (every distinct |score|; `circuits.roc_points`) with both AUCs.
 
     Returns {fpr, tpr, n_edges, auc (trapezoid), auc_pessimistic}; padded with (0,0), (1,1).
+    edges: indices into the edge list to rank (e.g. `exact_edge_subset`); None: every edge.
     """
-    return _curve_dict(roc_points(scores, reference, graph, absolute=absolute))
+    return _curve_dict(roc_points(scores, reference, graph, absolute=absolute, edges=edges),
+                       None if edges is None else {"n_edges_ranked": int(len(edges))})
+
+
+# ---- work limits (paper_random: `max_edges`, `acdc_max_edges`) ------------------------------
+EXACT_SUBSET_RULE = "half the largest |EAP|, half a seeded random sample of the rest"
+
+
+def exact_edge_subset(eap_scores: torch.Tensor, graph: Graph, max_edges: int | None, seed: int = 0):
+    """Indices (into the edge list) of the edges exact patching is limited to: the
+    ``max_edges // 2`` largest |EAP| plus the rest of ``max_edges`` drawn with `seed`
+    (`second_order.edge_subset`). None (every edge) when max_edges is unset or >= n_edges."""
+    if not max_edges or int(max_edges) >= graph.n_edges:
+        return None
+    from .second_order import edge_subset
+
+    k = int(max_edges)
+    return edge_subset(graph.edges_from_matrix(torch.as_tensor(eap_scores).detach().cpu().double()),
+                       k // 2, k - k // 2, seed=seed)
+
+
+def acdc_universe(eap_scores: torch.Tensor, graph: Graph, acdc_max_edges: int | None):
+    """Bool [n_up, n_down]: the ``acdc_max_edges`` edges of largest |EAP| that ACDC may test
+    (the rest removed from the start, as in EAP -> ACDC); None (every edge) when unset or
+    >= n_edges."""
+    if not acdc_max_edges or int(acdc_max_edges) >= graph.n_edges:
+        return None
+    return top_n(eap_scores, graph, int(acdc_max_edges))
 
 
 def circuit_roc(masks, reference: torch.Tensor, graph: Graph, taus: Sequence[float] | None = None) -> dict:
