@@ -42,9 +42,21 @@ def models_of(exp):
     return sorted(f"{M}/{m}" for m in names if m in TRAINED)
 
 
+def _names_in(node):
+    """Every string and mapping key in a spec (model names among them)."""
+    if isinstance(node, dict):
+        return set(map(str, node)) | set().union(*map(_names_in, node.values()))
+    if isinstance(node, (list, tuple)):
+        return set().union(*map(_names_in, node))
+    return {node} if isinstance(node, str) else set()
+
+
 def spec_hash(exp):
-    """Reruns an experiment when (and only when) its own config section changes."""
-    return config_hash({"spec": CFG["experiments"].get(exp, {}), "models": CFG["models"], "seed": CFG["seed"]})
+    """Reruns an experiment when (and only when) its own config section, or the spec of a
+    model it names, changes (adding a model for another experiment reruns nothing else)."""
+    spec = CFG["experiments"].get(exp, {})
+    used = {m: s for m, s in CFG["models"].items() if m in _names_in(spec)}
+    return config_hash({"spec": spec, "models": used, "seed": CFG["seed"]})
 
 
 onstart:

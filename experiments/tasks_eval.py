@@ -16,8 +16,10 @@ def main(argv=None):
     ctx, args = Context.from_args("tasks_eval", argv)
     frames = []
     for task, model_name in ctx.task_models().items():
+        bs = ctx.spec.get("batch_size")
+        bs = bs.get(model_name) if isinstance(bs, dict) else bs
         df = evaluate_tasks(ctx.model(model_name), [task], n=int(ctx.spec.get("n", 200)), seed=ctx.seed,
-                            tokenizer=ctx.model(model_name).attrpatch_tokenizer)
+                            tokenizer=ctx.model(model_name).attrpatch_tokenizer, batch_size=bs)
         df["model"] = model_name
         frames.append(df)
     import pandas as pd

@@ -1,6 +1,7 @@
 """Training: a few steps reduce the loss; attn-only MLPs stay exactly zero; outputs are atomic."""
 import json
 
+import pytest
 import torch
 
 from attrpatch.train import CONFIGS, accuracy, build_model, evaluate_tasks, train_tiny
@@ -82,3 +83,9 @@ def test_evaluate_tasks_table():
     df = evaluate_tasks(m, ["sva", "ioi"], n=8, seed=0, tokenizer=toy_tokenizer())
     assert list(df.columns) == ["task", "accuracy", "mean_metric", "n"]
     assert df.n.tolist() == [8, 8]
+    # chunked forwards give the same table (each prompt's logits are its own)
+    chunked = evaluate_tasks(m, ["sva", "ioi"], n=8, seed=0, tokenizer=toy_tokenizer(), batch_size=3)
+    assert chunked.accuracy.tolist() == df.accuracy.tolist()
+    assert chunked.mean_metric.tolist() == pytest.approx(df.mean_metric.tolist(), rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        evaluate_tasks(m, ["sva"], n=2, tokenizer=toy_tokenizer(), batch_size=0)

@@ -84,25 +84,32 @@ def _logits(model, tokens):
 
 
 @torch.no_grad()
-def evaluate_tasks(model, tasks, n: int = 200, seed: int = EVAL_SEED, tokenizer=None):
+def evaluate_tasks(model, tasks, n: int = 200, seed: int = EVAL_SEED, tokenizer=None, batch_size: int | None = None):
     """pandas.DataFrame (task, accuracy, mean_metric, n) of `model` on held-out prompts.
 
     model: a TransformerBridge (or a HF model; anything whose call returns logits).
     tokenizer: None = the model's own (``model.attrpatch_tokenizer`` set by load_model),
-    else the toy tokenizer.
+    else the toy tokenizer. batch_size: prompts per forward (None: all at once); the result
+    does not depend on it (each prompt's logits are its own).
     """
     import pandas as pd
 
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     tok = tokenizer if tokenizer is not None else getattr(model, "attrpatch_tokenizer", None)
+    dev = next(model.parameters()).device
     rows = []
     for t in tasks:
-        b = make_batch(t, n, seed, tokenizer=tok)
-        dev = next(model.parameters()).device
-        b = b.to(dev)
-        logits = _logits(model, b.clean)
-        m = task_metric(b)(logits)
-        rows.append(dict(task=t, accuracy=float(accuracy(b, logits).float().mean()),
-                         mean_metric=float(m.mean()), n=len(b)))
+        b = make_batch(t, n, seed, tokenizer=tok).to(dev)
+        step = int(batch_size) if batch_size else len(b)
+        acc, met = [], []
+        for i in range(0, len(b), step):
+            sub = b.subset(slice(i, i + step))
+            logits = _logits(model, sub.clean)
+            acc.append(accuracy(sub, logits).float().cpu())
+            met.append(task_metric(sub)(logits).double().cpu())
+        rows.append(dict(task=t, accuracy=float(torch.cat(acc).mean()),
+                         mean_metric=float(torch.cat(met).mean()), n=len(b)))
     return pd.DataFrame(rows, columns=["task", "accuracy", "mean_metric", "n"])
 
 
