@@ -22,6 +22,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from benchmarks import common, gradient_methods, memory, patching_throughput, peer  # noqa: E402
+from attrpatch.io import atomic_path  # noqa: E402
 
 PARTS = ("gradient", "patching", "memory", "peer")
 FIELDS = ("id", "measurement", "value", "unit", "target", "ok", "context")
@@ -90,8 +91,9 @@ def main(argv=None) -> list[dict]:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         stem = dt.datetime.now().strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
-        (out / f"{stem}.md").write_text(md)
-        with open(out / f"{stem}.csv", "w", newline="") as f:
+        with atomic_path(out / f"{stem}.md") as tmp:
+            tmp.write_text(md)
+        with atomic_path(out / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
