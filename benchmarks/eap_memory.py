@@ -4,8 +4,8 @@
 
 Each child loads a random GPT-2-shaped model, runs the method once on B=1 (warm-up, sets the
 baseline peak), then on B examples, and reports the growth of the process's peak RSS
-(ru_maxrss). The slope between two batch sizes, per token (B x P), is compared with the
-formula's bytes per token: s * d * (a * n_down + b * n_up).
+(ru_maxrss). The slope between two batch sizes, per token (B x P), in units of s * d and
+of s * d * n_down: the k of the peak formula in docs/PAPER_PROFILE.md ("Memory at scale").
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def main():
             unit = s * d
             rows.append({"shape": shape, "method": method, "n_up": nu, "n_down": nd,
                          "bytes_per_token": slope, "in_units_of_s_d": slope / unit,
-                         "formula_units": {"eap": 2 * nd + 5 * nu, "eap_ig": 2 * nd + 6 * nu}[method]})
+                         "per_n_down": slope / unit / nd})
             print(json.dumps(rows[-1]), flush=True)
 
 

@@ -68,22 +68,66 @@ def _as_nodes(t: torch.Tensor, kind: str) -> torch.Tensor:
     return t if kind in ("heads", "q", "k", "v") else t.unsqueeze(2)
 
 
-@torch.no_grad()
-def capture_outputs(model, graph: Graph, tokens: torch.Tensor, *, embed_override=None, output_override=None,
-                    extra_hooks=()) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [B,P,V], upstream outputs [B,P,n_up,d]) of one forward."""
-    parts: dict[int, torch.Tensor] = {}
+class _OutputBuffer:
+    """Upstream outputs written, hook by hook, into one preallocated tensor (no list of parts
+    and no ``torch.cat``: one [B,P,n_up,d] tensor is the whole cost). ``node_major`` lays the
+    memory out as [n_up, B, P, d] (returned as a [B,P,n_up,d] view), so that the score
+    accumulator's [n_up, B*P*d] matrix is a free reshape instead of a copy."""
 
-    def cap(oh):
+    def __init__(self, graph: Graph, node_major: bool = False):
+        self.graph, self.node_major = graph, node_major
+        self.buf: torch.Tensor | None = None
+        self.filled = 0
+
+    def slot(self, oh, like: torch.Tensor) -> torch.Tensor:
+        """The [B,P,count,d] view of `oh`'s nodes (allocated on first use, shaped like `like`)."""
+        if self.buf is None:
+            B, P, _, d = like.shape
+            n = self.graph.n_up
+            self.buf = like.new_empty((n, B, P, d) if self.node_major else (B, P, n, d))
+        if self.node_major:
+            return self.buf[oh.start: oh.start + oh.count].permute(1, 2, 0, 3)
+        return self.buf[:, :, oh.start: oh.start + oh.count]
+
+    def hook(self, oh):
         def fn(t, hook):
-            parts[oh.start] = _as_nodes(t, oh.kind).detach()
+            x = _as_nodes(t, oh.kind).detach()
+            self.slot(oh, x).copy_(x)
+            self.filled += oh.count
             return t
         return fn
 
+    def result(self) -> torch.Tensor:
+        if self.buf is None or self.filled != self.graph.n_up:
+            raise RuntimeError(f"captured {self.filled} of {self.graph.n_up} upstream outputs: a graph output hook "
+                               "did not fire (is the model's hook layout the graph's?)")
+        return self.buf.permute(1, 2, 0, 3) if self.node_major else self.buf
+
+
+@torch.no_grad()
+def capture_outputs(model, graph: Graph, tokens: torch.Tensor, *, embed_override=None, output_override=None,
+                    extra_hooks=(), node_major: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B,P,V], upstream outputs [B,P,n_up,d]) of one forward.
+
+    node_major: the outputs are a [B,P,n_up,d] view of [n_up,B,P,d] memory (what
+    `methods.common.ScoreAccumulator` multiplies with, without a copy)."""
+    out = _OutputBuffer(graph, node_major)
     hooks = _embed_hooks(embed_override) + output_override_hooks(graph, output_override)
-    hooks += [(oh.name, cap(oh)) for oh in graph.output_hooks] + list(extra_hooks)
+    hooks += [(oh.name, out.hook(oh)) for oh in graph.output_hooks] + list(extra_hooks)
     logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-    return logits, torch.cat([parts[k] for k in sorted(parts)], dim=2)
+    return logits, out.result()
+
+
+def subtract_outputs_hooks(graph: Graph, target: torch.Tensor) -> list:
+    """Forward hooks that subtract this run's upstream outputs from `target` [B,P,n_up,d]
+    in place (EAP: source outputs become source - base during the gradient run, so no
+    second [B,P,n_up,d] tensor is made)."""
+    def sub(oh):
+        def fn(t, hook):
+            target[:, :, oh.start: oh.start + oh.count].sub_(_as_nodes(t, oh.kind).detach())
+            return t
+        return fn
+    return [(oh.name, sub(oh)) for oh in graph.output_hooks]
 
 
 @torch.no_grad()
@@ -129,7 +173,7 @@ def frozen_hooks(model, tokens: torch.Tensor, hook_names: list[str]) -> list:
 class GradResult:
     metric: torch.Tensor                 # per-example metric values [B] (detached)
     logits: torch.Tensor                 # [B, P, V] (detached)
-    outputs: torch.Tensor                # upstream outputs [B, P, n_up, d] (detached)
+    outputs: torch.Tensor | None         # upstream outputs [B, P, n_up, d] (detached); None if not needed
     input_grads: torch.Tensor | None     # [B, P, n_down, d] of the MEAN metric, or None if streamed
     output_grads: torch.Tensor | None    # [B, P, n_up, d] if asked for
 
@@ -137,7 +181,7 @@ class GradResult:
 def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *,
                     on_input_grad: Callable[[InputHook, torch.Tensor, torch.Tensor], None] | None = None,
                     want_output_grads: bool = False, embed_override=None, output_override=None,
-                    extra_hooks=(), create_graph: bool = False) -> GradResult:
+                    extra_hooks=(), create_graph: bool = False, need_outputs: bool = True) -> GradResult:
     """One forward and one backward of mean(metric) over the batch.
 
     The gradient at a downstream input is d mean(metric) / d in_v, i.e. through v and
@@ -147,7 +191,11 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
     q/k/v, [B,P,d] else) is handed to the callback with this run's upstream outputs
     [B,P,n_up,d], and not stored: the callback runs inside the backward, from a tensor
     hook, so only one input hook's gradient is alive at a time (memory at GPT-2 XL scale).
+    need_outputs=False: the upstream outputs are neither kept nor concatenated (the callback
+    gets None and ``GradResult.outputs`` is None): a callback with a fixed difference needs
+    none, and at GPT-2 XL scale each [B,P,n_up,d] copy is gigabytes.
     """
+    need_outputs = need_outputs or want_output_grads
     out_parts: dict[int, torch.Tensor] = {}
     out_raw: dict[int, tuple[torch.Tensor, str]] = {}
     in_tensors: list[tuple[InputHook, torch.Tensor]] = []
@@ -163,8 +211,10 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
         def fn(t, hook):
             if oh.kind == "input" and not t.requires_grad:
                 t = t.detach().requires_grad_(True)  # root of the autograd graph (weights are frozen)
-            out_parts[oh.start] = _as_nodes(t, oh.kind)
-            out_raw[oh.start] = (t, oh.kind)  # the tensor the forward uses: gradient target
+            if need_outputs:
+                out_parts[oh.start] = _as_nodes(t, oh.kind)
+            if need_outputs or oh.start == 0:
+                out_raw[oh.start] = (t, oh.kind)  # the tensor the forward uses: gradient target
             return t
         return fn
 
@@ -188,7 +238,7 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
         loss = values.mean()
         outs = [out_parts[k] for k in sorted(out_parts)]
         if stream:
-            holder["outputs"] = torch.cat([o.detach() for o in outs], dim=2)
+            holder["outputs"] = torch.cat([o.detach() for o in outs], dim=2) if need_outputs else None
             root = out_raw[0][0]  # the input node's output: every input depends on it
             torch.autograd.grad(loss, [root], allow_unused=True)
             return GradResult(values.detach(), logits.detach(), holder.pop("outputs"), None, None)
@@ -200,7 +250,7 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
     in_grads = grads[: len(in_tensors)]
     B, P = tokens.shape
     result_in = None
-    outputs = torch.cat([o.detach() for o in outs], dim=2)
+    outputs = torch.cat([o.detach() for o in outs], dim=2) if need_outputs else None
     if on_input_grad is not None:
         for (ih, t), g in zip(in_tensors, in_grads):
             on_input_grad(ih, torch.zeros_like(t) if g is None else g, outputs)

@@ -8,11 +8,12 @@ module accumulates ``diff x G`` once, per input hook, while the backward runs.
 """
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Callable, Iterator
 
 import torch
 
-from ..activations import capture_outputs, input_gradients
+from ..activations import capture_outputs, input_gradients, subtract_outputs_hooks
 from ..graph import Graph, InputHook
 from ..metrics import Metric, get_metric
 from ..patching import DEFAULT_DIRECTION, base_and_source
@@ -86,12 +87,21 @@ class ScoreAccumulator:
         return self.scores * self.graph.edge_mask.to(self.scores.device)
 
 
-def output_differences(model, graph: Graph, batch: TaskBatch, direction: str = DEFAULT_DIRECTION):
-    """(base tokens, source tokens, z(source) - z(base) [B,P,n_up,d], base outputs)."""
+def output_differences(model, graph: Graph, batch: TaskBatch, direction: str = DEFAULT_DIRECTION, *,
+                       keep_base: bool = False):
+    """(base tokens, source tokens, z(source) - z(base) [B,P,n_up,d], z(base) or None).
+
+    Two forwards. Node-major views (`activations.capture_outputs`); without `keep_base` the
+    base run subtracts its outputs from the source outputs in place, so one [B,P,n_up,d]
+    tensor exists in all (two with `keep_base`)."""
     base, src = base_and_source(batch, direction)
-    _, base_out = capture_outputs(model, graph, base)
-    _, src_out = capture_outputs(model, graph, src)
-    return base, src, src_out - base_out, base_out
+    _, diff = capture_outputs(model, graph, src, node_major=True)
+    if keep_base:
+        _, base_out = capture_outputs(model, graph, base, node_major=True)
+        return base, src, diff.sub_(base_out), base_out
+    with torch.no_grad():
+        model.run_with_hooks(base, fwd_hooks=subtract_outputs_hooks(graph, diff))
+    return base, src, diff, None
 
 
 def gradient_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric, *, direction: str,
@@ -108,14 +118,28 @@ def gradient_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric,
         ctx = PathContext(model, graph, sub, resolve_metric(model, sub, metric), direction)
         for w, kwargs in grad_points(ctx):
             input_gradients(model, graph, ctx.base, ctx.metric,
-                            on_input_grad=acc.callback(diff=ctx.diff, weight=frac * w), **kwargs)
+                            on_input_grad=acc.callback(diff=ctx.diff, weight=frac * w), need_outputs=False, **kwargs)
     return acc.result()
 
 
 class PathContext:
     """What a path method needs about one chunk: tokens, outputs, their difference, metric."""
 
-    def __init__(self, model, graph: Graph, batch: TaskBatch, metric: Metric, direction: str):
+    def __init__(self, model, graph: Graph, batch: TaskBatch, metric: Metric, direction: str, *,
+                 keep_base: bool = False):
+        """keep_base: also keep z(base) (EAP-IG on activations interpolates node outputs);
+        otherwise only the difference is held (one [B,P,n_up,d] tensor)."""
         self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
-        self.base, self.src, self.diff, self.base_outputs = output_differences(model, graph, batch, direction)
-        self.source_outputs = self.base_outputs + self.diff
+        self.base, self.src, self.diff, self._base_outputs = output_differences(
+            model, graph, batch, direction, keep_base=keep_base)
+
+    @property
+    def base_outputs(self) -> torch.Tensor:
+        if self._base_outputs is None:
+            raise RuntimeError("PathContext was made without keep_base=True: z(base) was not kept")
+        return self._base_outputs
+
+    @cached_property
+    def source_outputs(self) -> torch.Tensor:
+        """z(source) [B,P,n_up,d]; made only when asked (EAP-IG on activations)."""
+        return self.base_outputs + self.diff

@@ -16,7 +16,7 @@ from ..graph import Graph
 from ..metrics import Metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
-from ..activations import capture_outputs, input_gradients
+from ..activations import capture_outputs, input_gradients, subtract_outputs_hooks
 from ..patching import base_and_source
 from .common import ScoreAccumulator, check_metric_chunking, chunks, resolve_metric
 
@@ -33,7 +33,10 @@ def eap_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "ta
     for sub, frac in chunks(batch, batch_size):
         m = resolve_metric(model, sub, metric)
         base, src = base_and_source(sub, direction)
-        _, src_out = capture_outputs(model, graph, src, extra_hooks=extra_hooks)
-        input_gradients(model, graph, base, m, on_input_grad=acc.callback(source=src_out, weight=frac),
-                        extra_hooks=extra_hooks)
+        # one [B,P,n_up,d] tensor per chunk: the source outputs, turned into source - base in
+        # place by the gradient run's own forward (before its backward reads them)
+        _, diff = capture_outputs(model, graph, src, extra_hooks=extra_hooks, node_major=True)
+        input_gradients(model, graph, base, m, on_input_grad=acc.callback(diff=diff, weight=frac),
+                        extra_hooks=list(extra_hooks) + subtract_outputs_hooks(graph, diff), need_outputs=False)
+        del diff
     return acc.result()

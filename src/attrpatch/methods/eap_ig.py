@@ -117,7 +117,7 @@ def _activation_scores(model, graph, batch, metric, *, alphas, direction, batch_
     acc = ScoreAccumulator(graph)
     comps = components(graph)
     for sub, frac in chunks(batch, batch_size):
-        ctx = PathContext(model, graph, sub, resolve_metric(model, sub, metric), direction)
+        ctx = PathContext(model, graph, sub, resolve_metric(model, sub, metric), direction, keep_base=True)
         for comp in comps:
             if scope == "own":
                 diff = torch.zeros_like(ctx.diff)
@@ -131,7 +131,7 @@ def _activation_scores(model, graph, batch, metric, *, alphas, direction, batch_
                     for u in comp
                 }
                 input_gradients(model, graph, ctx.base, ctx.metric, output_override=override,
-                                on_input_grad=acc.callback(diff=diff, weight=w))
+                                on_input_grad=acc.callback(diff=diff, weight=w), need_outputs=False)
     return acc.result()
 
 
