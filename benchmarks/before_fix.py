@@ -64,3 +64,18 @@ def old_patched_logits(model, graph, base_tokens, source_outputs, masks, extra_h
     C, B = masks.shape[0], base_tokens.shape[0]
     return model.run_with_hooks(base_tokens.repeat(C, 1),
                                 fwd_hooks=_old_patch_hooks(graph, masks, source_outputs, C, B) + list(extra_hooks))
+
+
+def eap_gp_separate_steps(model, graph, batch, steps: int):
+    """EAP-GP as it was before the path steps shared the metric-gradient forwards: every
+    step of `grad_path` runs its own forward+backward (2k + 3 forwards per chunk)."""
+    from attrpatch.methods.common import gradient_scores
+    from attrpatch.methods.eap_gp import grad_path
+    from attrpatch.patching import DEFAULT_DIRECTION
+
+    def points(ctx):
+        for gamma, _ in grad_path(model, ctx, steps):
+            yield 1.0 / steps, {"embed_override": gamma}
+
+    return gradient_scores(model, graph, batch, "task", direction=DEFAULT_DIRECTION, batch_size=None,
+                           grad_points=points)

@@ -9,7 +9,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 EXPECTED = {
-    "gradient": {"eap_overhead", "eap_overhead_before_fix", "eap_ig_cost", "eap_gp_cost", "atp_graddrop_cost", "atp_star_cost"},
+    "gradient": {"eap_overhead", "eap_overhead_before_fix", "eap_ig_cost", "eap_gp_cost", "eap_gp_cost_before_fix", "atp_graddrop_cost", "atp_star_cost"},
     "patching": {"patching_speedup", "patching_speedup_best", "patching_speedup_before_fix",
                  "patching_rate_loop", "patching_rate_batched_default"},
     "memory": {"memory_eap"},

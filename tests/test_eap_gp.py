@@ -81,7 +81,8 @@ def test_directions_are_mirror_images(model, batch):
 
 @pytest.mark.parametrize("batch_size,n_chunks", [(None, 1), (4, 2)])
 def test_pass_count(model, monkeypatch, batch_size, n_chunks):
-    """2k forward+backward (k path steps, k metric gradients) + 3 forwards per chunk."""
+    """k + 1 forwards with grad (the step from gamma_0, then k metric gradients whose forwards
+    also give the next path step) + 3 forwards without, per chunk."""
     b = random_batch(B=6, seed=7)
     g = Graph.from_model(model)
     counts = {"grad": 0, "nograd": 0}
@@ -93,7 +94,7 @@ def test_pass_count(model, monkeypatch, batch_size, n_chunks):
 
     monkeypatch.setattr(model, "run_with_hooks", counted)
     eap_gp_scores(model, g, b, steps=4, batch_size=batch_size)
-    assert counts == {"grad": 2 * 4 * n_chunks, "nograd": 3 * n_chunks}
+    assert counts == {"grad": (4 + 1) * n_chunks, "nograd": 3 * n_chunks}
 
 
 def test_bad_arguments(model, batch):
@@ -106,3 +107,23 @@ def test_bad_arguments(model, batch):
         eap_gp_scores(model, g, batch, steps=0)
     with pytest.raises(ValueError, match="step_size"):
         eap_gp_scores(model, g, batch, step_size=0)
+
+
+@pytest.mark.parametrize("objective_positions", ["all", "metric"])
+def test_fused_path_steps_equal_separate_passes(model, objective_positions):
+    """Sharing each path step's forward with the metric gradient (on_logits) changes nothing:
+    same scores and path as stepping with `grad_path` and scoring in separate passes."""
+    from attrpatch.methods.common import gradient_scores
+    from attrpatch.methods.eap_gp import grad_path
+
+    b = random_batch(B=5, seed=3)
+    g = Graph.from_model(model)
+    k = 4
+
+    def separate(ctx):
+        for gamma, _ in grad_path(model, ctx, k, objective_positions=objective_positions):
+            yield 1.0 / k, {"embed_override": gamma}
+
+    ref = gradient_scores(model, g, b, "task", direction="corrupt_into_clean", batch_size=None, grad_points=separate)
+    fused = eap_gp_scores(model, g, b, steps=k, objective_positions=objective_positions)
+    torch.testing.assert_close(fused, ref, rtol=1e-10, atol=1e-13)

@@ -181,7 +181,8 @@ class GradResult:
 def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *,
                     on_input_grad: Callable[[InputHook, torch.Tensor, torch.Tensor], None] | None = None,
                     want_output_grads: bool = False, embed_override=None, output_override=None,
-                    extra_hooks=(), create_graph: bool = False, need_outputs: bool = True) -> GradResult:
+                    extra_hooks=(), create_graph: bool = False, need_outputs: bool = True,
+                    on_logits: Callable[[torch.Tensor], None] | None = None) -> GradResult:
     """One forward and one backward of mean(metric) over the batch.
 
     The gradient at a downstream input is d mean(metric) / d in_v, i.e. through v and
@@ -194,6 +195,8 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
     need_outputs=False: the upstream outputs are neither kept nor concatenated (the callback
     gets None and ``GradResult.outputs`` is None): a callback with a fixed difference needs
     none, and at GPT-2 XL scale each [B,P,n_up,d] copy is gigabytes.
+    on_logits(logits): called after the metric's backward with the live logits (graph kept),
+    so a second objective can be differentiated from the same forward (EAP-GP's path step).
     """
     need_outputs = need_outputs or want_output_grads
     out_parts: dict[int, torch.Tensor] = {}
@@ -204,7 +207,8 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
 
     def streamed(ih):
         def fn(grad):
-            on_input_grad(ih, grad, holder["outputs"])
+            if holder["streaming"]:   # not during on_logits' own backward through the same graph
+                on_input_grad(ih, grad, holder["outputs"])
         return fn
 
     def cap_out(oh):
@@ -240,13 +244,20 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
         if stream:
             holder["outputs"] = torch.cat([o.detach() for o in outs], dim=2) if need_outputs else None
             root = out_raw[0][0]  # the input node's output: every input depends on it
-            torch.autograd.grad(loss, [root], allow_unused=True)
+            holder["streaming"] = True
+            torch.autograd.grad(loss, [root], allow_unused=True, retain_graph=on_logits is not None)
+            holder["streaming"] = False
+            if on_logits is not None:
+                on_logits(logits)
             return GradResult(values.detach(), logits.detach(), holder.pop("outputs"), None, None)
         # gradients w.r.t. the hook tensors themselves, not the unsqueezed views in `outs`
         # (a view made after the forward is not on the path to the loss: its gradient is None)
         raw = [out_raw[k] for k in sorted(out_raw)]
         targets = [t for _, t in in_tensors] + ([t for t, _ in raw] if want_output_grads else [])
-        grads = torch.autograd.grad(loss, targets, allow_unused=True, create_graph=create_graph)
+        grads = torch.autograd.grad(loss, targets, allow_unused=True, create_graph=create_graph,
+                                    retain_graph=True if on_logits is not None else None)
+        if on_logits is not None:
+            on_logits(logits)
     in_grads = grads[: len(in_tensors)]
     B, P = tokens.shape
     result_in = None

@@ -25,9 +25,10 @@ not be read here (searched the stored docs/pages/code/issues corpora for "EAP-GP
   are those of the real runs, as in EAP-IG.
 
 Sign: scores estimate metric(patched) - metric(base), like every method here.
-Cost per chunk: 2 forwards (activation differences) + 1 forward (G(x_source)) + k
-forward+backward (path steps gamma_0..gamma_{k-1}) + k forward+backward (metric gradients
-at gamma_1..gamma_k): 2k + 3.
+Cost per chunk: 2 forwards (activation differences) + 1 forward (G(x_source)) + 1
+forward+backward (the step from gamma_0) + k forwards with two backwards each but the last
+(metric gradient at gamma_j, then the path step from gamma_j on the same retained graph):
+k + 4 forwards and 2k backwards (was 2k + 3 forwards before the steps shared the forward).
 """
 from __future__ import annotations
 
@@ -58,13 +59,28 @@ def _distance(logits: torch.Tensor, target: torch.Tensor, pos: torch.Tensor | No
     return d.pow(2).flatten(1).sum(1)
 
 
-def grad_path(model, ctx: PathContext, steps: int, *, step_size: float = 1.0,
-              objective_positions: str = "all", target_logits: torch.Tensor | None = None):
-    """Generator over gamma_1..gamma_k; records diagnostics in the dict it yields last-updated.
+class _PathStep:
+    """One GradPath step: from the logits of the run at gamma_j (embeddings `x`, a leaf that
+    requires grad), gamma_{j+1} = gamma_j - step_size * g / ||g||, g = d objective / d x."""
 
-    Yields (gamma_j, info) with info = {"logit_distance": list of [B] (||G(gamma_i) - G(src)||
-    for i = 0..j-1), "embed_distance": list of [B] (||gamma_i - e_src|| for i = 0..j)}.
-    """
+    def __init__(self, target_logits, pos, step_size: float, e_src, info):
+        self.target, self.pos, self.step_size, self.e_src, self.info = target_logits, pos, step_size, e_src, info
+
+    def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            obj = _distance(logits, self.target, self.pos)
+            check_finite(obj.detach(), "gradpath objective")
+            (g,) = torch.autograd.grad(obj.sum(), x)  # examples are independent: per-example gradients
+        self.info["logit_distance"].append(obj.detach().sqrt())
+        norm = g.flatten(1).norm(dim=1)
+        scale = torch.where(norm > 0, self.step_size / norm.clamp_min(torch.finfo(norm.dtype).tiny),
+                            torch.zeros_like(norm))
+        gamma = (x.detach() - scale[:, None, None] * g).detach()
+        self.info["embed_distance"].append((gamma - self.e_src).flatten(1).norm(dim=1))
+        return gamma
+
+
+def _start(model, ctx: PathContext, objective_positions: str, target_logits):
     pos = ctx.batch.pos if objective_positions == "metric" else None
     e_src = token_embeddings(model, ctx.src)
     gamma = token_embeddings(model, ctx.base)
@@ -72,18 +88,49 @@ def grad_path(model, ctx: PathContext, steps: int, *, step_size: float = 1.0,
         with torch.no_grad():
             target_logits = _logits_at(model, ctx.src, e_src)
     info = {"logit_distance": [], "embed_distance": [(gamma - e_src).flatten(1).norm(dim=1)]}
+    return gamma, target_logits, pos, e_src, info
+
+
+def _own_step(model, ctx: PathContext, gamma: torch.Tensor, step: _PathStep) -> torch.Tensor:
+    """A path step with its own forward+backward (the step from gamma_0, which has no metric gradient)."""
+    x = gamma.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = _logits_at(model, ctx.base, x)
+    return step(x, logits)
+
+
+def grad_path(model, ctx: PathContext, steps: int, *, step_size: float = 1.0,
+              objective_positions: str = "all", target_logits: torch.Tensor | None = None):
+    """Generator over gamma_1..gamma_k; records diagnostics in the dict it yields last-updated.
+
+    Yields (gamma_j, info) with info = {"logit_distance": list of [B] (||G(gamma_i) - G(src)||
+    for i = 0..j-1), "embed_distance": list of [B] (||gamma_i - e_src|| for i = 0..j)}.
+    Every path step runs its own forward+backward here; `eap_gp_scores` shares them with the
+    metric gradients instead (`_fused_points`), same points.
+    """
+    gamma, target_logits, pos, e_src, info = _start(model, ctx, objective_positions, target_logits)
+    step = _PathStep(target_logits, pos, step_size, e_src, info)
     for _ in range(steps):
-        x = gamma.detach().requires_grad_(True)
-        with torch.enable_grad():
-            obj = _distance(_logits_at(model, ctx.base, x), target_logits, pos)
-            check_finite(obj.detach(), "gradpath objective")
-            (g,) = torch.autograd.grad(obj.sum(), x)  # examples are independent: per-example gradients
-        info["logit_distance"].append(obj.detach().sqrt())
-        norm = g.flatten(1).norm(dim=1)
-        scale = torch.where(norm > 0, step_size / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(norm))
-        gamma = (gamma - scale[:, None, None] * g).detach()
-        info["embed_distance"].append((gamma - e_src).flatten(1).norm(dim=1))
+        gamma = _own_step(model, ctx, gamma, step)
         yield gamma, info
+
+
+def _fused_points(model, ctx: PathContext, steps: int, step_size: float, objective_positions: str, infos: list):
+    """grad_points for `gradient_scores`: gamma_1..gamma_k with weight 1/k each. The step from
+    gamma_j (j >= 1) reuses the forward of gamma_j's metric gradient (`input_gradients`'
+    ``on_logits``): k - 1 forwards fewer than stepping and scoring separately, same points."""
+    gamma, target_logits, pos, e_src, info = _start(model, ctx, objective_positions, None)
+    step = _PathStep(target_logits, pos, step_size, e_src, info)
+    gamma = _own_step(model, ctx, gamma, step)                  # gamma_1
+    for j in range(1, steps + 1):
+        x = gamma.detach().requires_grad_(j < steps)
+        nxt = {}
+        kwargs = {"embed_override": x}
+        if j < steps:
+            kwargs["on_logits"] = lambda logits, x=x: nxt.setdefault("gamma", step(x, logits))
+        yield 1.0 / steps, kwargs
+        gamma = nxt.get("gamma")
+    infos.append(info)
 
 
 def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *, steps: int = 5,
@@ -108,10 +155,7 @@ def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = 
     infos = []
 
     def grad_points(ctx: PathContext):
-        for gamma, info in grad_path(model, ctx, int(steps), step_size=step_size,
-                                     objective_positions=objective_positions):
-            yield 1.0 / steps, {"embed_override": gamma}
-        infos.append(info)
+        return _fused_points(model, ctx, int(steps), step_size, objective_positions, infos)
 
     scores = gradient_scores(model, graph, batch, metric, direction=direction, batch_size=batch_size,
                              grad_points=grad_points)
