@@ -122,3 +122,18 @@ def test_missing_weights_message_names_every_model(tmp_path):
         assert spec["pretrained"] in out
         assert f"hf download {spec['pretrained']}" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_random_model_width_is_validated(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config" / "paper_random.yaml").read_text())
+    cfg["models"]["gpt2"]["n_embd"] = 50
+    cfg["models"]["gpt2-medium"]["random"] = "gpt3"
+    p = tmp_path / "paper_random.yaml"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(Exception) as e:
+        load_profile(p)
+    msg = str(e.value)
+    assert "models.gpt2.n_embd: 50 must be a positive multiple of the shape's 12 heads" in msg
+    assert "models.gpt2-medium.random: unknown shape 'gpt3'" in msg

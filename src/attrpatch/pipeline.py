@@ -7,7 +7,8 @@ in `config/<profile>.yaml`:
 * ``{train: tiny-gpt2}``: trained by the DAG into ``models/<profile>/<name>``;
 * ``{pretrained: gpt2, dtype: float32}``: real weights from the local Hugging Face cache;
 * ``{random: gpt2}``: that model's exact shape with random weights and the toy vocabulary
-  (the paper profile's code paths, runnable without weights).
+  (the paper profile's code paths, runnable without weights); ``n_embd: 48`` narrows it
+  (same layers, heads, graph and node names; the CI run of those code paths).
 """
 from __future__ import annotations
 
@@ -48,9 +49,33 @@ def load_profile(profile_or_path, root=None) -> dict:
         kinds = [k for k in MODEL_KINDS if k in spec]
         if len(kinds) != 1:
             errs.append(f"models.{name}: needs exactly one of {list(MODEL_KINDS)}, got {sorted(spec)}")
+        elif kinds == ["random"]:
+            errs += _check_random_spec(name, spec)
     if errs:
         raise config_mod.ConfigError("\n  ".join(errs))
     return cfg
+
+
+def _check_random_spec(name: str, spec: dict) -> list[str]:
+    from .random_models import GPT2_SHAPES
+
+    shape = GPT2_SHAPES.get(spec["random"])
+    if shape is None:
+        return [f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}"]
+    w = spec.get("n_embd")
+    if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w <= 0 or w % shape["n_head"]):
+        return [f"models.{name}.n_embd: {w!r} must be a positive multiple of the shape's {shape['n_head']} heads"]
+    return []
+
+
+def random_shape(spec: dict) -> dict:
+    """GPT-2 dimensions of a ``{random: ...}`` model spec (``n_embd`` overrides the width)."""
+    from .random_models import GPT2_SHAPES
+
+    shape = dict(GPT2_SHAPES[spec["random"]])
+    if spec.get("n_embd") is not None:
+        shape["n_embd"] = int(spec["n_embd"])
+    return shape
 
 
 def resolve_device(device: str) -> str:
@@ -140,10 +165,9 @@ class Context:
             return load_model(spec["pretrained"], device=self.device, dtype=dtype)
         from .tasks.vocab import toy_tokenizer
         tok = toy_tokenizer()
-        shape = GPT2_SHAPES.get(spec["random"])
-        if shape is None:
+        if spec["random"] not in GPT2_SHAPES:
             raise ValueError(f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}")
-        model = random_bridge(**shape, vocab_size=len(tok), seed=self.seed, device=self.device, dtype=dtype,
+        model = random_bridge(**random_shape(spec), vocab_size=len(tok), seed=self.seed, device=self.device, dtype=dtype,
                               attn_only=bool(spec.get("attn_only", False)), n_positions=64)
         model.attrpatch_tokenizer = tok
         return model
