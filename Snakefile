@@ -42,6 +42,15 @@ def models_of(exp):
     return sorted(f"{M}/{m}" for m in names if m in TRAINED)
 
 
+def res(rule_name):
+    """Resources a rule declares: defaults, then the profile's `resources.default`, then
+    `resources.<rule>` (config/paper.yaml: GPUs and memory measured or derived per rule)."""
+    r = {"mem_mb": 4000, "runtime": 60, "gpu": 0}
+    for key in ("default", rule_name):
+        r.update(CFG.get("resources", {}).get(key, {}))
+    return r
+
+
 def _names_in(node):
     """Every string and mapping key in a spec (model names among them)."""
     if isinstance(node, dict):
@@ -76,7 +85,7 @@ rule train:
         seed=CFG["seed"],
         steps=lambda w: f"--steps {CFG['models'][w.model]['steps']}" if "steps" in CFG["models"][w.model] else "",
     threads: 1
-    resources: mem_mb=2000, runtime=15
+    resources: **res("train")
     log: f"logs/{PROFILE}/train_{{model}}.log"
     shell: "python -m attrpatch.train --model {params.name} --out {output} --seed {params.seed} {params.steps} --threads {threads} > {log} 2>&1"
 
@@ -86,7 +95,7 @@ rule reference:
     output: report(f"{R}/reference/{{task}}.csv", category="reference circuits", caption="report/reference.rst")
     params: h=spec_hash("reference")
     threads: 1
-    resources: mem_mb=4000, runtime=30
+    resources: **res("reference")
     log: f"logs/{PROFILE}/reference_{{task}}.log"
     shell: "python {EXP}/reference.py --profile {PROFILE} --task {wildcards.task} --out {output} --threads {threads} > {log} 2>&1"
 
@@ -104,6 +113,7 @@ for _exp in ["graph_counts"]:
         output: json=f"{R}/{_exp}.json"
         params: h=spec_hash(_exp), exp=_exp
         threads: 1
+        resources: **res(_exp)
         log: f"logs/{PROFILE}/{_exp}.log"
         shell: "python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --threads {threads} > {log} 2>&1"
 
@@ -117,7 +127,7 @@ for _exp in FIGURE_EXPS:
             pdf=f"{F}/{_exp}.pdf",
         params: h=spec_hash(_exp), exp=_exp
         threads: 1
-        resources: mem_mb=4000, runtime=60
+        resources: **res(_exp)
         log: f"logs/{PROFILE}/{_exp}.log"
         shell: "python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --figure {output.png} --threads {threads} > {log} 2>&1"
 
@@ -127,6 +137,7 @@ rule claims:
     output:
         md=report(f"{R}/claims_report.md", category="claims", caption="report/claims.rst"),
         junit=f"{R}/claims_report.xml",
+    resources: **res("claims")
     log: f"logs/{PROFILE}/claims.log"
     shell: "python -m attrpatch.claims --claims {BASE}/paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --junit {output.junit} --root . --no-fail > {log} 2>&1"
 

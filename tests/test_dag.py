@@ -94,3 +94,12 @@ def test_paper_rules_end_to_end_on_narrow_random_models(tmp_path):
     assert r2["model"] == "attn-only-4l" and r2["n_edges"] == 1281
     report = (res / "claims_report.md").read_text()
     assert "eap_roc.paper.eap_auc_ioi" in report and "BLOCKED" in report
+
+
+def test_rules_declare_the_profile_resources(tmp_path):
+    """paper_random's measured memory reaches the rules (what a scheduler reads)."""
+    r = _run(["-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--config", "profile=paper_random"], tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    blocks = {b.split("\n", 1)[0].strip(): b for b in r.stdout.split("rule ")[1:]}
+    assert "mem_mb=14000" in blocks["hvp:"] and "gpu=0" in blocks["hvp:"]
+    assert "mem_mb=8000" in blocks["gradrop:"]

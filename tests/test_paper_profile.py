@@ -137,3 +137,20 @@ def test_random_model_width_is_validated(tmp_path):
     msg = str(e.value)
     assert "models.gpt2.n_embd: 50 must be a positive multiple of the shape's 12 heads" in msg
     assert "models.gpt2-medium.random: unknown shape 'gpt3'" in msg
+
+
+def test_resources_section_is_validated(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    assert cfg["resources"]["default"]["gpu"] == 1 and cfg["resources"]["graph_counts"]["gpu"] == 0
+    cfg["resources"]["hvpp"] = {"mem_mb": 1}
+    cfg["resources"]["hvp"] = {"vram": 3, "runtime": -1}
+    p = tmp_path / "paper.yaml"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(Exception) as e:
+        load_profile(p)
+    msg = str(e.value)
+    assert "resources.hvpp: unknown rule" in msg
+    assert "resources.hvp.vram: unknown resource; allowed: mem_mb, runtime, gpu" in msg
+    assert "resources.hvp.runtime: -1 must be a non-negative integer" in msg

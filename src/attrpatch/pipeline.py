@@ -23,7 +23,9 @@ from . import config as config_mod
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
                "eapig_faith", "eapgp_gain", "hvp")
-EXTRA_TOP_LEVEL = ("claims_profile", "enforce_claims", "description", "dtype")
+EXTRA_TOP_LEVEL = ("claims_profile", "enforce_claims", "description", "dtype", "resources")
+RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS
+RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
 MODEL_KINDS = ("train", "pretrained", "random")
 
 
@@ -51,9 +53,30 @@ def load_profile(profile_or_path, root=None) -> dict:
             errs.append(f"models.{name}: needs exactly one of {list(MODEL_KINDS)}, got {sorted(spec)}")
         elif kinds == ["random"]:
             errs += _check_random_spec(name, spec)
+    errs += _check_resources(cfg.get("resources", {}))
     if errs:
         raise config_mod.ConfigError("\n  ".join(errs))
     return cfg
+
+
+def _check_resources(res) -> list[str]:
+    """``resources: {rule: {mem_mb, runtime (minutes), gpu}}`` (what the Snakefile's rules declare)."""
+    if not isinstance(res, dict):
+        return [f"resources: must map rule names to {{{', '.join(RESOURCE_KEYS)}}}, got {type(res).__name__}"]
+    errs = []
+    for rule, spec in res.items():
+        if rule not in RESOURCE_RULES:
+            errs.append(f"resources.{rule}: unknown rule; allowed: {', '.join(RESOURCE_RULES)}")
+            continue
+        if not isinstance(spec, dict):
+            errs.append(f"resources.{rule}: must be a mapping of {', '.join(RESOURCE_KEYS)}")
+            continue
+        for k, v in spec.items():
+            if k not in RESOURCE_KEYS:
+                errs.append(f"resources.{rule}.{k}: unknown resource; allowed: {', '.join(RESOURCE_KEYS)}")
+            elif not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                errs.append(f"resources.{rule}.{k}: {v!r} must be a non-negative integer")
+    return errs
 
 
 def _check_random_spec(name: str, spec: dict) -> list[str]:
