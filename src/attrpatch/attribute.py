@@ -50,7 +50,7 @@ PROCEDURES = ("acdc_task", "acdc_kl", "eap_acdc")
 ALL_METHOD_NAMES = tuple(METHODS) + PROCEDURES
 
 
-def _exact_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=2048, progress=False,
+def _exact_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=None, progress=False,
                  edges=None):
     """Exact effect of each edge alone. edges: indices into the graph's edge list to patch
     (the others are NaN; e.g. `analysis.roc.exact_edge_subset`); None: every edge."""

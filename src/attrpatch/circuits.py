@@ -213,7 +213,7 @@ def faithfulness(m_circuit, m_clean, m_corrupt):
 def faithfulness_curve(model, graph: Graph, batch, scores: torch.Tensor, edge_counts: Iterable[int], *,
                        selection: str = "topn", metric="task", direction: str = DEFAULT_DIRECTION,
                        absolute: bool = True, do_prune: bool = True, patcher: Patcher | None = None,
-                       rows_per_forward: int = 2048) -> pd.DataFrame:
+                       rows_per_forward: int | None = None) -> pd.DataFrame:
     """Faithfulness of the circuits selected at each edge budget.
 
     For each n in `edge_counts`: select n edges (`top_n` or `greedy` by |score|), prune

@@ -21,7 +21,7 @@ def exact_patching_reference(model, batch, fraction: float = 0.01, progress: boo
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     g = Graph.from_model(model)
-    effects = Patcher(model, g, batch, progress=progress, rows_per_forward=4096).edge_effects()
+    effects = Patcher(model, g, batch, progress=progress).edge_effects()
     df = g.to_frame(effects, column="effect")
     total = float(effects.abs().sum())
     df["in_reference"] = df["effect"].abs() >= fraction * total

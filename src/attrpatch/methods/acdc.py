@@ -85,7 +85,7 @@ class AcdcResult:
 
 
 def make_patcher(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
-                 direction: str = DEFAULT_DIRECTION, rows_per_forward: int = 2048) -> Patcher:
+                 direction: str = DEFAULT_DIRECTION, rows_per_forward: int | None = None) -> Patcher:
     """A Patcher whose metric is `metric`; "kl" is KL to the clean model's output.
 
     For "kl" with the clean run as base (default direction) the reference logits are the
