@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import seaborn as sns
 
+from attrpatch.analysis.faithfulness import task_settings
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
 from attrpatch.train import evaluate_tasks
@@ -16,8 +17,7 @@ def main(argv=None):
     ctx, args = Context.from_args("tasks_eval", argv)
     frames = []
     for task, model_name in ctx.task_models().items():
-        bs = ctx.spec.get("batch_size")
-        bs = bs.get(model_name) if isinstance(bs, dict) else bs
+        bs = task_settings(ctx.spec, task, model_name, 0, edge_counts=False)["batch_size"]
         df = evaluate_tasks(ctx.model(model_name), [task], n=int(ctx.spec.get("n", 200)), seed=ctx.seed,
                             tokenizer=ctx.model(model_name).attrpatch_tokenizer, batch_size=bs)
         df["model"] = model_name

@@ -124,33 +124,38 @@ def test_missing_weights_message_names_every_model(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_random_model_width_is_validated(tmp_path):
+def _load_error(tmp_path, profile: str, edit) -> str:
+    """The validation message of config/<profile>.yaml after `edit(cfg)`."""
     import yaml
 
-    cfg = yaml.safe_load((ROOT / "config" / "paper_random.yaml").read_text())
-    cfg["models"]["gpt2"]["n_embd"] = 50
-    cfg["models"]["gpt2-medium"]["random"] = "gpt3"
-    p = tmp_path / "paper_random.yaml"
+    from attrpatch.config import ConfigError
+
+    cfg = yaml.safe_load((ROOT / "config" / f"{profile}.yaml").read_text())
+    edit(cfg)
+    p = tmp_path / f"{profile}.yaml"
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    with pytest.raises(Exception) as e:
+    with pytest.raises(ConfigError) as e:
         load_profile(p)
-    msg = str(e.value)
+    return str(e.value)
+
+
+def test_random_model_width_is_validated(tmp_path):
+    def edit(cfg):
+        cfg["models"]["gpt2"]["n_embd"] = 50
+        cfg["models"]["gpt2-medium"]["random"] = "gpt3"
+
+    msg = _load_error(tmp_path, "paper_random", edit)
     assert "models.gpt2.n_embd: 50 must be a positive multiple of the shape's 12 heads" in msg
     assert "models.gpt2-medium.random: unknown shape 'gpt3'" in msg
 
 
 def test_resources_section_is_validated(tmp_path):
-    import yaml
+    def edit(cfg):
+        assert cfg["resources"]["default"]["gpu"] == 1 and cfg["resources"]["graph_counts"]["gpu"] == 0
+        cfg["resources"]["hvpp"] = {"mem_mb": 1}
+        cfg["resources"]["hvp"] = {"vram": 3, "runtime": -1}
 
-    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-    assert cfg["resources"]["default"]["gpu"] == 1 and cfg["resources"]["graph_counts"]["gpu"] == 0
-    cfg["resources"]["hvpp"] = {"mem_mb": 1}
-    cfg["resources"]["hvp"] = {"vram": 3, "runtime": -1}
-    p = tmp_path / "paper.yaml"
-    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    with pytest.raises(Exception) as e:
-        load_profile(p)
-    msg = str(e.value)
+    msg = _load_error(tmp_path, "paper", edit)
     assert "resources.hvpp: unknown rule" in msg
     assert "resources.hvp.vram: unknown resource; allowed: mem_mb, runtime, gpu" in msg
     assert "resources.hvp.runtime: -1 must be a non-negative integer" in msg
