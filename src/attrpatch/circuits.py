@@ -9,7 +9,7 @@ A circuit is a bool edge mask over the graph's ``[n_up, n_down]`` score matrix (
 * evaluation: `circuit_metric` (every edge *not* in the circuit carries its sender's
   corrupted value: ``Patcher.metric_of_masks(edge_mask & ~circuit)``), `faithfulness`
   (Hanna et al.'s normalized faithfulness) and `faithfulness_curve` (a whole sweep of edge
-  budgets in a few batched forwards);
+  budgets in a few batched forwards), `circuit_faithfulness` (one circuit);
 * ROC against a reference circuit: `roc_points` (score ranking, every distinct |score|),
   `roc_from_circuits` (one point per circuit, e.g. ACDC per threshold), `auc_trapezoid`
   and `auc_pessimistic` (ACDC's staircase over the Pareto-optimal points).
@@ -208,6 +208,20 @@ def faithfulness(m_circuit, m_clean, m_corrupt):
     if float(abs(den)) == 0.0:
         raise ValueError("faithfulness is undefined: m(clean) == m(corrupt)")
     return (m_circuit - m_corrupt) / den
+
+
+def circuit_faithfulness(patcher: Patcher, mask: torch.Tensor) -> dict:
+    """Faithfulness of one circuit by exact patching, normalized as in `faithfulness_curve`:
+    m(clean) is the full circuit, m(corrupt) the empty one, both through `patcher`.
+
+    Returns {n_edges, m_circuit, m_clean, m_corrupt, faithfulness}.
+    """
+    graph = patcher.graph
+    m = _as_mask(mask, graph)
+    vals = circuit_metric(patcher, torch.stack([graph.edge_mask.clone(), torch.zeros_like(m), m]))
+    m_clean, m_corrupt, m_c = (float(x) for x in vals)
+    return {"n_edges": int(m.sum()), "m_circuit": m_c, "m_clean": m_clean, "m_corrupt": m_corrupt,
+            "faithfulness": faithfulness(m_c, m_clean, m_corrupt)}
 
 
 def faithfulness_curve(model, graph: Graph, batch, scores: torch.Tensor, edge_counts: Iterable[int], *,
