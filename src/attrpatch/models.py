@@ -5,6 +5,9 @@ Two kinds of model, one code path (`TransformerBridge.boot_transformers`):
 * a tiny checkpoint directory written by `attrpatch.train` (a HF GPT-2 checkpoint on the
   toy vocabulary; ``"attrpatch_attn_only": true`` in config.json marks the attention-only
   one), and
+* the Docstring study's attention-only model ("attn-only-4l", or a TL-format checkpoint
+  directory with shortformer positions): `attrpatch.shortformer.HookedShortformer`, since no
+  bridge can build it; same contract (eval, frozen, graph hooks on, attrpatch_tokenizer);
 * a pretrained Hugging Face model ("gpt2", "gpt2-medium", "gpt2-xl", ...) from the local
   Hugging Face cache only. We resolve the cached snapshot directory first
   (``snapshot_download(local_files_only=True)``) and boot from that path, so no request
@@ -52,6 +55,9 @@ def resolve_pretrained(name: str) -> Path:
     """The local snapshot directory of pretrained model `name`, or ModelWeightsMissing."""
     from huggingface_hub import snapshot_download
 
+    from . import shortformer
+    if name in shortformer.NAMES:   # TL-format checkpoint (+ its tokenizer): not a HF model dir
+        return shortformer.require_cached(name)
     tiny = {"tiny-gpt2", "tiny-attn"}
     if name in tiny:
         raise ModelWeightsMissing(
@@ -89,6 +95,12 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    from . import shortformer
+    if shortformer.is_shortformer(name_or_path):   # attn-only-4l: no bridge can build it
+        model = shortformer.load_shortformer(name_or_path, device=device, dtype=dtype)
+        from .graph import enable_graph_hooks
+        enable_graph_hooks(model)
+        return model
     if _is_checkpoint_dir(name_or_path):
         path = Path(name_or_path)
     else:
@@ -129,6 +141,9 @@ def _fallback_enable_graph_hooks(model) -> None:
 
 def tokenizer_for(name_or_path):
     """Toy tokenizer (vocab.json) for tiny checkpoints, else the HF tokenizer (local only)."""
+    from . import shortformer
+    if str(name_or_path) in shortformer.NAMES:
+        return shortformer.cached_tokenizer()
     if _is_checkpoint_dir(name_or_path):
         p = Path(name_or_path)
         if (p / "vocab.json").exists() and (p / "train_info.json").exists():
