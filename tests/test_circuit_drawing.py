@@ -72,6 +72,9 @@ def test_bad_arguments():
         D.draw_circuit(c, "x", backend="tikz")
     with pytest.raises(ValueError, match=r"unknown drawing format\(s\) \['jpg'\]"):
         D.draw_circuit(c, "x", formats=("jpg",))
-    empty = Circuit(c.graph, torch.zeros_like(c.mask))
-    with pytest.raises(ValueError, match="no edges"):
-        D.draw_circuit(empty, "x")
+
+
+def test_empty_circuit_draws_a_figure_that_says_so(tmp_path):
+    c = _circuit()
+    png, svg = D.draw_circuit(Circuit(c.graph, torch.zeros_like(c.mask)), tmp_path / "e")
+    assert png.exists() and 'id="node-' not in svg.read_text()

@@ -5,6 +5,8 @@
     attrpatch train --model tiny-gpt2 --out DIR     # = python -m attrpatch.train
     attrpatch claims --profile tiny                 # = python -m attrpatch.claims
     attrpatch methods                               # every method and its options
+    attrpatch circuit --model DIR --task ioi --method eap_ig --edges 30 --out DIR   # find, measure, save, draw
+    attrpatch evaluate DIR/circuit.json --model DIR --task ioi                     # faithfulness of a saved circuit
 """
 from __future__ import annotations
 
@@ -83,6 +85,8 @@ def main(argv=None) -> int:
     g.set_defaults(fn=_graph)
     m = sub.add_parser("methods", help="list methods and their options")
     m.set_defaults(fn=_methods)
+    from .cli_circuit import add_parsers as add_circuit_parsers
+    add_circuit_parsers(sub)
     sub.add_parser("train", help="train a tiny model (see python -m attrpatch.train -h)")
     sub.add_parser("claims", help="check claims (see python -m attrpatch.claims -h)")
     a = p.parse_args(argv)

@@ -1,0 +1,141 @@
+"""`attrpatch circuit` and `attrpatch evaluate`: find a circuit, measure it by exact patching,
+save and draw it; or measure a saved one (ours or the EAP-IG library's graph JSON).
+
+    attrpatch circuit --model DIR --task ioi --method eap_ig --edges 30 --out circuits/ioi
+    attrpatch circuit --model DIR --task ioi --method acdc_kl --tau 0.01 --out circuits/ioi_acdc
+    attrpatch evaluate circuits/ioi/circuit.json --model DIR --task ioi
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from tqdm.auto import tqdm
+
+
+def add_parsers(sub) -> None:
+    c = sub.add_parser("circuit", help="find a circuit, measure its faithfulness, save it as JSON and draw it",
+                       description=__doc__.split("\n\n")[0])
+    c.add_argument("--model", required=True, help="checkpoint directory or pretrained name (local cache)")
+    c.add_argument("--task", required=True)
+    c.add_argument("--method", required=True, help="an edge method (`attrpatch methods`) or acdc_task / acdc_kl")
+    size = c.add_mutually_exclusive_group(required=True)
+    size.add_argument("--edges", type=int, help="circuit of this many edges (then pruned)")
+    size.add_argument("--tau", type=float, help="threshold: edges with |score| >= TAU (ACDC: its tau)")
+    c.add_argument("--out", required=True, help="directory for circuit.json, circuit.png, circuit.svg")
+    c.add_argument("--name", default="circuit", help="file name stem in --out (default: circuit)")
+    c.add_argument("--selection", default="greedy", choices=["greedy", "topn"],
+                   help="with --edges: EAP-IG's greedy growth from logits (default) or the top N by |score|")
+    c.add_argument("--no-prune", action="store_true", help="keep dangling edges")
+    c.add_argument("--options", help='JSON of method options, e.g. \'{"steps": 5}\'')
+    c.add_argument("--n", type=int, default=32, help="prompts (default 32)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--eval-seed", type=int, help="prompts for the faithfulness (default: the same as --seed)")
+    c.add_argument("--metric", default="task", help="metric of the faithfulness (default: the task's)")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--backend", default="matplotlib", choices=["matplotlib", "graphviz"])
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(fn=circuit_main)
+    e = sub.add_parser("evaluate", help="faithfulness of a saved circuit by exact patching",
+                       description="Faithfulness of a circuit file (ours or the EAP-IG library's graph JSON).")
+    e.add_argument("circuit", help="circuit JSON file")
+    e.add_argument("--model", required=True)
+    e.add_argument("--task", help="default: the task recorded in the file")
+    e.add_argument("--n", type=int, help="prompts (default: those the file was evaluated on, else 32)")
+    e.add_argument("--seed", type=int, help="(default: the file's, else 0)")
+    e.add_argument("--metric", help="(default: the file's, else the task's)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(fn=evaluate_main)
+
+
+def _fail(msg: str) -> int:
+    print(f"attrpatch: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def circuit_main(a) -> int:
+    import torch
+
+    from .circuit_file import Circuit
+    from .circuit_run import evaluate, find_circuit, write_circuit
+    from .graph import Graph
+    from .models import load_model
+    from .tasks import make_batch
+
+    try:
+        options = json.loads(a.options) if a.options else {}
+    except json.JSONDecodeError as err:
+        return _fail(f"--options is not JSON ({err}): {a.options!r}")
+    steps = ["load model", f"score ({a.method})", "exact patching", "write"]
+    bar = tqdm(total=len(steps), desc=steps[0], unit="step", disable=a.quiet, file=sys.stderr)
+    try:
+        torch.manual_seed(a.seed)
+        model = load_model(a.model, device=a.device)
+        graph = Graph.from_model(model)
+        batch = make_batch(a.task, a.n, a.seed, tokenizer=model.attrpatch_tokenizer).to(a.device)
+        bar.update(1), bar.set_description(steps[1])
+        mask, scores, info = find_circuit(model, graph, batch, a.method, edges=a.edges, tau=a.tau,
+                                          selection=a.selection, do_prune=not a.no_prune, options=options,
+                                          progress=not a.quiet)
+        bar.update(1), bar.set_description(steps[2])
+        eval_seed = a.seed if a.eval_seed is None else a.eval_seed
+        ebatch = batch if eval_seed == a.seed else make_batch(a.task, a.n, eval_seed,
+                                                              tokenizer=model.attrpatch_tokenizer).to(a.device)
+        faith = evaluate(model, graph, ebatch, mask, a.metric)
+        faith["seed"] = eval_seed
+        bar.update(1), bar.set_description(steps[3])
+        info.update(found_on={"n": a.n, "seed": a.seed}, faithfulness=faith)
+        c = Circuit(graph, mask, scores, method=a.method, options=options, model=a.model, task=a.task, info=info)
+        files = write_circuit(c, a.out, a.name, backend=a.backend)
+        bar.update(1)
+    except (ValueError, KeyError, RuntimeError, FileNotFoundError) as err:
+        bar.close()
+        return _fail(str(err))
+    bar.close()
+    print(f"{a.method} on {a.task}: {c.n_edges} edges, {len(c.nodes)} nodes ({info['selection']})")
+    print(f"faithfulness {faith['faithfulness']:.4f} (exact patching, {faith['n_prompts']} prompts, seed {eval_seed}; "
+          f"metric circuit {faith['m_circuit']:.4f}, clean {faith['m_clean']:.4f}, corrupted {faith['m_corrupt']:.4f})")
+    for f in files.values():
+        print(f"wrote {f}")
+    return 0
+
+
+def evaluate_main(a) -> int:
+    from .circuit_file import CircuitFileError, load_circuit
+    from .circuit_run import evaluate
+    from .graph import Graph
+    from .models import load_model
+    from .tasks import make_batch
+
+    try:
+        model = load_model(a.model, device=a.device)
+        graph = Graph.from_model(model)
+        c = load_circuit(a.circuit, graph=graph)
+    except (CircuitFileError, ValueError, RuntimeError, FileNotFoundError) as err:
+        return _fail(str(err))
+    rec = c.info.get("faithfulness") if isinstance(c.info.get("faithfulness"), dict) else {}
+    task = a.task or c.task
+    if not task:
+        return _fail(f"{a.circuit} records no task: give --task")
+    same_task = task == c.task
+    n = a.n if a.n is not None else (rec.get("n_prompts") if same_task and rec.get("n_prompts") else 32)
+    seed = a.seed if a.seed is not None else (rec.get("seed", 0) if same_task else 0)
+    metric = a.metric or (rec.get("metric") if same_task and rec.get("metric") else "task")
+    try:
+        batch = make_batch(task, int(n), int(seed), tokenizer=model.attrpatch_tokenizer).to(a.device)
+        faith = evaluate(model, graph, batch, c.mask, metric)
+    except (ValueError, KeyError, RuntimeError) as err:
+        return _fail(str(err))
+    faith.update(seed=int(seed), task=task, circuit=str(a.circuit))
+    if a.json:
+        print(json.dumps(faith, indent=2))
+        return 0
+    what = f"{c.method} circuit" if c.method else "circuit"
+    print(f"{what} from {a.circuit}: {c.n_edges} edges, {len(c.nodes)} nodes")
+    print(f"faithfulness on {task} ({faith['n_prompts']} prompts, seed {seed}, metric {metric}): "
+          f"{faith['faithfulness']:.4f} (circuit {faith['m_circuit']:.4f}, clean {faith['m_clean']:.4f}, "
+          f"corrupted {faith['m_corrupt']:.4f})")
+    if same_task and rec.get("faithfulness") is not None and a.n is None and a.seed is None:
+        print(f"recorded in the file: {rec['faithfulness']:.4f}")
+    return 0
