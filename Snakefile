@@ -71,10 +71,15 @@ def spec_hash(exp):
 onstart:
     shell("mkdir -p logs/{PROFILE}")
 
+# Every result file is a target of its own: Snakemake does not rebuild a missing intermediate
+# while the files that consumed it are up to date, so a deleted result would stay missing.
 rule all:
     input:
         f"{R}/claims_report.md",
-        expand(f"{F}/{{exp}}.png", exp=FIGURE_EXPS),
+        expand(f"{R}/{{exp}}.json", exp=JSON_EXPS),
+        expand(f"{R}/reference/{{t}}.csv", t=REF_TASKS),
+        expand(f"{F}/{{exp}}.{{ext}}", exp=FIGURE_EXPS, ext=("png", "pdf")),
+        sorted(set().union(*map(models_of, EXPS))),
 
 
 rule train:

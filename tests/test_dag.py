@@ -56,6 +56,14 @@ def test_smoke_dag_end_to_end(tmp_path):
     again = _run(["-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--config", "profile=smoke"], tmp_path)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    # a deleted result is rebuilt and the claims are rechecked (every result is a target)
+    counts, claims = tmp_path / "results" / "smoke" / "graph_counts.json", tmp_path / "results" / "smoke" / "claims_report.md"
+    before = claims.stat().st_mtime_ns
+    counts.unlink()
+    rebuilt = _run(["--cores", "1", "-s", str(ROOT / "Snakefile"), "--config", "profile=smoke"], tmp_path)
+    assert rebuilt.returncode == 0, (rebuilt.stdout + rebuilt.stderr)[-3000:]
+    assert "rule graph_counts" in rebuilt.stdout + rebuilt.stderr and "rule claims" in rebuilt.stdout + rebuilt.stderr
+    assert json.loads(counts.read_text()) and claims.stat().st_mtime_ns > before
 
 
 @pytest.mark.slow
