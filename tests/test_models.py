@@ -81,3 +81,24 @@ def test_attn_only_marker(tmp_path):
                batch_size=8, eval_every=0, early_stop=None)
     m = load_model(out)
     assert m.attrpatch_attn_only is True
+
+
+def test_path_like_names_are_reported_as_paths_not_missing_hf_models(tmp_path, monkeypatch):
+    from attrpatch.models import CheckpointNotFound, load_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "models" / "tiny" / "tiny-attn").mkdir()
+    with pytest.raises(CheckpointNotFound, match=r"model directory 'models/tiny/tiny-gpt2' does not exist "
+                                                 r"\(directories in 'models/tiny': tiny-attn\)") as e:
+        load_model("models/tiny/tiny-gpt2")
+    assert "hf download" not in str(e.value)
+    with pytest.raises(CheckpointNotFound, match="does not exist"):
+        load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(CheckpointNotFound, match="does not exist"):
+        load_model("models/tiny-gpt2")            # one separator, but 'models' is a local directory
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(CheckpointNotFound, match="'./weights.bin' is a file, not a checkpoint directory"):
+        load_model("./weights.bin")
+    with pytest.raises(CheckpointNotFound, match="'models/tiny/tiny-attn' has no config.json: not a checkpoint"):
+        load_model("models/tiny/tiny-attn")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .graph import Graph
+from .validate import check_batch_fits, check_options
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def attribute(model, batch, method: str = "eap", graph: Graph | None = None, **o
     bad = [k for k in options if k not in valid and not (accepts_kwargs and k not in spec.fixed)]
     if bad:
         raise ValueError(f"method {method!r} has no option(s) {bad}; valid options: {valid}")
+    options = check_options(method, options)
+    check_batch_fits(model, batch)
     graph = graph or Graph.from_model(model)
     return fn(model, graph, batch, **spec.fixed, **options)
 

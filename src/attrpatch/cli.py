@@ -7,12 +7,60 @@
     attrpatch methods                               # every method and its options
     attrpatch circuit --model DIR --task ioi --method eap_ig --edges 30 --out DIR   # find, measure, save, draw
     attrpatch evaluate DIR/circuit.json --model DIR --task ioi                     # faithfulness of a saved circuit
+    attrpatch score --help                          # tasks, methods and what each option means
+
+Errors are one line (exit status 2); add --debug for the traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+
+def _parse_options(method: str, text: str | None) -> dict:
+    """--options as a JSON object of known, valid options of `method` (checked before loading)."""
+    from .attribute import method_options
+    from .validate import check_options
+
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--options is not valid JSON ({e.msg} at character {e.pos}): {text!r}; "
+                         'example: --options \'{"steps": 5}\'') from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--options must be a JSON object like '{{\"steps\": 5}}', got {text!r}")
+    from .validate import OPTIONS
+
+    valid = [o for o in method_options(method) if not (o in OPTIONS and OPTIONS[o].api_only)]
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        raise ValueError(f"method {method!r} has no option(s) {bad}; valid options: {', '.join(valid)}")
+    return check_options(method, options)
+
+
+def _header(a, model, batch, options: dict) -> str:
+    """What the table is: model, task, metric, n, the clean run's metric, the sign convention."""
+    import torch
+
+    from .metrics import get_metric
+    from .patching import DEFAULT_DIRECTION
+
+    direction = options.get("direction") or DEFAULT_DIRECTION
+    metric = options.get("metric", "task")
+    with torch.no_grad():
+        logits = model(batch.clean)
+    name = batch.metric if metric == "task" else metric
+    clean = float(get_metric(metric, batch, logits)(logits).mean())
+    base, src = ("clean", "corrupted") if direction == "corrupt_into_clean" else ("corrupted", "clean")
+    return "\n".join([
+        f"# model {a.model}  task {a.task}  method {a.method}  metric {name}  n {len(batch)}  seed {a.seed}",
+        f"# clean run: mean {name} = {clean:.4g}",
+        f"# score = estimated mean {name}(patched) - mean {name}({base} run) when the {src} activation is "
+        f"patched into the {base} run ({direction}); rows sorted by |score|",
+    ])
 
 
 def _score(a) -> int:
@@ -24,10 +72,10 @@ def _score(a) -> int:
     from .models import load_model
     from .tasks import make_batch
 
+    options = _parse_options(a.method, a.options)  # every input checked before the model loads
     torch.manual_seed(a.seed)
     model = load_model(a.model, device=a.device)
     batch = make_batch(a.task, a.n, a.seed, tokenizer=model.attrpatch_tokenizer).to(a.device)
-    options = json.loads(a.options) if a.options else {}
     g = Graph.from_model(model)
     scores = attribute(model, batch, method=a.method, graph=g, **options)
     if level(a.method) == "edges":
@@ -38,8 +86,35 @@ def _score(a) -> int:
     df = df.reindex(df["score"].abs().sort_values(ascending=False).index)
     if a.out:
         write_csv(a.out, df)
+    print(_header(a, model, batch, options))
     print(df.head(a.top).to_string(index=False))
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v}")
+    return v
+
+
+def _score_epilog() -> str:
+    from .attribute import METHODS, method_options
+    from .tasks import TASKS
+    from .validate import OPTIONS
+
+    lines = ["tasks:"] + [f"  {t:18s} metric {m.METRIC}" for t, m in TASKS.items()]
+    lines += ["", "methods (--method) and their options:"]
+    cli = {m: [o for o in method_options(m) if not (o in OPTIONS and OPTIONS[o].api_only)] for m in METHODS}
+    for name, spec in METHODS.items():
+        lines.append(f"  {name:18s} {spec.doc} [{spec.level}]; options: {', '.join(cli[name])}")
+    used = sorted(set().union(*cli.values()))
+    lines += ["", "options (--options, a JSON object):"]
+    lines += [f"  {o:19s} {OPTIONS[o].describe() if o in OPTIONS else '(see the method docstring)'}" for o in used]
+    return "\n".join(lines)
 
 
 def _graph(a) -> int:
@@ -57,40 +132,64 @@ def _methods(a) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":
-        from .train import main as train_main
-        return train_main(argv[1:]) or 0
-    if argv and argv[0] == "claims":
-        from .claims import main as claims_main
-        return claims_main(argv[1:])
+def _parser() -> argparse.ArgumentParser:
+    from .attribute import METHODS
+    from .tasks import TASKS
+
     p = argparse.ArgumentParser(prog="attrpatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("score", help="score every edge (or node) of a model on a task")
+    s = sub.add_parser("score", help="score every edge (or node) of a model on a task",
+                       description="Score every edge (or node) of a model on a task; prints a header and the "
+                                   "top rows, writes every row with --out.",
+                       epilog=_score_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", required=True, help="checkpoint directory or pretrained name (local cache)")
-    s.add_argument("--task", required=True)
-    s.add_argument("--method", default="eap")
-    s.add_argument("--n", type=int, default=32)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--task", required=True, choices=list(TASKS), metavar="TASK", help="one of the tasks below")
+    s.add_argument("--method", default="eap", choices=list(METHODS), metavar="METHOD",
+                   help="one of the methods below (default: eap)")
+    s.add_argument("--n", type=_positive_int, default=32, help="number of prompt pairs (default 32)")
+    s.add_argument("--seed", type=int, default=0, help="prompt sampling seed (default 0)")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--options", help='JSON of method options, e.g. \'{"steps": 5}\'')
+    s.add_argument("--options", help='JSON object of method options (below), e.g. \'{"steps": 5}\'')
     s.add_argument("--out", help="CSV of all scores")
-    s.add_argument("--top", type=int, default=20)
+    s.add_argument("--top", type=_positive_int, default=20, help="rows to print (default 20)")
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     s.set_defaults(fn=_score)
     g = sub.add_parser("graph", help="node and edge counts of a model shape")
-    g.add_argument("--layers", type=int, required=True)
-    g.add_argument("--heads", type=int, required=True)
+    g.add_argument("--layers", type=_positive_int, required=True)
+    g.add_argument("--heads", type=_positive_int, required=True)
     g.add_argument("--attn-only", action="store_true")
     g.set_defaults(fn=_graph)
     m = sub.add_parser("methods", help="list methods and their options")
     m.set_defaults(fn=_methods)
     from .cli_circuit import add_parsers as add_circuit_parsers
     add_circuit_parsers(sub)
-    sub.add_parser("train", help="train a tiny model (see python -m attrpatch.train -h)")
-    sub.add_parser("claims", help="check claims (see python -m attrpatch.claims -h)")
-    a = p.parse_args(argv)
-    return a.fn(a)
+    sub.add_parser("train", help="train a tiny model (attrpatch train -h)")
+    sub.add_parser("claims", help="check claims (attrpatch claims -h)")
+    return p
+
+
+def main(argv=None) -> int:
+    """Errors print as one line, argparse style, with exit status 2; --debug shows the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [x for x in argv if x != "--debug"]
+    cmd = argv[0] if argv else None
+    try:
+        if cmd == "train":
+            from .train import main as train_main
+            return train_main(argv[1:], prog="attrpatch train") or 0
+        if cmd == "claims":
+            from .claims import main as claims_main
+            return claims_main(argv[1:])
+        a = _parser().parse_args(argv)
+        return a.fn(a)
+    except Exception as e:  # noqa: BLE001 - the one place a user-facing error is turned into a line
+        if debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"attrpatch {cmd or ''}: error: {msg} (--debug for the traceback)".replace("  ", " "), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -45,6 +45,43 @@ def _is_checkpoint_dir(p) -> bool:
         return False
 
 
+class CheckpointNotFound(FileNotFoundError):
+    """A path-like model name that is not a checkpoint directory (missing, a file, no config.json)."""
+
+
+def _path_like(name: str) -> bool:
+    """A name meant as a local path: absolute, ./ ../ ~, two or more separators (a hub id has
+    one: org/name), a trailing separator, or its first component an existing local directory."""
+    if not isinstance(name, str):
+        return True  # a Path object
+    if name.startswith(("/", "./", "../", "~", ".\\")) or name.endswith(("/", os.sep)) or name.count("/") >= 2:
+        return True
+    return os.sep in name and Path(name.split(os.sep)[0]).is_dir() or Path(name).exists()
+
+
+def check_checkpoint_path(name_or_path) -> None:
+    """For a path-like name that is not a checkpoint directory, CheckpointNotFound saying which
+    of the three it is (so a typo is not reported as a missing Hugging Face model)."""
+    if _is_checkpoint_dir(name_or_path) or not _path_like(name_or_path):
+        return
+    p = Path(name_or_path).expanduser()
+    train = ("a tiny model's directory is written by `snakemake --cores all` or "
+             "`python -m attrpatch.train --model tiny-gpt2 --out DIR`")
+    if not p.exists():
+        if p.parent.is_dir():
+            near = sorted(x.name for x in p.parent.iterdir() if x.is_dir() and not x.name.startswith("."))
+            where = (f" (directories in {str(p.parent)!r}: {', '.join(near[:8])}{', ...' if len(near) > 8 else ''})"
+                     if near else f" ({str(p.parent)!r} has no directories)")
+        else:
+            where = f" (nor does {str(p.parent)!r})"
+        raise CheckpointNotFound(f"model directory {str(name_or_path)!r} does not exist{where}; {train}")
+    if not p.is_dir():
+        raise CheckpointNotFound(f"model path {str(name_or_path)!r} is a file, not a checkpoint directory "
+                                 "(give the directory that holds config.json and the weights)")
+    raise CheckpointNotFound(f"model directory {str(name_or_path)!r} has no config.json: not a checkpoint "
+                             f"(an interrupted training run?); {train}")
+
+
 def _fetch_hint(name: str) -> str:
     return (f"Fetch it on a connected machine with `hf download {name}` "
             f"(older huggingface_hub: `huggingface-cli download {name}`), then copy the "
@@ -101,6 +138,7 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
         from .graph import enable_graph_hooks
         enable_graph_hooks(model)
         return model
+    check_checkpoint_path(name_or_path)
     if _is_checkpoint_dir(name_or_path):
         path = Path(name_or_path)
     else:
@@ -150,6 +188,7 @@ def tokenizer_for(name_or_path):
             return ToyTokenizer.load(p / "vocab.json")
         from .tasks.hf_tokenizer import hf_tokenizer
         return hf_tokenizer(str(p))
+    check_checkpoint_path(name_or_path)
     snap = resolve_pretrained(str(name_or_path))
     from .tasks.hf_tokenizer import hf_tokenizer
     return hf_tokenizer(str(snap))

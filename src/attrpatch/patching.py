@@ -125,6 +125,10 @@ class Patcher:
     def __init__(self, model, graph: Graph, batch: TaskBatch, metric: Metric | None = None, *,
                  direction: str = DEFAULT_DIRECTION, rows_per_forward: int | None = None, progress: bool = False,
                  extra_hooks=()):
+        from .validate import check_batch_fits, integer
+
+        rows_per_forward = integer("rows_per_forward", rows_per_forward, none_ok=True, where="Patcher")
+        check_batch_fits(model, batch)
         self.model, self.graph, self.batch = model, graph, batch
         self.extra_hooks = list(extra_hooks)
         self.metric = metric or task_metric(batch)

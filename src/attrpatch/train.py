@@ -293,8 +293,8 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     return info
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description="Train an attrpatch tiny model (CPU, deterministic).")
+def main(argv=None, prog=None):
+    ap = argparse.ArgumentParser(prog=prog, description="Train an attrpatch tiny model (CPU, deterministic).")
     ap.add_argument("--model", required=True, choices=sorted(CONFIGS))
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)

@@ -33,8 +33,10 @@ def resolve_metric(model, batch: TaskBatch, metric: str | Metric) -> Metric:
 
 def chunks(batch: TaskBatch, batch_size: int | None) -> Iterator[tuple[TaskBatch, float]]:
     """Sub-batches with their weight (fraction of examples), so means over chunks are exact."""
+    from ..validate import integer
+
     n = len(batch)
-    bs = n if not batch_size else int(batch_size)
+    bs = integer("batch_size", batch_size, none_ok=True) or n  # -1 would silently give no chunks: zero scores
     for s in range(0, n, bs):
         idx = slice(s, min(n, s + bs))
         yield batch.subset(idx), (min(n, s + bs) - s) / n

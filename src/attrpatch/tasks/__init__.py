@@ -33,7 +33,11 @@ def make_batch(task: str, n: int, seed: int, tokenizer=None) -> TaskBatch:
     Face tokenizer (pairs that do not tokenize cleanly are rejected and counted in
     ``meta["rejected"]``).
     """
+    from ..validate import integer
+
     mod = get_task(task)
+    n = integer("n", n, where=f"make_batch({task!r})")
+    seed = integer("seed", seed, minimum=0, where=f"make_batch({task!r})")
     return build_batch(mod.NAME, mod.METRIC, mod.sample_pair, n, seed, tokenizer)
 
 

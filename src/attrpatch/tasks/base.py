@@ -43,15 +43,35 @@ class TaskBatch:
             raise ValueError(f"task {self.task!r}: tokens must be [batch, pos], got {tuple(self.clean.shape)}")
         if self.metric not in METRIC_KINDS:
             raise ValueError(f"task {self.task!r}: unknown metric {self.metric!r}; allowed: {METRIC_KINDS}")
-        B = self.clean.shape[0]
+        B, P = self.clean.shape
+        if B == 0 or P == 0:
+            raise ValueError(f"task {self.task!r}: empty batch ({B} examples of {P} tokens); need at least "
+                             "one example of one token")
+        for name in ("clean", "corrupt"):
+            t = getattr(self, name)
+            if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+                raise ValueError(f"task {self.task!r}: {name} tokens must be integer ids, got {t.dtype}")
+            if int(t.min()) < 0:
+                raise ValueError(f"task {self.task!r}: {name} has a negative token id {int(t.min())}")
         for name in ("answer_mask", "wrong_mask"):
             m = getattr(self, name)
             if m.ndim != 2 or m.shape[0] != B or m.dtype != torch.bool:
                 raise ValueError(f"task {self.task!r}: {name} must be a bool tensor [B={B}, V], got {tuple(m.shape)} {m.dtype}")
             if not bool(m.any(dim=1).all()):
                 raise ValueError(f"task {self.task!r}: {name} has a row with no token set")
+        if self.answer_mask.shape[1] != self.wrong_mask.shape[1]:
+            raise ValueError(f"task {self.task!r}: answer_mask is over {self.answer_mask.shape[1]} tokens but "
+                             f"wrong_mask over {self.wrong_mask.shape[1]}; they must be the same vocabulary")
         if self.pos is None:
-            self.pos = torch.full((B,), self.clean.shape[1] - 1, dtype=torch.long)
+            self.pos = torch.full((B,), P - 1, dtype=torch.long)
+        pos = torch.as_tensor(self.pos)
+        if pos.shape != (B,) or pos.is_floating_point() or pos.dtype == torch.bool:
+            raise ValueError(f"task {self.task!r}: pos must be an integer tensor [B={B}], got "
+                             f"{pos.dtype} {tuple(pos.shape)}")
+        if int(pos.min()) < 0 or int(pos.max()) >= P:
+            bad = int(pos.min()) if int(pos.min()) < 0 else int(pos.max())
+            raise ValueError(f"task {self.task!r}: pos {bad} is outside the prompt (positions 0..{P - 1})")
+        self.pos = pos
 
     def __len__(self) -> int:
         return self.clean.shape[0]
