@@ -14,8 +14,9 @@ A circuit is a bool edge mask over the graph's ``[n_up, n_down]`` score matrix (
   `roc_from_circuits` (one point per circuit, e.g. ACDC per threshold), `auc_trapezoid`
   and `auc_pessimistic` (ACDC's staircase over the Pareto-optimal points).
 
-Nodes and edges: the receiving *node* of a downstream input is `graph.receiver_node(v)`
-(a head's ``<q>``, ``<k>``, ``<v>`` inputs all belong to the head). ``logits`` is the sink,
+Nodes and edges: the receiving *nodes* of a downstream input are `graph.receiver_nodes(v)`
+(a head's ``<q>``, ``<k>``, ``<v>`` inputs all belong to the head; under GQA a key/value
+input belongs to every head of its group, and is alive when any of them is). ``logits`` is the sink,
 ``input`` the only source.
 """
 from __future__ import annotations
@@ -34,24 +35,31 @@ SELECTIONS = ("topn", "greedy")
 
 
 # ---- node bookkeeping -------------------------------------------------------------------
-def receiver_owner(graph: Graph) -> torch.Tensor:
-    """Long [n_down]: the node that owns each downstream input, as an index into
-    ``graph.nodes`` (upstream index for heads/MLPs, ``n_up`` for ``logits``)."""
-    cache = graph.__dict__.setdefault("_attrpatch_receiver_owner", None)
-    if cache is not None:
-        return cache
-    pos = {n: i for i, n in enumerate(graph.nodes)}
-    owner = torch.tensor([pos[graph.receiver_node(v)] for v in range(graph.n_down)], dtype=torch.long)
-    graph.__dict__["_attrpatch_receiver_owner"] = owner
-    return owner
+def _owner_pairs(graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v, w) long tensors: downstream input v is owned by node w (index into ``graph.nodes``).
+    One pair per input, except a GQA key/value input, owned by each head of its group."""
+    cache = graph.__dict__.get("_attrpatch_owner_pairs")
+    if cache is None:
+        pairs = [(v, w) for v, ws in enumerate(graph.input_owners) for w in ws]
+        cache = (torch.tensor([v for v, _ in pairs], dtype=torch.long), torch.tensor([w for _, w in pairs], dtype=torch.long))
+        graph.__dict__["_attrpatch_owner_pairs"] = cache
+    return cache
+
+
+def inputs_of_any(graph: Graph, node_flags: torch.Tensor) -> torch.Tensor:
+    """Bool [n_down]: input v is True when any node that owns it is True in `node_flags`
+    (bool [n_up + 1], indexed like ``graph.nodes``)."""
+    v, w = _owner_pairs(graph)
+    hits = torch.zeros(graph.n_down, dtype=torch.long).index_add_(0, v, node_flags[w].long())
+    return hits > 0
 
 
 def node_inputs_by_index(graph: Graph) -> list[list[int]]:
     """For each node of ``graph.nodes`` (index), its downstream inputs ([] for ``input``)."""
-    owner = receiver_owner(graph).tolist()
     ins: list[list[int]] = [[] for _ in range(graph.n_up + 1)]
-    for v, w in enumerate(owner):
-        ins[w].append(v)
+    for v, ws in enumerate(graph.input_owners):
+        for w in ws:
+            ins[w].append(v)
     return ins
 
 
@@ -101,9 +109,13 @@ def greedy(scores: torch.Tensor, graph: Graph, n: int, absolute: bool = True) ->
     keyl = key.tolist()
     heap: list[tuple[float, int, int, int]] = []
     flat = graph.n_down
+    pushed = [False] * graph.n_down     # a GQA key/value input is shared: its edges enter the heap once
 
     def push_node(w: int) -> None:
         for v in inputs[w]:
+            if pushed[v]:
+                continue
+            pushed[v] = True
             for u in range(n_par[v]):
                 heapq.heappush(heap, (-keyl[u][v], u * flat + v, u, v))
 
@@ -135,7 +147,6 @@ def prune(mask: torch.Tensor, graph: Graph) -> torch.Tensor:
         return torch.stack([prune(x, graph) for x in m]) if len(m) else m.clone()
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D or 3-D, got {m.ndim}-D")
-    owner = receiver_owner(graph)
     inputs = node_inputs_by_index(graph)
     n_up = graph.n_up
     m = m.clone()
@@ -147,13 +158,13 @@ def prune(mask: torch.Tensor, graph: Graph) -> torch.Tensor:
         for w in range(1, n_up + 1):
             ins = inputs[w]
             has_par[w] = bool((m[:, ins] & has_par[:n_up, None]).any())
-        m &= has_par[:n_up, None] & has_par[owner][None, :]
+        m &= has_par[:n_up, None] & inputs_of_any(graph, has_par)[None, :]
         # children: backward (a node reaches logits through a circuit edge to a reaching node)
         reach = torch.zeros(n_up + 1, dtype=torch.bool)
         reach[n_up] = True
         for u in range(n_up - 1, -1, -1):
-            reach[u] = bool((m[u] & reach[owner]).any())
-        m &= reach[:n_up, None] & reach[owner][None, :]
+            reach[u] = bool((m[u] & inputs_of_any(graph, reach)).any())
+        m &= reach[:n_up, None] & inputs_of_any(graph, reach)[None, :]
         if int(m.sum()) == before:
             return m
 

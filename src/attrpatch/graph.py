@@ -7,6 +7,7 @@ This module is the one place that decides
   ``blocks.l.hook_mlp_out``, left out for attention-only models) and ``logits``;
 * which inputs exist: each head has three (``a{l}.h{h}<q>``, ``<k>``, ``<v>``, from the split
   ``hook_{q,k,v}_input``), each MLP one (``hook_mlp_in``), ``logits`` one (``ln_final.hook_in``);
+  with grouped-query attention see "GQA" below;
 * the order of both, so that activations of all upstream outputs form one tensor
   ``[batch, pos, n_up, d_model]`` and gradients at all downstream inputs one tensor
   ``[batch, pos, n_down, d_model]``; an edge is a cell ``(u, v)`` of the ``[n_up, n_down]``
@@ -14,7 +15,27 @@ This module is the one place that decides
 
 Upstream order is topological (input, then per layer its heads, then its MLP), and a
 downstream input at layer ``l`` reads exactly the first ``n_parents`` upstream nodes, so
-the edge mask is ``u < n_parents[v]``. An MLP reads its own layer's heads.
+the edge mask is ``u < n_parents[v]``. In a sequential block (GPT-2, Llama, Pythia with
+``use_parallel_residual=False``) an MLP reads its own layer's heads; in a parallel block
+(Pythia's default: attention and MLP both read the block's input, ``cfg.parallel_attn_mlp``)
+it does not, so ``m{l}`` has the same parents as the heads of layer l.
+
+GQA (``n_kv_heads`` G < ``n_heads`` H; Llama 2/3, Mistral, Qwen2): a key/value input is one
+per *kv head*, shared by its group of H/G query heads (query head h reads kv head
+``h // (H/G)``, the ``repeat_interleave`` order of transformer_lens and Hugging Face). The
+inputs are ``a{l}.kv{g}<k>`` and ``a{l}.kv{g}<v>``, owned by every head of the group
+(`receiver_nodes`); query inputs stay ``a{l}.h{h}<q>``. This is the function the model
+computes: transformer_lens 4.3 projects each kv head once from a ``[B, P, G, d]`` input, so
+patching an edge into ``a{l}.kv{g}<k>`` changes the keys of the whole group. The EAP-IG
+library's other convention (a private k/v copy per query head, from TransformerLens'
+``ungroup_grouped_query_attention``) is not offered: the bridge has no per-query-head key
+input to patch, so its exact patching could not be checked. With G = H the names and counts
+are those of multi-head attention.
+
+Edge counts in closed form (`closed_form_edge_count`), with M = 1 for MLPs, 0 without, and
+``n_l = 1 + l (H + M)`` upstream nodes before layer l: per layer ``(H + 2G) n_l`` edges into
+heads, ``n_l + H`` into a sequential MLP or ``n_l`` into a parallel one; ``1 + L (H + M)``
+into logits.
 
 Why it is exact: the input of every node is the sum of its parents' outputs plus
 constants (biases), so changing one parent's contribution by ``d`` changes the input by
@@ -41,10 +62,11 @@ def enable_graph_hooks(model) -> None:
     try:
         model.set_use_split_qkv_input(True)
     except NotImplementedError as e:
-        raise NotImplementedError(
-            f"{type(model).__name__} cannot split q/k/v inputs ({e}); the graph needs "
-            "per-head q/k/v inputs. Build the model from a Hugging Face GPT-2-style checkpoint "
-            "with TransformerBridge.boot_transformers (see DESIGN.md, 'Models')."
+        raise GraphUnsupported(
+            f"{model_family(model)}: transformer_lens cannot split this model's q/k/v inputs "
+            f"({str(e).splitlines()[0]}); the graph needs per-head q/k/v input hooks. "
+            "Build the model from a Hugging Face checkpoint with TransformerBridge.boot_transformers "
+            "(see DESIGN.md, 'Models')."
         ) from e
     model.set_use_attn_result(True)
     if not is_attn_only(model):
@@ -65,9 +87,11 @@ class InputHook:
     kind: str           # "q" | "k" | "v" | "mlp" | "logits"
     start: int          # first downstream index it covers
     n_parents: int      # upstream nodes [0, n_parents) feed it
+    count: int = 1      # downstream inputs it covers: H for q, G (kv heads) for k/v, 1 else
 
     @property
     def per_head(self) -> bool:
+        """Its value has a head axis ([B, P, count, d]) rather than being [B, P, d]."""
         return self.kind in QKV
 
 
@@ -89,6 +113,9 @@ class Graph:
     n_heads: int
     has_mlps: bool = True
     d_model: int | None = None
+    n_kv_heads: int | None = None     # None = n_heads (multi-head attention)
+    parallel_blocks: bool = False     # attention and MLP read the same block input
+    family: str | None = None         # the model's architecture name, for messages
     upstream: list[str] = field(init=False)
     downstream: list[str] = field(init=False)
     n_parents: torch.Tensor = field(init=False)
@@ -98,21 +125,29 @@ class Graph:
     def __post_init__(self):
         if self.n_layers < 1 or self.n_heads < 1:
             raise ValueError(f"graph needs n_layers >= 1 and n_heads >= 1, got {self.n_layers}, {self.n_heads}")
-        L, H = self.n_layers, self.n_heads
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_kv_heads must be >= 1 and divide n_heads={self.n_heads}, got {self.n_kv_heads}")
+        if self.parallel_blocks and not self.has_mlps:
+            raise ValueError("parallel_blocks needs MLPs (an attention-only block has nothing in parallel)")
+        L, H, G = self.n_layers, self.n_heads, self.n_kv_heads
         up, outs = ["input"], [OutputHook("blocks.0.hook_in", "input", 0, 1)]
         down, ins, n_par = [], [], []
         for l in range(L):
             n_before = len(up)
             for kind in QKV:
-                ins.append(InputHook(f"blocks.{l}.attn.hook_{kind}_input", l, kind, len(down), n_before))
-                down += [f"a{l}.h{h}<{kind}>" for h in range(H)]
-                n_par += [n_before] * H
+                n = H if kind == "q" or G == H else G
+                ins.append(InputHook(f"blocks.{l}.attn.hook_{kind}_input", l, kind, len(down), n_before, n))
+                down += [f"a{l}.h{h}<{kind}>" if n == H else f"a{l}.kv{h}<{kind}>" for h in range(n)]
+                n_par += [n_before] * n
             outs.append(OutputHook(f"blocks.{l}.attn.hook_result", "heads", len(up), H))
             up += [f"a{l}.h{h}" for h in range(H)]
             if self.has_mlps:
-                ins.append(InputHook(f"blocks.{l}.hook_mlp_in", l, "mlp", len(down), len(up)))
+                mlp_par = n_before if self.parallel_blocks else len(up)
+                ins.append(InputHook(f"blocks.{l}.hook_mlp_in", l, "mlp", len(down), mlp_par))
                 down.append(f"m{l}")
-                n_par.append(len(up))
+                n_par.append(mlp_par)
                 outs.append(OutputHook(f"blocks.{l}.hook_mlp_out", "mlp", len(up), 1))
                 up.append(f"m{l}")
         ins.append(InputHook("ln_final.hook_in", L, "logits", len(down), len(up)))
@@ -125,12 +160,22 @@ class Graph:
     # ---- construction -------------------------------------------------------------
     @classmethod
     def from_model(cls, model) -> "Graph":
-        """The graph of a TransformerBridge model (reads n_layers, n_heads, d_model, attn-only)."""
+        """The graph of a TransformerBridge model.
+
+        Reads n_layers, n_heads, d_model, the kv heads (``cfg.n_key_value_heads``), the block
+        kind (``cfg.parallel_attn_mlp``) and attention-only-ness from the model. A model the
+        graph cannot serve raises `GraphUnsupported` naming its family and what is missing.
+        """
         cfg = model.cfg
+        family = model_family(model)
         missing = [k for k in ("n_layers", "n_heads", "d_model") if getattr(cfg, k, None) is None]
         if missing:
-            raise ValueError(f"model config lacks {missing}; the graph needs n_layers, n_heads and d_model")
-        return cls(int(cfg.n_layers), int(cfg.n_heads), has_mlps=not is_attn_only(model), d_model=int(cfg.d_model))
+            raise GraphUnsupported(f"{family}: model config lacks {missing}; the graph needs n_layers, n_heads and d_model")
+        check_supported(model)
+        kv = getattr(cfg, "n_key_value_heads", None)
+        return cls(int(cfg.n_layers), int(cfg.n_heads), has_mlps=not is_attn_only(model), d_model=int(cfg.d_model),
+                   n_kv_heads=int(kv) if kv else None, parallel_blocks=bool(getattr(cfg, "parallel_attn_mlp", False)),
+                   family=family)
 
     # ---- sizes and names ----------------------------------------------------------
     @property
@@ -199,17 +244,50 @@ class Graph:
         u, v = self.edge_index[self._edge_pos[name]].tolist()
         return u, v
 
+    @property
+    def group_size(self) -> int:
+        """Query heads per kv head (1 without GQA)."""
+        return self.n_heads // self.n_kv_heads
+
+    def kv_input_name(self, l: int, h: int, kind: str) -> str:
+        """Name of the `kind` ("q" | "k" | "v") input that query head h of layer l reads."""
+        if kind == "q" or self.n_kv_heads == self.n_heads:
+            return f"a{l}.h{h}<{kind}>"
+        return f"a{l}.kv{h // self.group_size}<{kind}>"
+
     def node_inputs(self, node: str) -> list[int]:
-        """Downstream indices that are inputs of `node` (3 for a head, 1 otherwise)."""
+        """Downstream indices that are inputs of `node` (q, k, v for a head, 1 otherwise).
+
+        Under GQA a head's k and v inputs are its group's, shared with the group's other heads."""
         if node.startswith("a") and node in self._up_pos:
-            return [self._down_pos[f"{node}<{k}>"] for k in QKV]
+            l, h = self.head_of_up(self._up_pos[node])
+            return [self._down_pos[self.kv_input_name(l, h, k)] for k in QKV]
         if node in self._down_pos:
             return [self._down_pos[node]]
         raise KeyError(f"unknown node {node!r}; nodes are e.g. {self.nodes[:3]} ... {self.nodes[-2:]}")
 
+    def receiver_nodes(self, v: int) -> list[str]:
+        """The nodes that own downstream input v: one, or a kv head's group of query heads."""
+        name = self.downstream[v].split("<")[0]
+        if ".kv" not in name:
+            return [name]
+        l, g = name[1:].split(".kv")
+        k = self.group_size
+        return [f"a{l}.h{h}" for h in range(int(g) * k, (int(g) + 1) * k)]
+
     def receiver_node(self, v: int) -> str:
-        """The node that owns downstream input v (strips <q|k|v>)."""
-        return self.downstream[v].split("<")[0]
+        """The one node that owns downstream input v (strips <q|k|v>); for a shared GQA
+        key/value input use `receiver_nodes`."""
+        nodes = self.receiver_nodes(v)
+        if len(nodes) != 1:
+            raise ValueError(f"{self.downstream[v]!r} is shared by {nodes}; use receiver_nodes")
+        return nodes[0]
+
+    @cached_property
+    def input_owners(self) -> list[list[int]]:
+        """For each downstream input, the indices into `nodes` of the nodes that own it."""
+        pos = {n: i for i, n in enumerate(self.nodes)}
+        return [[pos[n] for n in self.receiver_nodes(v)] for v in range(self.n_down)]
 
     def head_of_up(self, u: int) -> tuple[int, int] | None:
         """(layer, head) of upstream index u, or None for input/MLP nodes."""
@@ -259,16 +337,53 @@ class Graph:
 
     def summary(self) -> dict:
         return {
-            "n_layers": self.n_layers, "n_heads": self.n_heads, "has_mlps": self.has_mlps,
+            "n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
+            "has_mlps": self.has_mlps, "parallel_blocks": self.parallel_blocks,
             "n_nodes": len(self.nodes), "n_upstream": self.n_up, "n_downstream": self.n_down,
             "n_edges": self.n_edges,
         }
 
 
-def closed_form_edge_count(n_layers: int, n_heads: int, has_mlps: bool = True) -> int:
-    """Edges by counting parents per input: a check on Graph independent of its loops."""
+def closed_form_edge_count(n_layers: int, n_heads: int, has_mlps: bool = True, n_kv_heads: int | None = None,
+                           parallel_blocks: bool = False) -> int:
+    """Edges by counting parents per input (module docstring): a check on Graph independent
+    of its loops. Summed in closed form: with n_l = 1 + l (H + M),
+    sum_l n_l = L + (H + M) L (L - 1) / 2."""
     L, H, M = n_layers, n_heads, int(has_mlps)
-    per_layer = H + M
-    heads = sum(3 * H * (1 + l * per_layer) for l in range(L))
-    mlps = sum(1 + l * per_layer + H for l in range(L)) if has_mlps else 0
-    return heads + mlps + 1 + L * per_layer
+    G = H if n_kv_heads is None else n_kv_heads
+    s = L + (H + M) * L * (L - 1) // 2                 # sum over layers of n_l
+    heads = (H + 2 * G) * s
+    mlps = (s + (0 if parallel_blocks else H * L)) if has_mlps else 0
+    return heads + mlps + 1 + L * (H + M)
+
+
+class GraphUnsupported(ValueError, NotImplementedError):
+    """A model the graph cannot serve; the message names its family and what is missing."""
+
+
+def model_family(model) -> str:
+    """The model's architecture name (e.g. 'LlamaForCausalLM'), for messages and the support table."""
+    cfg = getattr(model, "cfg", None)
+    return str(getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", None)
+               or type(model).__name__)
+
+
+def check_supported(model) -> None:
+    """Raise `GraphUnsupported` (family + reason) unless the graph's identity holds for `model`:
+    every node input is the sum of its parents' outputs plus constants, at hooks the graph can
+    read and patch."""
+    family = model_family(model)
+    reason = getattr(model, "attrpatch_graph_error", None)
+    if reason:
+        raise GraphUnsupported(f"{family}: {reason}")
+    cfg = model.cfg
+    if not getattr(cfg, "use_split_qkv_input", False) or not getattr(cfg, "use_attn_result", False):
+        raise GraphUnsupported(f"{family}: the graph's hooks are off (split q/k/v inputs, per-head results); "
+                               "load the model with attrpatch.models.load_model or call graph.enable_graph_hooks")
+    blocks = getattr(model, "blocks", None) or []
+    post = sorted({n for b in blocks for n in ("ln1_post", "ln2_post") if hasattr(b, n)})
+    if post:
+        raise GraphUnsupported(
+            f"{family}: each block normalizes its summed attention output ({', '.join(post)}) before adding it to "
+            "the residual stream, so a head's contribution is not its own output and a node's input is not the sum "
+            "of its parents' outputs; the graph needs blocks whose attention and MLP outputs are added unnormalized")

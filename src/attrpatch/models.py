@@ -1,5 +1,17 @@
 """Load models as TransformerBridge with the graph's hooks on, offline.
 
+Every model of the project - loaded, random (`random_models`), hand-built (`toy_models`) or
+trained (`train`) - becomes a bridge through one function, `boot_bridge`: boot a Hugging Face
+checkpoint directory offline with `TransformerBridge.boot_transformers`, eval mode, weights
+frozen, attention-only marked, the graph's hooks enabled. A family whose q/k/v inputs
+transformer_lens cannot split (GPT-J in 4.3) still loads; `graph.Graph.from_model` then
+refuses it, naming the family and what is missing.
+
+A checkpoint without a tokenizer (a random checkpoint written with ``save_pretrained``)
+loads too: token ids in, token ids out. The bridge gets a stand-in tokenizer whose tokens
+are the ids themselves, ``model.attrpatch_tokenizer`` is None, and `tasks.make_batch` then
+uses the toy vocabulary's ids (its default), so the model's vocabulary must cover them.
+
 Two kinds of model, one code path (`TransformerBridge.boot_transformers`):
 
 * a tiny checkpoint directory written by `attrpatch.train` (a HF GPT-2 checkpoint on the
@@ -120,6 +132,67 @@ def _read_config(path: Path) -> dict:
     return json.loads((path / "config.json").read_text())
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def has_tokenizer(path) -> bool:
+    """A checkpoint directory that ships a tokenizer (any of its usual files)."""
+    return any((Path(path) / f).exists() for f in _TOKENIZER_FILES)
+
+
+def ids_tokenizer(vocab_size: int):
+    """A stand-in tokenizer for checkpoints without one: token ``"i"`` is id i (word level,
+    whitespace split), so the bridge boots and token ids pass through unchanged."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    t = Tokenizer(models.WordLevel(vocab={str(i): i for i in range(vocab_size)}, unk_token="0"))
+    t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="0", pad_token="0", model_max_length=1 << 20)
+
+
+def boot_bridge(path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                attn_only: bool | None = None):
+    """The one way a checkpoint directory becomes a model: a TransformerBridge booted offline,
+    in eval mode, weights frozen (methods differentiate activations only), marked
+    attention-only (`attn_only`, else the ``attrpatch_attn_only`` config.json marker or
+    ``cfg.attn_only``), with the graph's hooks on (`graph.enable_graph_hooks`).
+
+    A model whose attention the graph cannot hook keeps the reason in
+    ``model.attrpatch_graph_error`` (raised by `graph.Graph.from_model`)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from .graph import GraphUnsupported, enable_graph_hooks
+
+    path = Path(path)
+    hf_cfg = _read_config(path)
+    kwargs = {} if has_tokenizer(path) else {"tokenizer": ids_tokenizer(int(hf_cfg["vocab_size"]))}
+    old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        model = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype, **kwargs)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if attn_only is None:
+        attn_only = bool(hf_cfg.get("attrpatch_attn_only", False) or getattr(model.cfg, "attn_only", False))
+    model.attrpatch_attn_only = bool(attn_only)
+    model.attrpatch_source = str(path)
+    model.attrpatch_graph_error = None
+    try:
+        enable_graph_hooks(model)
+    except GraphUnsupported as e:
+        model.attrpatch_graph_error = str(e).split(": ", 1)[-1]
+    return model
+
+
 def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """A TransformerBridge for a tiny checkpoint dir or a cached pretrained model.
 
@@ -130,8 +203,6 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
     ``cfg.attn_only``) and ``attrpatch_tokenizer`` (the toy tokenizer from vocab.json for
     tiny checkpoints, else the HF tokenizer) for `tasks.make_batch`.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     from . import shortformer
     if shortformer.is_shortformer(name_or_path):   # attn-only-4l: no bridge can build it
         model = shortformer.load_shortformer(name_or_path, device=device, dtype=dtype)
@@ -143,42 +214,14 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
         path = Path(name_or_path)
     else:
         path = resolve_pretrained(str(name_or_path))
-    hf_cfg = _read_config(path)
-    old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    try:
-        model = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.attrpatch_attn_only = bool(hf_cfg.get("attrpatch_attn_only", False)
-                                     or getattr(model.cfg, "attn_only", False))
-    model.attrpatch_source = str(path)
+    model = boot_bridge(path, device=device, dtype=dtype)
     model.attrpatch_tokenizer = tokenizer_for(path)
-    try:
-        from .graph import enable_graph_hooks
-    except ImportError:  # graph.py not importable (development only)
-        enable_graph_hooks = _fallback_enable_graph_hooks
-    enable_graph_hooks(model)
     return model
 
 
-def _fallback_enable_graph_hooks(model) -> None:
-    model.set_use_split_qkv_input(True)
-    model.set_use_attn_result(True)
-    if not model.attrpatch_attn_only:
-        model.set_use_hook_mlp_in(True)
-
-
 def tokenizer_for(name_or_path):
-    """Toy tokenizer (vocab.json) for tiny checkpoints, else the HF tokenizer (local only)."""
+    """Toy tokenizer (vocab.json) for tiny checkpoints, None for a checkpoint without a
+    tokenizer (token ids in, token ids out), else the HF tokenizer (local only)."""
     from . import shortformer
     if str(name_or_path) in shortformer.NAMES:
         return shortformer.cached_tokenizer()
@@ -186,6 +229,8 @@ def tokenizer_for(name_or_path):
         p = Path(name_or_path)
         if (p / "vocab.json").exists() and (p / "train_info.json").exists():
             return ToyTokenizer.load(p / "vocab.json")
+        if not has_tokenizer(p):
+            return None
         from .tasks.hf_tokenizer import hf_tokenizer
         return hf_tokenizer(str(p))
     check_checkpoint_path(name_or_path)

@@ -53,7 +53,7 @@ def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int
         return fn
 
     def patch_in(ih):
-        n_recv = graph.n_heads if ih.per_head else 1
+        n_recv = ih.count
         m = masks[:, : ih.n_parents, ih.start: ih.start + n_recv]  # [C, n_par, n_recv]
         if not bool(m.any()):
             return None

@@ -2,8 +2,8 @@
 
 Used by tests (and usable by experiments) to show the failure modes of first-order
 attribution that AtP* fixes. Every model is a `transformers.GPT2LMHeadModel` with weights
-written by hand, saved and loaded by `TransformerBridge.boot_transformers` (as every other
-model; the bridge splits q/k/v once at load).
+written by hand, saved and booted by `models.boot_bridge` (as every other model; the bridge
+splits q/k/v once at load).
 
 LayerNorm made (almost) linear: every position carries a large constant "anchor"
 ``A (e0 - e1)`` (positional embedding) and every feature is a zero-mean direction
@@ -55,19 +55,11 @@ def _base(n_layer: int, n_head: int, vocab: int, n_positions: int = 8):
 
 
 def _boot(hf_model, attn_only: bool = False, dtype=torch.float64):
-    from transformer_lens.model_bridge import TransformerBridge
-
-    from .graph import enable_graph_hooks
+    from .models import boot_bridge
 
     with tempfile.TemporaryDirectory() as tmp:
         hf_model.save_pretrained(tmp)
-        model = TransformerBridge.boot_transformers(tmp, device="cpu", dtype=dtype)
-    model.attrpatch_attn_only = attn_only
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    enable_graph_hooks(model)
-    return model
+        return boot_bridge(tmp, device="cpu", dtype=dtype, attn_only=attn_only)
 
 
 def _batch(task, clean, corrupt, answer, wrong, vocab) -> TaskBatch:

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..circuits import receiver_owner
+from ..circuits import inputs_of_any
 from ..graph import Graph
 from ..metrics import Metric, kl_metric, task_metric
 from ..patching import DEFAULT_DIRECTION, DIRECTIONS, Patcher
@@ -118,12 +118,12 @@ def _setup_passes(patcher: Patcher) -> int:
     return int(getattr(patcher, "setup_passes", 2))
 
 
-def _reach(graph: Graph, circuit: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+def _reach(graph: Graph, circuit: torch.Tensor) -> torch.Tensor:
     """Bool [n_up + 1]: node has a path to logits (index n_up) through circuit edges."""
     reach = torch.zeros(graph.n_up + 1, dtype=torch.bool)
     reach[graph.n_up] = True
     for u in range(graph.n_up - 1, -1, -1):
-        reach[u] = bool((circuit[u] & reach[owner]).any())
+        reach[u] = bool((circuit[u] & inputs_of_any(graph, reach)).any())
     return reach
 
 
@@ -144,7 +144,7 @@ def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: flo
     taus' next tests stacked into one batched forward) execute the identical algorithm.
     """
     edge_mask = graph.edge_mask
-    owner = receiver_owner(graph)
+    owners = graph.input_owners
     n_par = graph.n_parents.tolist()
     circuit = universe.clone()
     start_patch = edge_mask & ~circuit
@@ -154,11 +154,11 @@ def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: flo
     reach[graph.n_up] = known[graph.n_up] = True
     rows = []
     for v in range(graph.n_down - 1, -1, -1):
-        w = int(owner[v])
-        if not known[w]:  # every edge out of w is decided by now: its reach is final
-            reach[w] = bool((circuit[w] & reach[owner]).any())
-            known[w] = True
-        if not reach[w]:
+        for w in owners[v]:  # a GQA key/value input has several owners (its group's heads)
+            if not known[w]:  # every edge out of w is decided by now: its reach is final
+                reach[w] = bool((circuit[w] & inputs_of_any(graph, reach)).any())
+                known[w] = True
+        if not any(bool(reach[w]) for w in owners[v]):
             continue
         for u in range(n_par[v] - 1, -1, -1):
             if not circuit[u, v]:
@@ -179,9 +179,8 @@ def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: flo
 def _result(graph: Graph, tau: float, metric_name: str, out, n_tests: int, setup: int, wall: float,
             universe: torch.Tensor) -> AcdcResult:
     circuit, rows, loss_start, loss_current = out
-    owner = receiver_owner(graph)
-    final_reach = _reach(graph, circuit, owner)
-    mask = circuit & final_reach[owner][None, :]
+    final_reach = _reach(graph, circuit)
+    mask = circuit & inputs_of_any(graph, final_reach)[None, :]
     return AcdcResult(
         mask=mask, forward_passes=setup + n_tests, n_edges=int(mask.sum()),
         history=pd.DataFrame(rows, columns=HISTORY_COLUMNS), tau=tau, metric=metric_name,

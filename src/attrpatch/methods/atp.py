@@ -240,9 +240,29 @@ def _aggregate(per_pair: torch.Tensor, abs_per_pair: bool) -> torch.Tensor:
     return (per_pair.abs() if abs_per_pair else per_pair).sum(0)
 
 
+def check_head_parts(model, graph: Graph, heads: str) -> None:
+    """The q/k/v head parts (``heads="qkv"``, the QK fix) read ``blocks.l.attn.{q,k,v}.hook_out``
+    and recompute softmax(q k^T / sqrt(d_head)) from them: refuse, by name, a model where that
+    is not the model's attention (rotary q/k are rotated after those hooks) or where keys and
+    values are not one per query head (GQA), instead of a wrong score or a shape error."""
+    if heads == "output":
+        return
+    from ..graph import model_family
+    cfg = getattr(model, "cfg", None)
+    if graph.n_kv_heads != graph.n_heads:
+        raise RuntimeError(f"{model_family(model)}: AtP's q/k/v head parts need one key/value per query head; "
+                           f"this model has {graph.n_kv_heads} kv heads for {graph.n_heads} query heads (GQA). "
+                           "Use heads='output' (AtP, GradDrop) instead.")
+    if getattr(cfg, "positional_embedding_type", None) == "rotary":
+        raise RuntimeError(f"{model_family(model)}: AtP's q/k head parts recompute softmax(q k^T / sqrt(d_head)) from "
+                           "the q/k hooks, but this model applies a rotary embedding after them. "
+                           "Use heads='output' (AtP, GradDrop) instead.")
+
+
 def _node_scores(model, graph, batch, metric, *, direction, batch_size, heads, key_mode="per_position",
                  abs_per_pair=False, drop_layers=None, return_details=False):
     check_metric_chunking(metric, batch_size)
+    check_head_parts(model, graph, heads)
     L = graph.n_layers
     total = torch.zeros(graph.n_up, dtype=torch.float64)
     details = {"plain": torch.zeros(graph.n_up, dtype=torch.float64),

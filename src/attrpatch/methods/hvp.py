@@ -156,7 +156,7 @@ def _edge_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: tor
     n = part.shape[0]
     hooks = []
     for ih in graph.input_hooks:
-        n_recv = graph.n_heads if ih.per_head else 1
+        n_recv = ih.count
         sel = ((part[:, 1] >= ih.start) & (part[:, 1] < ih.start + n_recv)).nonzero().flatten()
         if sel.numel() == 0:
             continue

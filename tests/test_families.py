@@ -1,0 +1,351 @@
+"""Model families: the graph read from each family's block structure, checked exactly.
+
+Every family is a random tiny Hugging Face checkpoint written offline (`save_random_family`,
+no tokenizer: token ids in, token ids out) and loaded with `load_model`. Per family (the
+issue's list): (a) EAP == exact patching on the edges into logits with the final norm's
+scale frozen (the linear case); (b) EAP == a central finite difference for an edge into a
+key or value input; (c) the edge contributions into every input sum to its input
+difference; (d) the edge count is the closed form; (e) parallel blocks have no edge from a
+layer's heads into its own MLP, and patching those heads leaves that MLP's output unchanged.
+
+`SUPPORT` is the README's support table: each cell other than the attention kind names the
+test that measures it (`test_support_cell`, parametrized by family and column), and
+`test_readme_table_is_the_matrix` keeps README's table equal to it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from attrpatch.activations import capture_inputs, capture_outputs, frozen_hooks, input_gradients
+from attrpatch.graph import Graph, GraphUnsupported, closed_form_edge_count
+from attrpatch.methods.eap import eap_scores
+from attrpatch.metrics import task_metric
+from attrpatch.models import load_model
+from attrpatch.patching import Patcher, node_effects
+from attrpatch.random_models import save_random_family
+
+from conftest import random_batch
+
+V = 64
+ROOT = Path(__file__).resolve().parents[1]
+
+# family -> README row. "yes" cells are measured by test_support_cell; "no: ..." cells by the
+# refusal they describe (also measured).
+SUPPORT = {
+    "gpt2":                ("GPT-2", "MHA, sequential"),
+    "gpt-neox":            ("GPTNeoX (Pythia default)", "MHA, parallel"),
+    "gpt-neox-sequential": ("GPTNeoX, use_parallel_residual=False", "MHA, sequential"),
+    "llama":               ("Llama", "MHA, sequential"),
+    "llama-gqa":           ("Llama", "GQA 4q/2kv, sequential"),
+    "mistral":             ("Mistral", "GQA 4q/2kv, sequential"),
+    "qwen2":               ("Qwen2", "GQA 4q/2kv, sequential"),
+    "gemma2":              ("Gemma 2", "GQA 4q/2kv, post-norms"),
+    "gptj":                ("GPT-J", "MHA, parallel"),
+}
+COLUMNS = ("EAP", "EAP-IG", "exact", "ACDC", "AtP*", "HVP")
+REFUSED = {
+    "gemma2": (GraphUnsupported, r"Gemma2ForCausalLM: .*ln1_post"),
+    "gptj": (GraphUnsupported, r"GPTJForCausalLM: transformer_lens cannot split"),
+}
+# AtP*'s QK fix recomputes softmax(q k^T / sqrt(d_head)) from the q/k hooks: refused (named)
+# where the model rotates q and k after those hooks.
+ATP_REFUSED = {"gpt-neox", "gpt-neox-sequential", "llama", "llama-gqa", "mistral", "qwen2"}
+
+
+def cell(family: str, column: str) -> str:
+    if family in REFUSED:
+        return "refused"
+    if column == "AtP*" and family in ATP_REFUSED:
+        return "no (GQA)" if "GQA" in SUPPORT[family][1] else "no (rotary)"
+    return "yes"
+
+
+@pytest.fixture(scope="module")
+def family_dir(tmp_path_factory):
+    made = {}
+
+    def make(family):
+        if family not in made:
+            made[family] = save_random_family(family, tmp_path_factory.mktemp(family), vocab_size=V, seed=7)
+        return made[family]
+    return make
+
+
+@pytest.fixture(scope="module")
+def family_model(family_dir):
+    loaded = {}
+
+    def get(family):
+        if family not in loaded:
+            loaded[family] = load_model(family_dir(family), dtype=torch.float64)
+        return loaded[family]
+    return get
+
+
+SERVED = [f for f in SUPPORT if f not in REFUSED]
+
+
+# transformer_lens 4.3 computes these families' rotary embedding and attention softmax in
+# float32 even in a float64 model (generalized_components/position_embeddings_attention.py),
+# so a finite difference of them is good to ~1e-6 of the metric, not ~1e-12: their
+# derivative check uses that tolerance.
+FLOAT32_ATTENTION = {"llama", "llama-gqa", "mistral", "qwen2"}
+
+
+def _coeffs(p: Patcher, u: int, v: int, scale: int = 1024, degree: int = 4) -> list[float]:
+    """Taylor coefficients at 0 of alpha -> metric(in_v += alpha * diff_u): a polynomial of
+    `degree` fitted to 21 points alpha = k / scale, |k| <= 10 (exact in float32, the patch
+    masks' dtype), all in one stacked forward; the fit averages out rounding noise that a
+    two-point difference would amplify."""
+    alphas = torch.arange(-10, 11, dtype=torch.float64) / scale
+    y = p.interpolate_edge(u, v, alphas.tolist()).double()
+    X = torch.stack([alphas ** k for k in range(degree + 1)], 1)
+    return torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+
+
+def _slope(p: Patcher, u: int, v: int) -> float:
+    """d metric / d alpha at 0 (`_coeffs`)."""
+    return _coeffs(p, u, v)[1]
+
+
+def _batch(seed=3):
+    return random_batch(B=3, P=5, V=V, seed=seed)
+
+
+def _direct(g):
+    return g.edge_index[torch.tensor([i for i, n in enumerate(g.edge_names) if n.endswith("->logits")])]
+
+
+# ---- the issue's checks (a)-(e), per family -----------------------------------------------
+@pytest.mark.parametrize("family", SERVED)
+def test_family_exactness(family, family_model):
+    model = family_model(family)
+    g = Graph.from_model(model)
+    b = _batch()
+    # (d) edge count == closed form, with the family's kv heads and block kind read from the model
+    assert g.n_edges == closed_form_edge_count(g.n_layers, g.n_heads, g.has_mlps, g.n_kv_heads, g.parallel_blocks)
+    assert g.n_kv_heads == (2 if "GQA" in SUPPORT[family][1] else 4)
+    assert g.parallel_blocks == ("parallel" in SUPPORT[family][1])
+    # (a) EAP == exact patching on edges into logits with the final norm's scale frozen
+    hooks = frozen_hooks(model, b.clean, ["ln_final.hook_scale"])
+    direct = _direct(g)
+    exact = Patcher(model, g, b, extra_hooks=hooks).edge_effects(direct)
+    eap = eap_scores(model, g, b, extra_hooks=hooks)[direct[:, 0], direct[:, 1]]
+    assert exact.abs().max() > 1e-3, "the check needs edges with real effects"
+    torch.testing.assert_close(eap, exact, rtol=1e-8, atol=1e-11)
+    # (b) EAP == finite difference for random edges into key and value inputs (where GQA broke)
+    scores = eap_scores(model, g, b)
+    p = Patcher(model, g, b)
+    rng = torch.Generator().manual_seed(0)
+    kv = g.edge_index[[i for i, n in enumerate(g.edge_names) if n.endswith(("<k>", "<v>"))]]
+    rtol, atol = (1e-4, 1e-5) if family in FLOAT32_ATTENTION else (1e-6, 1e-10)
+    for u, v in kv[torch.randperm(len(kv), generator=rng)[:4]].tolist():
+        assert scores[u, v].item() == pytest.approx(_slope(p, u, v), rel=rtol, abs=atol), \
+            f"{g.upstream[u]}->{g.downstream[v]}"
+    # (c) sum of edge contributions into every input == its input difference
+    _, zc = capture_outputs(model, g, b.clean)
+    _, zx = capture_outputs(model, g, b.corrupt)
+    din = capture_inputs(model, g, b.corrupt) - capture_inputs(model, g, b.clean)
+    torch.testing.assert_close(torch.einsum("uv,bpud->bpvd", g.edge_mask.to(zc.dtype), zx - zc), din,
+                               rtol=1e-7, atol=1e-9)
+    grads = input_gradients(model, g, b.clean, task_metric(b)).input_grads
+    torch.testing.assert_close(scores.sum(0), torch.einsum("bpvd,bpvd->v", din, grads), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("family", [f for f in SERVED if "parallel" in SUPPORT[f][1]])
+def test_parallel_block_heads_do_not_feed_own_mlp(family, family_model):
+    """(e) No edge a{l}.h -> m{l}; replacing every head of layer l leaves m{l}'s output unchanged
+    (and does change m{l+1}'s: the control)."""
+    model = family_model(family)
+    g = Graph.from_model(model)
+    for l in range(g.n_layers):
+        assert not [e for e in g.edge_names if e.startswith(f"a{l}.h") and e.endswith(f"->m{l}")]
+        assert f"a{l}.h0->m{l + 1}" in g.edge_names or l == g.n_layers - 1
+    b = _batch(seed=5)
+    _, zx = capture_outputs(model, g, b.corrupt)
+    heads0 = [g.up_index(f"a0.h{h}") for h in range(g.n_heads)]
+    override = {u: (lambda t, u=u: zx[:, :, u].to(t.dtype)) for u in heads0}
+    from attrpatch.activations import output_override_hooks
+    _, base = capture_outputs(model, g, b.clean)
+    _, patched = capture_outputs(model, g, b.clean, extra_hooks=output_override_hooks(g, override))
+    m0, m1 = g.up_index("m0"), g.up_index("m1")
+    assert torch.equal(patched[:, :, m0], base[:, :, m0])
+    assert (patched[:, :, m1] - base[:, :, m1]).abs().max() > 1e-4
+
+
+def test_sequential_block_keeps_head_to_mlp_edges(family_model):
+    """The negative control of (e): a sequential block's MLP does read its layer's heads."""
+    g = Graph.from_model(family_model("gpt-neox-sequential"))
+    assert "a0.h0->m0" in g.edge_names and not g.parallel_blocks
+
+
+@pytest.mark.parametrize("family", list(REFUSED))
+def test_refused_family_names_itself(family, family_model):
+    """A family the graph cannot serve loads, then fails at Graph.from_model, naming the family
+    and what is missing (never a shape error inside a method)."""
+    err, pattern = REFUSED[family]
+    model = family_model(family)
+    with pytest.raises(err, match=pattern):
+        Graph.from_model(model)
+
+
+# ---- GQA: the convention, its counts, and its node ownership ------------------------------
+@pytest.mark.parametrize("L,H,G,mlp,par", [(1, 4, 2, True, False), (3, 8, 2, True, False), (2, 8, 1, False, False),
+                                           (4, 6, 3, True, True), (12, 12, 12, True, False), (8, 16, 4, True, False)])
+def test_gqa_and_parallel_edge_counts(L, H, G, mlp, par):
+    g = Graph(L, H, has_mlps=mlp, n_kv_heads=G, parallel_blocks=par)
+    assert g.n_edges == closed_form_edge_count(L, H, mlp, G, par) == len(set(g.edge_names))
+    # brute force, independent of both: parents of every input counted from the topology
+    n = 0
+    for l in range(L):
+        n_l = 1 + l * (H + int(mlp))
+        n += (H + 2 * G) * n_l + ((n_l + (0 if par else H)) if mlp else 0)
+    assert g.n_edges == n + 1 + L * (H + int(mlp))
+
+
+def test_gqa_inputs_are_shared_by_the_group():
+    g = Graph(2, 4, n_kv_heads=2)
+    assert g.downstream[:8] == ["a0.h0<q>", "a0.h1<q>", "a0.h2<q>", "a0.h3<q>",
+                                "a0.kv0<k>", "a0.kv1<k>", "a0.kv0<v>", "a0.kv1<v>"]
+    assert g.node_inputs("a0.h3") == [g.down_index(n) for n in ("a0.h3<q>", "a0.kv1<k>", "a0.kv1<v>")]
+    assert g.receiver_nodes(g.down_index("a1.kv0<v>")) == ["a1.h0", "a1.h1"]
+    with pytest.raises(ValueError, match="shared by"):
+        g.receiver_node(g.down_index("a1.kv0<v>"))
+    with pytest.raises(ValueError, match="divide n_heads"):
+        Graph(2, 4, n_kv_heads=3)
+
+
+def test_gqa_circuits_keep_a_shared_input_while_any_owner_lives():
+    """prune/greedy/ACDC see a kv input as alive when any head of its group is: a circuit
+    input -> a0.kv0<k>, a0.h1 -> logits (head 0 of the group unused) keeps the kv edge."""
+    from attrpatch.circuits import greedy, prune
+    g = Graph(1, 4, has_mlps=False, n_kv_heads=2)
+    m = g.edge_set_mask(["input->a0.kv0<k>", "input->a0.h1<q>", "a0.h1->logits"])
+    assert torch.equal(prune(m, g), m)
+    m2 = g.edge_set_mask(["input->a0.kv0<k>", "a0.h2->logits", "input->a0.h2<q>"])
+    assert not prune(m2, g)[g.edge("input->a0.kv0<k>")]   # kv0 belongs to h0, h1 only
+    s = torch.zeros(g.n_up, g.n_down, dtype=torch.float64)
+    s[g.edge("a0.h0->logits")] = s[g.edge("a0.h1->logits")] = 3.0
+    s[g.edge("input->a0.kv0<k>")] = 2.0
+    sel = greedy(s, g, g.n_edges)
+    assert int(sel.sum()) == g.n_edges                       # every edge once, shared input not doubled
+
+
+# ---- the support table --------------------------------------------------------------------
+def _linear(model, b):
+    return frozen_hooks(model, b.clean, ["ln_final.hook_scale"])
+
+
+def _check_eap_ig(model, g, b):
+    """IG completeness on the cut {edges out of `input`} (tests/test_eap_ig.py): the row sums of
+    the paper (right end) and library (left end) points bracket a Riemann sum of the exact
+    effect of patching the cut; their mean (the trapezoid rule) is closer than either."""
+    from attrpatch.methods.eap_ig import eap_ig_scores
+    exact = float(Patcher(model, g, b).node_effects_by_edges([0])[0])
+    right = float(eap_ig_scores(model, g, b, steps=8)[0].sum())
+    left = float(eap_ig_scores(model, g, b, steps=8, points="library")[0].sum())
+    trap = 0.5 * (left + right)
+    assert abs(exact) > 1e-3
+    assert abs(trap - exact) < min(abs(right - exact), abs(left - exact))
+    assert abs(trap - exact) < 0.05 * abs(exact)
+
+
+def _check_exact(model, g, b):
+    """Patching a node = patching all its outgoing edges (two code paths)."""
+    by_edges = Patcher(model, g, b).node_effects_by_edges()
+    at_output = node_effects(model, g, b)
+    assert at_output.abs().max() > 1e-4
+    torch.testing.assert_close(by_edges, at_output, rtol=1e-7, atol=1e-9)
+
+
+def _check_acdc(model, g, b):
+    """ACDC's reported final loss is the patched loss of the circuit it returns (before dead-node
+    pruning), and its circuit is a subgraph that exact patching evaluates."""
+    from attrpatch.methods.acdc import acdc
+    last = [i for i, n in enumerate(g.downstream) if n == "logits" or n.startswith(f"a{g.n_layers - 1}.")]
+    start = g.edge_mask.clone()
+    start[:, [i for i in range(g.n_down) if i not in last]] = False   # a small start keeps it quick
+    res = acdc(model, g, b, tau=1e-3, metric="task", edges=start)
+    p = Patcher(model, g, b)
+    loss = -float(p.metric_of_masks((g.edge_mask & ~res.raw_mask).double())[0])
+    assert loss == pytest.approx(res.loss_final, rel=1e-9, abs=1e-12)
+    assert 0 < res.n_edges < int(start.sum())
+
+
+def _check_atp_star(model, g, b):
+    from attrpatch.methods.atp import atp_qk_fix_node_scores, atp_star_node_scores
+    s = atp_star_node_scores(model, g, b)
+    assert s.shape == (g.n_up,) and bool(torch.isfinite(s).all()) and bool((s >= 0).all())
+    atp_qk_fix_node_scores(model, g, b)   # checks the recomputed pattern against the model's
+
+
+def _check_hvp(model, g, b):
+    """HVP's second-order term == half the second derivative of exact patching (a polynomial
+    fit), for edges into key and value inputs."""
+    from attrpatch.methods.hvp import hvp_scores
+    kv = [n for n in g.edge_names if n.endswith(("<k>", "<v>")) and n.startswith("input")][:2]
+    res = hvp_scores(model, g, b, edges=kv)
+    p = Patcher(model, g, b)
+    for i, name in enumerate(kv):
+        c = _coeffs(p, *g.edge(name), scale=64, degree=6)
+        assert float(res.first_order[i]) == pytest.approx(c[1], rel=1e-3, abs=1e-5), name
+        assert float(res.second_order_term[i]) == pytest.approx(c[2], rel=2e-2, abs=1e-4), name
+
+
+# The EAP column is measured by test_family_exactness (a)-(d).
+CHECKS = {"EAP-IG": _check_eap_ig, "exact": _check_exact, "ACDC": _check_acdc, "AtP*": _check_atp_star,
+          "HVP": _check_hvp}
+
+
+@pytest.mark.parametrize("family,column", [(f, c) for f in SERVED for c in COLUMNS if c != "EAP"],
+                         ids=lambda x: x)
+def test_support_cell(family, column, family_model):
+    model = family_model(family)
+    g = Graph.from_model(model)
+    b = _batch(seed=11)
+    if cell(family, column) == "yes":
+        CHECKS[column](model, g, b)
+    else:
+        with pytest.raises(RuntimeError, match="rotary embedding after them|kv heads for"):
+            CHECKS[column](model, g, b)
+
+
+def render_table() -> str:
+    head = "| family (HF class) | attention, block | " + " | ".join(COLUMNS) + " |"
+    rows = [head, "|" + " --- |" * (2 + len(COLUMNS))]
+    for f, (name, kind) in SUPPORT.items():
+        rows.append(f"| {name} | {kind} | " + " | ".join(cell(f, c) for c in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def test_readme_table_is_the_matrix():
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- support-table:start -->\n(.*?)\n<!-- support-table:end -->", text, re.S)
+    assert m, "README lacks the support table markers"
+    assert m.group(1).strip() == render_table(), "README's support table drifted: paste render_table()"
+
+
+# ---- loading with and without a tokenizer; the command line on a GQA checkpoint -----------
+@pytest.mark.parametrize("with_tokenizer", [False, True], ids=["ids-only", "tokenizer"])
+def test_score_cli_on_llama_gqa_checkpoint(tmp_path, with_tokenizer, capsys):
+    """`attrpatch score --model DIR` on a Llama-style GQA checkpoint: without a tokenizer (token
+    ids in, token ids out: tasks use the toy vocabulary's ids) and with one saved beside it."""
+    from attrpatch.cli import main
+    import pandas as pd
+    from attrpatch.tasks.vocab import toy_tokenizer
+
+    tok = toy_tokenizer()
+    d = save_random_family("llama-gqa", tmp_path / "ckpt", vocab_size=len(tok), seed=1,
+                           tokenizer=tok.to_hf() if with_tokenizer else None)
+    model = load_model(d)
+    assert (model.attrpatch_tokenizer is None) != with_tokenizer
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--model", str(d), "--task", "ioi", "--n", "4", "--out", str(out), "--top", "3"]) == 0
+    df = pd.read_csv(out)
+    g = Graph.from_model(model)
+    assert len(df) == g.n_edges == closed_form_edge_count(2, 4, True, 2)
+    assert "input->a0.kv1<v>" in set(df["edge"]) and df["score"].abs().max() > 0
