@@ -115,7 +115,7 @@ class Graph:
     d_model: int | None = None
     n_kv_heads: int | None = None     # None = n_heads (multi-head attention)
     parallel_blocks: bool = False     # attention and MLP read the same block input
-    family: str | None = None         # the model's architecture name, for messages
+    family: str | None = field(default=None, init=False)   # the model's architecture, for messages
     upstream: list[str] = field(init=False)
     downstream: list[str] = field(init=False)
     n_parents: torch.Tensor = field(init=False)
@@ -173,9 +173,10 @@ class Graph:
             raise GraphUnsupported(f"{family}: model config lacks {missing}; the graph needs n_layers, n_heads and d_model")
         check_supported(model)
         kv = getattr(cfg, "n_key_value_heads", None)
-        return cls(int(cfg.n_layers), int(cfg.n_heads), has_mlps=not is_attn_only(model), d_model=int(cfg.d_model),
-                   n_kv_heads=int(kv) if kv else None, parallel_blocks=bool(getattr(cfg, "parallel_attn_mlp", False)),
-                   family=family)
+        g = cls(int(cfg.n_layers), int(cfg.n_heads), has_mlps=not is_attn_only(model), d_model=int(cfg.d_model),
+                n_kv_heads=int(kv) if kv else None, parallel_blocks=bool(getattr(cfg, "parallel_attn_mlp", False)))
+        g.family = family
+        return g
 
     # ---- sizes and names ----------------------------------------------------------
     @property
