@@ -144,10 +144,15 @@ def test_greedy_step_matches_brute_force_on_one_head(tiny):
 
 
 def test_forward_passes_are_real_forwards(model, mb, monkeypatch):
+    """Counted: full forwards and forwards from a cached prefix (`prefix.PrefixRunner.logits`)."""
+    from attrpatch.prefix import PrefixRunner
+
     g = Graph.from_model(model)
     calls = []
     orig = model.run_with_hooks
     monkeypatch.setattr(model, "run_with_hooks", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    orig_prefix = PrefixRunner.logits
+    monkeypatch.setattr(PrefixRunner, "logits", lambda *a, **k: calls.append(1) or orig_prefix(*a, **k))
     r = acdc(model, g, mb, tau=0.05, progress=False)
     assert r.forward_passes == len(calls) == 2 + r.n_tested
     calls.clear()
@@ -187,8 +192,13 @@ def test_sweep_equals_individual_runs(model, mb):
     for t, r in zip(taus, sw.results):
         single = acdc(model, g, mb, tau=t, progress=False)
         assert torch.equal(r.mask, single.mask) and r.forward_passes == single.forward_passes
-    # lockstep: the taus' tests share batched forwards, so the sweep costs its longest run
-    assert sw.forward_passes == 2 + max(r.forward_passes - 2 for r in sw.results)
+    # lockstep: the taus' tests share batched forwards, so on the full-forward path the sweep
+    # costs its longest run; with prefix reuse tests that start at different layers take one
+    # forward per layer (fewer block rows), never more than the runs apart
+    longest = 2 + max(r.forward_passes - 2 for r in sw.results)
+    assert longest <= sw.forward_passes <= 2 + sum(r.forward_passes - 2 for r in sw.results)
+    ref = acdc_sweep(model, g, mb, taus, progress=False, patcher=Patcher(model, g, mb, prefix=False))
+    assert torch.equal(ref.masks, sw.masks) and ref.forward_passes == longest
     assert list(sw.frame().tau) == taus
 
 

@@ -19,12 +19,15 @@ batch axis (copy-major), which is what makes exhaustive edge patching take secon
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from tqdm.auto import tqdm
 
 from .activations import output_override_hooks, capture_outputs, check_finite
 from .graph import Graph
 from .metrics import Metric, task_metric
+from .prefix import Recorder
 from .tasks.base import TaskBatch
 
 DIRECTIONS = ("corrupt_into_clean", "clean_into_corrupt")
@@ -40,8 +43,14 @@ def base_and_source(batch: TaskBatch, direction: str = DEFAULT_DIRECTION) -> tup
     raise ValueError(f"unknown patching direction {direction!r}; allowed: {DIRECTIONS}")
 
 
-def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int, B: int):
-    """Hooks that apply per-copy edge masks [C, n_up, n_down] with source outputs [B,P,n_up,d]."""
+def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int, B: int,
+                 low_diff: torch.Tensor | None = None, n_low: int = 0):
+    """Hooks that apply per-copy edge masks [C, n_up, n_down] with source outputs [B,P,n_up,d].
+
+    n_low > 0 (prefix reuse): upstream nodes [0, n_low) are not recomputed; their output is
+    the base run's in every copy, so their patch is m * low_diff ([B,P,n_low,d], source -
+    base), broadcast over the copies instead of read from this run.
+    """
     cur: dict[int, torch.Tensor] = {}
     stacked: dict = {}
 
@@ -58,24 +67,42 @@ def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int
         if not bool(m.any()):
             return None
         m = m.to(source.dtype)
+        lo = min(n_low, ih.n_parents)  # parents read from the cached base run
         c_i, u_i, v_i = m.nonzero(as_tuple=True)
         # sparse path when it touches fewer (copy, parent) slices than the dense contraction
         nz = (c_i, u_i, v_i, m[c_i, u_i, v_i]) if c_i.numel() <= m.shape[0] * m.shape[1] // 2 else None
 
-        def fn(t, hook):
+        def current():  # [C, B, P, n_par - lo, d]: this run's outputs of parents [lo, n_par)
             if stacked.get("n") != len(cur):  # q, k, v hooks of a layer read the same outputs: concatenate once
-                stacked["n"], stacked["up"] = len(cur), torch.cat([cur[k] for k in sorted(cur)], dim=2)
-            allup = stacked["up"]  # [C*B, P, n_available, d], contiguous
+                parts = [cur[k] for k in sorted(cur)]
+                stacked["n"], stacked["up"] = len(cur), torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+            allup = stacked["up"]  # [C*B, P, n_available, d]
             P, d = allup.shape[1], allup.shape[-1]
-            up = allup.view(C, B, P, allup.shape[2], d)[:, :, :, : ih.n_parents]  # [C,B,P,n_par,d], no copy
-            src = source[:, :, : ih.n_parents].to(up.device, up.dtype)
+            return allup.reshape(C, B, P, allup.shape[2], d)[:, :, :, : ih.n_parents - lo]
+
+        def fn(t, hook):
+            P, d = t.shape[1], t.shape[-1]
+            src = source[:, :, : ih.n_parents].to(t.device, t.dtype)
             if nz is not None:  # few patched edges per copy (edge_effects: one): only those differences
                 c, u, v, w = nz
-                vals = (src[:, :, u].permute(2, 0, 1, 3) - up[c, :, :, u]) * w[:, None, None, None]  # [K,B,P,d]
+                vals = t.new_empty(c.numel(), B, P, d)
+                low = u < lo
+                if bool(low.any()):
+                    vals[low] = low_diff[:, :, u[low]].to(t.dtype).permute(2, 0, 1, 3)
+                if not bool(low.all()):
+                    hi = ~low
+                    up = current()
+                    vals[hi] = src[:, :, u[hi]].permute(2, 0, 1, 3) - up[c[hi], :, :, u[hi] - lo]
+                vals = vals * w[:, None, None, None]  # [K,B,P,d]
                 delta = vals.new_zeros(C * n_recv, B, P, d).index_add_(0, c * n_recv + v, vals)
                 delta = delta.reshape(C, n_recv, B, P, d).permute(0, 2, 3, 1, 4)
             else:
-                delta = torch.einsum("cuv,cbpud->cbpvd", m, src.unsqueeze(0) - up)  # one contraction, not two
+                delta = None
+                if lo:  # base-run parents: one contraction without a copy axis on the data
+                    delta = torch.einsum("cuv,bpud->cbpvd", m[:, :lo], low_diff[:, :, :lo].to(t.dtype))
+                if ih.n_parents > lo:
+                    hi = torch.einsum("cuv,cbpud->cbpvd", m[:, lo:], src[:, :, lo:].unsqueeze(0) - current())
+                    delta = hi if delta is None else delta + hi
             delta = delta.reshape(C * B, P, n_recv, d)
             return t + (delta if ih.per_head else delta[:, :, 0])
         return fn
@@ -116,15 +143,22 @@ def default_rows_per_forward(model) -> int:
 
 
 class Patcher:
-    """Exact patching on one batch: caches the source run, evaluates masks in stacked chunks.
+    """Exact patching on one batch: caches the base and source runs, evaluates masks in stacked chunks.
 
     `rows_per_forward` bounds C*B per forward (memory; None: `default_rows_per_forward`);
     `forward_passes` counts the batched forwards run so far (the cost ACDC reports).
+
+    Prefix reuse (`prefix`, default on where the model allows it): a patched copy whose
+    lowest patched input is at layer l starts at block l from the cached base residual
+    (patches of the logits input alone: at the final norm), since blocks below l compute
+    exactly what the base run did; copies are grouped by that layer. The capability check
+    is `prefix.Recorder.runner`; a model it rejects (``prefix_reason`` says why) and
+    ``prefix=False`` run the full forward, the reference path.
     """
 
     def __init__(self, model, graph: Graph, batch: TaskBatch, metric: Metric | None = None, *,
                  direction: str = DEFAULT_DIRECTION, rows_per_forward: int | None = None, progress: bool = False,
-                 extra_hooks=()):
+                 extra_hooks=(), prefix: bool = True):
         from .validate import check_batch_fits, integer
 
         rows_per_forward = integer("rows_per_forward", rows_per_forward, none_ok=True, where="Patcher")
@@ -134,7 +168,10 @@ class Patcher:
         self.metric = metric or task_metric(batch)
         self.base_tokens, src_tokens = base_and_source(batch, direction)
         self.direction = direction
-        self.base_logits, self.base_outputs = capture_outputs(model, graph, self.base_tokens, extra_hooks=extra_hooks)
+        rec = Recorder(model, graph.n_layers) if prefix else None
+        with rec or contextlib.nullcontext():
+            self.base_logits, self.base_outputs = capture_outputs(model, graph, self.base_tokens,
+                                                                  extra_hooks=extra_hooks)
         _, self.source_outputs = capture_outputs(model, graph, src_tokens, extra_hooks=extra_hooks)
         self.base_values = self.metric(self.base_logits)
         check_finite(self.base_values, self.metric)
@@ -142,38 +179,79 @@ class Patcher:
         self.rows_per_forward = int(rows_per_forward) if rows_per_forward else default_rows_per_forward(model)
         self.progress = progress
         self.forward_passes = 2
+        self.runner, self.prefix_reason = (rec.runner(self.base_logits, self.extra_hooks) if rec is not None
+                                           else (None, "prefix=False"))
+        if self.runner is not None:
+            self._low_diff = self.source_outputs - self.base_outputs  # patch of a parent left in the prefix
+        # receiving layer of every downstream input (n_layers: logits), and the upstream nodes below each layer
+        L = graph.n_layers
+        self._recv_layer = torch.empty(graph.n_down, dtype=torch.long)
+        self._n_below = [graph.n_up] * (L + 1)
+        for ih in graph.input_hooks:
+            self._recv_layer[ih.start: ih.start + ih.count] = ih.layer
+            self._n_below[ih.layer] = min(self._n_below[ih.layer], ih.n_parents)
 
     @property
     def chunk(self) -> int:
         return max(1, self.rows_per_forward // len(self.batch))
 
+    def start_layers(self, masks: torch.Tensor) -> torch.Tensor:
+        """Layer each copy's forward starts at: the lowest layer a patched edge enters [C]
+        (0 without prefix reuse; n_layers when only the logits input is patched)."""
+        C, L = masks.shape[0], self.graph.n_layers
+        if self.runner is None:
+            return torch.zeros(C, dtype=torch.long)
+        touched = (masks.to(self.graph.edge_mask.device) * self.graph.edge_mask).ne(0).any(1)  # [C, n_down]
+        lay = torch.where(touched, self._recv_layer[None, :], torch.full_like(self._recv_layer, L)[None, :])
+        return lay.amin(1)
+
+    @torch.no_grad()
+    def _patched_logits(self, masks: torch.Tensor, start: int) -> torch.Tensor:
+        if start == 0:  # nothing to skip: the full forward
+            return patched_logits(self.model, self.graph, self.base_tokens, self.source_outputs, masks,
+                                  self.extra_hooks)
+        masks = masks.to(self.base_tokens.device) * self.graph.edge_mask.to(self.base_tokens.device)
+        C, B = masks.shape[0], len(self.batch)
+        hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, self._n_below[start])
+        return self.runner.logits(start, C, hooks + self.extra_hooks)
+
     def metric_of_masks(self, masks: torch.Tensor, per_example: bool = False) -> torch.Tensor:
         """Mean metric [C] (or [C, B]) of each patched copy."""
         if masks.ndim == 2:
             masks = masks[None]
+        if masks.shape[1:] != (self.graph.n_up, self.graph.n_down):
+            raise ValueError(f"masks must be [C, {self.graph.n_up}, {self.graph.n_down}], got {tuple(masks.shape)}")
         B = len(self.batch)
-        out = []
-        starts = range(0, masks.shape[0], self.chunk)
-        for s in tqdm(starts, desc="exact patching", disable=not self.progress or len(starts) < 2, leave=False):
-            logits = patched_logits(self.model, self.graph, self.base_tokens, self.source_outputs,
-                                    masks[s: s + self.chunk], self.extra_hooks)
+        starts = self.start_layers(masks)
+        out = torch.empty(masks.shape[0], B, dtype=self.base_values.dtype, device=self.base_values.device)
+        jobs = []  # copies that start at the same layer share forwards (fewest block rows)
+        for layer in torch.unique(starts).tolist():
+            idx = (starts == layer).nonzero().flatten()
+            jobs += [(layer, part) for part in idx.split(self.chunk)]
+        for layer, idx in tqdm(jobs, desc="exact patching", disable=not self.progress or len(jobs) < 2, leave=False):
+            logits = self._patched_logits(masks[idx], layer)
             self.forward_passes += 1
             v = self.metric(logits)
             check_finite(v, self.metric)
-            out.append(v.reshape(-1, B))
-        vals = torch.cat(out, 0)
-        return vals if per_example else vals.mean(1)
+            out[idx] = v.reshape(-1, B).to(out.dtype)
+        return out if per_example else out.mean(1)
 
     def edge_effects(self, edges: torch.Tensor | None = None) -> torch.Tensor:
         """Effect of patching each edge alone: [n_edges] (or for the given [k, 2] (u, v) pairs)."""
-        uv = self.graph.edge_index if edges is None else edges
-        vals = []
-        for s in range(0, uv.shape[0], self.chunk):
-            part = uv[s: s + self.chunk]
+        uv = self.graph.edge_index if edges is None else torch.as_tensor(edges)
+        # chunks of edges into one layer, so that each forward starts as late as it can
+        layer = self._recv_layer[uv[:, 1]] if self.runner is not None else torch.zeros(uv.shape[0], dtype=torch.long)
+        chunks = []
+        for lay in torch.unique(layer).tolist():
+            idx = (layer == lay).nonzero().flatten()
+            chunks += [idx[s: s + self.chunk] for s in range(0, idx.numel(), self.chunk)]
+        vals = torch.empty(uv.shape[0], dtype=self.base_values.dtype, device=self.base_values.device)
+        for idx in chunks:
+            part = uv[idx]
             m = torch.zeros(part.shape[0], self.graph.n_up, self.graph.n_down)
             m[torch.arange(part.shape[0]), part[:, 0], part[:, 1]] = 1.0
-            vals.append(self.metric_of_masks(m))
-        return torch.cat(vals) - self.base_value
+            vals[idx] = self.metric_of_masks(m)
+        return vals - self.base_value
 
     def node_effects_by_edges(self, nodes: list[int] | None = None) -> torch.Tensor:
         """Effect of patching every outgoing edge of each upstream node at once: [n]."""

@@ -311,8 +311,8 @@ def acdc_sweep(model, graph: Graph, batch: TaskBatch, taus: Iterable[float], *, 
     """One ACDC run per tau (e.g. 10**(-k/5), k = 0..30, for ROC), sharing the cached runs.
 
     The runs advance in lockstep: at each step every still-running tau's next test is
-    stacked into one batched forward, so the sweep costs about as many forwards as its
-    longest run, not the sum. Each result is identical to a standalone run and reports a
+    stacked into one batched forward (one per layer the tests start at, with the Patcher's
+    prefix reuse), so the sweep costs about as many forwards as its longest run, not the sum. Each result is identical to a standalone run and reports a
     standalone run's forward count; `AcdcSweep.forward_passes` is the real batched total.
     """
     t0 = time.perf_counter()

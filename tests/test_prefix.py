@@ -1,0 +1,174 @@
+"""Prefix reuse in `Patcher`: blocks below the lowest patched input are skipped, results unchanged.
+
+Every user of exact patching is run twice, with prefix reuse (the default) and on the
+full-forward reference path (``Patcher(prefix=False)``), and must agree to float rounding;
+the skipped blocks are counted, not assumed.
+"""
+import contextlib
+
+import pytest
+import torch
+
+from attrpatch.activations import frozen_hooks
+from attrpatch.analysis.roc import interpolation_curve
+from attrpatch.circuits import faithfulness_curve
+from attrpatch.graph import Graph
+from attrpatch.methods.acdc import acdc
+from attrpatch.methods.hvp import screen_flag_fix
+from attrpatch.patching import Patcher
+from attrpatch.random_models import random_bridge
+from attrpatch.reference import exact_patching_reference
+
+from conftest import VOCAB, random_batch
+
+TOL = dict(rtol=1e-9, atol=1e-11)  # float64 models: float rounding only
+
+
+@pytest.fixture(scope="module")
+def deep():
+    """3 layers x 2 heads with MLPs, float64: three prefix lengths plus the logits."""
+    return random_bridge(n_layer=3, n_head=2, n_embd=16, vocab_size=VOCAB, weight_scale=0.3, seed=5,
+                         dtype=torch.float64)
+
+
+@contextlib.contextmanager
+def block_calls(model, rows=None):
+    """Count calls of each block (list index = layer) while the context is open; `rows`
+    (a list) also gets the batch rows each layer processed (the cost)."""
+    n = [0] * len(model.blocks)
+    if rows is not None:
+        rows[:] = [0] * len(model.blocks)
+
+    def hook(i):
+        def fn(mod, args):
+            n[i] += 1
+            if rows is not None:
+                rows[i] += args[0].shape[0]
+        return fn
+    hs = [b.register_forward_pre_hook(hook(i)) for i, b in enumerate(model.blocks)]
+    try:
+        yield n
+    finally:
+        for h in hs:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _no_prefix(monkeypatch):
+    """Every Patcher built inside the context runs the full forward (prefix=False)."""
+    with monkeypatch.context() as m:
+        m.setitem(Patcher.__init__.__kwdefaults__, "prefix", False)
+        yield
+
+
+def both(model, monkeypatch, fn):
+    """(result with prefix reuse, result on the reference path, block rows computed by each:
+    Patcher setup and capability probe included)."""
+    r_fast, r_ref = [], []
+    with block_calls(model, r_fast):
+        fast = fn()
+    with _no_prefix(monkeypatch), block_calls(model, r_ref):
+        ref = fn()
+    return fast, ref, sum(r_fast), sum(r_ref)
+
+
+@pytest.mark.parametrize("attn_only", [False, True])
+@pytest.mark.parametrize("direction", ["corrupt_into_clean", "clean_into_corrupt"])
+def test_edge_effects_equal_and_lower_blocks_are_skipped(attn_only, direction):
+    model = random_bridge(n_layer=3, n_head=2, n_embd=16, vocab_size=VOCAB, weight_scale=0.3, seed=6,
+                          attn_only=attn_only, dtype=torch.float64)
+    g, batch = Graph.from_model(model), random_batch(B=3, P=5)
+    fast = Patcher(model, g, batch, direction=direction, rows_per_forward=10_000)
+    ref = Patcher(model, g, batch, direction=direction, prefix=False, rows_per_forward=10_000)
+    assert fast.runner is not None, fast.prefix_reason
+    assert ref.runner is None and ref.prefix_reason == "prefix=False"
+    with block_calls(model) as n_fast:
+        a = fast.edge_effects()
+    with block_calls(model) as n_ref:
+        b = ref.edge_effects()
+    torch.testing.assert_close(a, b, **TOL)
+    assert b.abs().max() > 1e-3
+    L = g.n_layers
+    # one forward per receiving layer (the chunk holds every edge): edges into layer l run blocks l..L-1
+    # (each block once), edges into the logits none; the reference runs every block once
+    assert n_fast == [l + 1 for l in range(L)], n_fast
+    assert n_ref == [1] * L
+    # edges into layer 0 start from the embeddings (the full forward), the others from the cache
+    assert fast.runner.block_calls == sum(L - l for l in range(1, L)) and fast.runner.forwards == L
+
+
+def test_metric_of_masks_mixed_layers_and_fractions(deep, monkeypatch):
+    g, batch = Graph.from_model(deep), random_batch(B=2, P=5, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    masks = (torch.rand(12, g.n_up, g.n_down, generator=gen) < 0.2).double() * torch.rand(12, 1, 1, generator=gen)
+    first_logits_input = g.down_index("logits")
+    masks[:4, :, :first_logits_input] = 0      # only the logits input patched
+    masks[4:8, :, : g.node_inputs("a2.h0")[0]] = 0  # lowest patched input at layer 2
+    masks[8] = 0                              # nothing patched: the base value
+    fast, ref, nf, nr = both(deep, monkeypatch, lambda: Patcher(deep, g, batch, rows_per_forward=6)
+                             .metric_of_masks(masks, per_example=True))
+    torch.testing.assert_close(fast, ref, **TOL)
+    assert nf < nr
+    p = Patcher(deep, g, batch)
+    assert p.start_layers(masks)[:9].tolist() == [3] * 4 + [2] * 4 + [3]
+    torch.testing.assert_close(p.metric_of_masks(masks[8]), torch.tensor([p.base_value], dtype=torch.float64), **TOL)
+
+
+def test_node_patching_interpolation_and_frozen_hooks(deep, monkeypatch):
+    g, batch = Graph.from_model(deep), random_batch(B=2, P=5, seed=4)
+    fast, ref, nf, nr = both(deep, monkeypatch, lambda: Patcher(deep, g, batch).node_effects_by_edges())
+    torch.testing.assert_close(fast, ref, **TOL)
+    assert nf < nr
+    u, v = g.edge("a1.h1->m2")
+    fast, ref, nf, nr = both(deep, monkeypatch, lambda: interpolation_curve(Patcher(deep, g, batch), u, v, 5))
+    torch.testing.assert_close(torch.tensor(fast["metric"].values), torch.tensor(ref["metric"].values), **TOL)
+    assert nf < nr
+    names = [f"blocks.{l}.{n}" for l in range(g.n_layers) for n in ("ln1.hook_scale", "attn.hook_pattern")]
+    frozen = frozen_hooks(deep, batch.clean, names)
+    fast, ref, nf, nr = both(deep, monkeypatch, lambda: Patcher(deep, g, batch, extra_hooks=frozen).edge_effects())
+    torch.testing.assert_close(fast, ref, **TOL)
+    assert nf < nr
+
+
+def test_acdc_reference_sff_and_faithfulness(deep, monkeypatch):
+    g, batch = Graph.from_model(deep), random_batch(B=2, P=5, seed=5)
+    for metric in ("task", "kl"):
+        fast, ref, nf, nr = both(deep, monkeypatch, lambda: acdc(deep, g, batch, tau=0.02, metric=metric,
+                                                                 progress=False))
+        assert torch.equal(fast.mask, ref.mask) and fast.n_tested == ref.n_tested > 10
+        torch.testing.assert_close(torch.tensor(fast.history["loss_without"].values),
+                                   torch.tensor(ref.history["loss_without"].values), **TOL)
+        assert nf < 0.75 * nr, (nf, nr)
+    fast, ref, nf, nr = both(deep, monkeypatch, lambda: exact_patching_reference(deep, batch, progress=False))
+    torch.testing.assert_close(torch.tensor(fast["effect"].values), torch.tensor(ref["effect"].values), **TOL)
+    assert fast["in_reference"].equals(ref["in_reference"]) and nf < nr
+    fast, ref, nf, nr = both(deep, monkeypatch, lambda: screen_flag_fix(deep, g, batch, threshold=0.1,
+                                                                        compare_exact=True))
+    for col in ("estimate", "exact"):
+        torch.testing.assert_close(torch.tensor(fast[col].values), torch.tensor(ref[col].values), **TOL)
+    assert bool(fast["flagged"].any()) and nf < nr
+    scores = torch.randn(g.n_up, g.n_down, generator=torch.Generator().manual_seed(1))
+    fast, ref, nf, nr = both(deep, monkeypatch, lambda: faithfulness_curve(deep, g, batch, scores, [2, 5, 20]))
+    torch.testing.assert_close(torch.tensor(fast["faithfulness"].values), torch.tensor(ref["faithfulness"].values),
+                               **TOL)
+
+
+def test_undrivable_models_fall_back_to_the_full_forward(deep, monkeypatch):
+    g, batch = Graph.from_model(deep), random_batch(B=2, P=5, seed=6)
+    ref = Patcher(deep, g, batch, prefix=False).edge_effects()
+    with monkeypatch.context() as m:  # structure: no hooks context to run the blocks under
+        m.setattr(deep, "hooks", None)
+        p = Patcher(deep, g, batch)
+        assert p.runner is None and "`hooks`" in p.prefix_reason
+        torch.testing.assert_close(p.edge_effects(), ref, **TOL)
+    calls, direction = [0], torch.randn(g.d_model, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def stateful(mod, args):  # a block that reads state a replay cannot reproduce
+        calls[0] += 1
+        return (args[0] + 1e-2 * calls[0] * direction,) + tuple(args[1:])
+    h = deep.blocks[1].register_forward_pre_hook(stateful)
+    try:
+        p = Patcher(deep, g, batch)
+    finally:
+        h.remove()
+    assert p.runner is None and "from its recorded input does not reproduce the forward" in p.prefix_reason
