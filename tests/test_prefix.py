@@ -186,3 +186,16 @@ def test_hooked_shortformer_blocks_are_driven_with_their_positions(monkeypatch):
     fast, ref, nf, nr = both(model, monkeypatch, lambda: Patcher(model, g, batch).edge_effects())
     torch.testing.assert_close(fast, ref, **TOL)
     assert ref.abs().max() > 1e-3 and nf < nr
+
+
+@pytest.mark.parametrize("family", ["gpt-neox", "llama-gqa"])  # parallel blocks; GQA with rotary positions
+def test_other_families_are_driven_and_agree(family, tmp_path, monkeypatch):
+    from attrpatch.models import load_model
+    from attrpatch.random_models import save_random_family
+
+    model = load_model(save_random_family(family, tmp_path / family, vocab_size=64, seed=7), dtype=torch.float64)
+    g, batch = Graph.from_model(model), random_batch(B=3, P=5, V=64)
+    assert Patcher(model, g, batch).runner is not None
+    fast, ref, nf, nr = both(model, monkeypatch, lambda: Patcher(model, g, batch).edge_effects())
+    torch.testing.assert_close(fast, ref, **TOL)
+    assert ref.abs().max() > 1e-3 and nf < nr
