@@ -15,10 +15,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from attrpatch.analysis.faithfulness import task_settings
 from attrpatch.analysis.roc import acdc_universe, best_tpr_minus_fpr, keep_threshold, mask_rates, taus_from_spec, topn_rates
 from attrpatch.attribute import attribute
-from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.acdc import eap_then_acdc_sweep, make_patcher
 from attrpatch.pipeline import Context, reference_path
@@ -38,11 +36,11 @@ def _tkey(tau: float) -> str:
 def main(argv=None):
     ctx, args = Context.from_args("eap_acdc", argv)
     spec = ctx.spec
-    n = int(spec.get("n", 32))
-    fractions = sorted(float(f) for f in spec.get("eap_keep_fractions", [0.1, 0.2, 0.4, 1.0]))
+    n = spec["n"]
+    fractions = sorted(float(f) for f in spec["eap_keep_fractions"])
     if 1.0 not in fractions:
         fractions.append(1.0)          # plain ACDC: the baseline for the forward-pass ratio
-    taus = taus_from_spec(spec.get("taus", [0.003, 0.01, 0.03, 0.1]))
+    taus = taus_from_spec(spec["taus"])
     out = {"reference_label": LABEL, "keys": "forward_passes.<task>.f<percent kept>.tau_<tau %.0e>",
            "settings": {"n": n, "seed": ctx.seed, "fractions": fractions, "taus": taus,
                                                   "metric": "task"},
@@ -51,16 +49,13 @@ def main(argv=None):
     jobs = [(t, m) for t, m in ctx.task_models().items()]
     bar = tqdm(total=len(jobs) * len(fractions) * len(taus), desc="eap_acdc (task, f, tau)")
     for task, model_name in jobs:
-        model = ctx.model(model_name)
-        graph = Graph.from_model(model)
-        st = task_settings(spec, task, model_name, graph.n_edges, edge_counts=False)
-        batch = ctx.batch(task, model_name, st["n"])
+        run = ctx.task(task, model_name)
+        model, graph, st, batch = run.model, run.graph, run.settings, run.batch
         ref = reference_mask(pd.read_csv(reference_path(ctx.profile, task, ctx.root)), graph)
         out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()), "model": model_name}
-        if "n_by_task" in spec:
+        if spec["n_by_task"]:
             out["settings"].setdefault("n_by_task", {})[task] = st["n"]
-        scores = attribute(model, batch, method="eap", graph=graph,
-                           **({"batch_size": st["batch_size"]} if st["batch_size"] else {}))
+        scores = attribute(model, batch, method="eap", graph=graph, **run.opts)
         # acdc_max_edges (paper_random): "plain ACDC" (f = 1) runs over the top-|EAP| edges only
         uni = acdc_universe(scores, graph, st["acdc_max_edges"])
         if uni is not None:

@@ -18,7 +18,6 @@ import torch
 
 from attrpatch.analysis.roc import concavity, interpolation_curve, largest_gap_edge, linear_fit
 from attrpatch.attribute import attribute
-from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.common import resolve_metric
 from attrpatch.patching import Patcher
@@ -34,10 +33,8 @@ def main(argv=None):
     if len(tasks) != 1:
         raise ValueError(f"eap_r2 takes one task (the paper's Docstring), got {list(tasks)}")
     (task, model_name), = tasks.items()
-    n = int(spec.get("n", 40))
-    model = ctx.model(model_name)
-    graph = Graph.from_model(model)
-    batch = ctx.batch(task, model_name, n)
+    run = ctx.task(task, model_name)
+    model, graph, batch, n = run.model, run.graph, run.batch, run.settings["n"]
     eap = attribute(model, batch, method="eap", graph=graph)
     patcher = Patcher(model, graph, batch, resolve_metric(model, batch, "task"), progress=True)
     exact_e = patcher.edge_effects().double().cpu()
@@ -48,7 +45,7 @@ def main(argv=None):
     fit_abs = linear_fit(eap_e.abs().numpy(), exact_e.abs().numpy())
     u, v, name = largest_gap_edge(eap, exact, graph)
     eap_uv, exact_uv = float(eap[u, v]), float(exact[u, v])
-    curve = interpolation_curve(patcher, u, v, int(spec.get("alphas", 21)), slope_at_0=eap_uv)
+    curve = interpolation_curve(patcher, u, v, spec["alphas"], slope_at_0=eap_uv)
     conc = concavity(curve["alpha"], curve["effect"])
     out = {
         "task": task, "model": model_name, "n": n, "seed": ctx.seed, "n_edges": graph.n_edges,

@@ -14,10 +14,8 @@ import sys
 import pandas as pd
 from tqdm.auto import tqdm
 
-from attrpatch.analysis.faithfulness import task_settings
 from attrpatch.analysis.roc import EXACT_SUBSET_RULE, acdc_universe, circuit_roc, exact_edge_subset, score_roc, taus_from_spec
 from attrpatch.attribute import attribute
-from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.acdc import acdc_sweep
 from attrpatch.pipeline import Context, reference_path
@@ -30,37 +28,30 @@ PAPER_AUC = {
     "docstring": {"eap": 0.976, "acdc_task": 0.972, "acdc_kl": 0.982, "exact": 0.978},
 }
 ACDC_METRIC = {"acdc_task": "task", "acdc_kl": "kl"}
-KNOWN = ("eap", "exact", "acdc_task", "acdc_kl")
 
 
 def main(argv=None):
     ctx, args = Context.from_args("eap_roc", argv)
     spec = ctx.spec
-    methods = list(spec.get("methods", KNOWN))
-    bad = [m for m in methods if m not in KNOWN]
-    if bad:
-        raise ValueError(f"eap_roc: unknown method(s) {bad}; allowed: {list(KNOWN)}")
-    taus = taus_from_spec(spec.get("taus", {"n": 16, "low_exp": -4.0, "high_exp": 0.5}))
-    n = int(spec.get("n", 32))
+    methods = list(spec["methods"])
+    taus = taus_from_spec(spec["taus"])
+    n = spec["n"]
     out = {"reference_label": LABEL, "settings": {"n": n, "seed": ctx.seed, "taus": taus, "methods": methods,
                                                   "auc_claimed": "trapezoid (auc); pessimistic in auc_pessimistic"},
            "reference": {}, "auc": {}, "auc_pessimistic": {}, "curves": {}, "acdc": {}, "paper_auc": PAPER_AUC}
     for task, model_name in tqdm(ctx.task_models().items(), desc="eap_roc tasks"):
-        model = ctx.model(model_name)
-        graph = Graph.from_model(model)
-        st = task_settings(spec, task, model_name, graph.n_edges, edge_counts=False)
-        batch = ctx.batch(task, model_name, st["n"])
+        run = ctx.task(task, model_name)
+        model, graph, st, batch = run.model, run.graph, run.settings, run.batch
         ref_df = pd.read_csv(reference_path(ctx.profile, task, ctx.root))
         ref = reference_mask(ref_df, graph)
-        if "n_by_task" in spec:
+        if spec["n_by_task"]:
             out["settings"].setdefault("n_by_task", {})[task] = st["n"]
         out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()),
                                   "source": str(ref_df["source"].iloc[0]), "model": model_name}
         curves, acdc_info = {}, {}
         eap = None
         if "eap" in methods or st["max_edges"] or st["acdc_max_edges"]:
-            eap = attribute(model, batch, method="eap", graph=graph,
-                            **({"batch_size": st["batch_size"]} if st["batch_size"] else {}))
+            eap = attribute(model, batch, method="eap", graph=graph, **run.opts)
         for method in methods:
             if method == "eap":
                 curves[method] = score_roc(eap, ref, graph)

@@ -27,7 +27,6 @@ import time
 from tqdm.auto import tqdm
 
 from attrpatch.analysis import faithfulness as F
-from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
 from attrpatch.plots.faithfulness import plot_gain
@@ -38,12 +37,8 @@ NEW, BASE = "eap_gp", "eap_ig"
 def main(argv=None):
     ctx, args = Context.from_args("eapgp_gain", argv)
     spec = ctx.spec
-    methods = list(spec.get("methods", [BASE, NEW]))
-    if NEW not in methods or BASE not in methods:
-        raise ValueError(f"experiments.eapgp_gain.methods must include {BASE!r} and {NEW!r}, got {methods}")
-    steps = int(spec.get("steps", 5))
-    n = int(spec.get("n", 32))
-    selection = str(spec.get("selection", "greedy"))
+    methods = list(spec["methods"])
+    steps, n, selection = spec["steps"], spec["n"], spec["selection"]
     t_start = time.perf_counter()
 
     def run(items):
@@ -51,11 +46,9 @@ def main(argv=None):
         bar = tqdm(total=len(items), desc="eapgp_gain", unit="task")
         for task, model_name in items:
             bar.set_description(f"eapgp_gain {task} ({model_name})")
-            model = ctx.model(model_name)
-            graph = Graph.from_model(model)
-            st = F.task_settings(spec, task, model_name, graph.n_edges)
-            batch = ctx.batch(task, model_name, st["n"])
-            res = F.method_curves(model, graph, batch, methods, st["edge_counts"], steps=steps,
+            run = ctx.task(task, model_name, edge_counts=True)
+            st = run.settings
+            res = F.method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps,
                                   selection=selection, exact=st["exact"], batch_size=st["batch_size"],
                                   progress=bar.set_postfix_str)
             summ = F.task_summary(res, st["edge_counts"])
@@ -104,7 +97,7 @@ def main(argv=None):
     summary = summarize(tasks_out, gains)
     # spec.models (paper profile: GPT-2 small, medium, XL): every task again on each further model
     by_model = {}
-    for extra in spec.get("models", []) or []:
+    for extra in spec["models"]:
         if all(extra == m for _, m in items):
             continue
         t2, _, _, _, g2 = run([(t, extra) for t, _ in items])

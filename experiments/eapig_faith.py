@@ -20,7 +20,6 @@ import time
 from tqdm.auto import tqdm
 
 from attrpatch.analysis import faithfulness as F
-from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
 from attrpatch.plots.faithfulness import plot_faith_panels
@@ -29,10 +28,8 @@ from attrpatch.plots.faithfulness import plot_faith_panels
 def main(argv=None):
     ctx, args = Context.from_args("eapig_faith", argv)
     spec = ctx.spec
-    methods = list(spec.get("methods", ["eap", "eap_ig", "eap_ig_activations"]))
-    steps = int(spec.get("steps", 5))
-    n = int(spec.get("n", 32))
-    selection = str(spec.get("selection", "greedy"))
+    methods = list(spec["methods"])
+    steps, n, selection = spec["steps"], spec["n"], spec["selection"]
     t_start = time.perf_counter()
 
     tasks_out, curves, aucs, n_total = {}, {}, {}, {}
@@ -40,11 +37,9 @@ def main(argv=None):
     bar = tqdm(total=len(items), desc="eapig_faith", unit="task")
     for task, model_name in items:
         bar.set_description(f"eapig_faith {task}")
-        model = ctx.model(model_name)
-        graph = Graph.from_model(model)
-        st = F.task_settings(spec, task, model_name, graph.n_edges)
-        batch = ctx.batch(task, model_name, st["n"])
-        res = F.method_curves(model, graph, batch, methods, st["edge_counts"], steps=steps, selection=selection,
+        run = ctx.task(task, model_name, edge_counts=True)
+        st = run.settings
+        res = F.method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps, selection=selection,
                               exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str)
         summ = F.task_summary(res, st["edge_counts"])
         summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"])

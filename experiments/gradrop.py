@@ -15,9 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from attrpatch.analysis import node_recovery as nr
-from attrpatch.analysis.faithfulness import task_settings
 from attrpatch.attribute import attribute
-from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
 from attrpatch.plots.atp import plot_gradrop
@@ -26,23 +24,19 @@ from attrpatch.plots.atp import plot_gradrop
 def main(argv=None):
     ctx, args = Context.from_args("gradrop", argv)
     spec = ctx.spec
-    methods = list(spec.get("methods", ["atp", "atp_qk", "atp_graddrop", "atp_star"]))
+    methods = list(spec["methods"])
     if "atp" not in methods:
         methods = ["atp"] + methods
-    fn = spec.get("false_negative", {})
-    q, ratio = float(fn.get("exact_quantile", 0.75)), float(fn.get("estimate_ratio", 0.25))
-    n = int(spec.get("n", 32))
+    fn = spec["false_negative"]
+    q, ratio = float(fn["exact_quantile"]), float(fn["estimate_ratio"])
     tasks, arrays = {}, {}
     for task, model_name in tqdm(list(ctx.task_models().items()), desc="gradrop tasks"):
         t0 = time.time()
-        model = ctx.model(model_name)
-        g = Graph.from_model(model)
-        st = task_settings(spec, task, model_name, g.n_edges, edge_counts=False)
-        batch = ctx.batch(task, model_name, st["n"])
+        run = ctx.task(task, model_name)
+        model, g, batch = run.model, run.graph, run.batch
         # node-level: exact node patching is n_up forwards (157 on GPT-2 small), so max_edges is not needed
         exact = attribute(model, batch, "exact_nodes", graph=g).double()
-        opts = {"batch_size": st["batch_size"]} if st["batch_size"] else {}
-        scores = {m: attribute(model, batch, m, graph=g, **opts).double() for m in methods}
+        scores = {m: attribute(model, batch, m, graph=g, **run.opts).double() for m in methods}
         tab = nr.recovery_table(exact, scores, g.upstream, exact_quantile=q, estimate_ratio=ratio)
         tab.update({"model": model_name, "n_prompts": len(batch), "seconds": round(time.time() - t0, 2)})
         tasks[task] = tab

@@ -9,7 +9,7 @@ from attrpatch.pipeline import Context
 def main(argv=None):
     ctx, args = Context.from_args("graph_counts", argv)
     rows = []
-    for L, H, mlp in ctx.spec.get("shapes", [[12, 12, True]]):
+    for L, H, mlp in ctx.spec["shapes"]:
         g = Graph(L, H, has_mlps=mlp)
         rows.append({**g.summary(), "closed_form": closed_form_edge_count(L, H, mlp)})
     by_shape = {f"{r['n_layers']}x{r['n_heads']}{'' if r['has_mlps'] else '_attn_only'}": r["n_edges"] for r in rows}

@@ -16,25 +16,19 @@ import torch
 from tqdm.auto import tqdm
 
 from attrpatch.analysis import second_order as so
-from attrpatch.analysis.faithfulness import task_settings
 from attrpatch.attribute import attribute
-from attrpatch.graph import Graph
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.common import output_differences, resolve_metric
 from attrpatch.methods.hvp import directional_derivatives, reliability
-from attrpatch.patching import Patcher
+from attrpatch.patching import Patcher, default_rows_per_forward
 from attrpatch.pipeline import Context
 from attrpatch.plots.second_order import plot_hvp
 
-N_TOP, N_RANDOM, ROWS = 24, 24, 256
 
-
-def run_task(ctx, task, model_name, n, ks, threshold, n_top, n_random, batch_size=None):
+def run_task(ctx, task, model_name, ks, threshold, n_top, n_random):
     t0 = time.time()
-    model = ctx.model(model_name)
-    batch = ctx.batch(task, model_name, n)
-    g = Graph.from_model(model)
-    opts = {"batch_size": int(batch_size)} if batch_size else {}
+    run = ctx.task(task, model_name)
+    model, batch, g, opts = run.model, run.batch, run.graph, run.opts
     eap_all = g.edges_from_matrix(attribute(model, batch, "eap", graph=g, **opts)).double()
     sel = so.edge_subset(eap_all, n_top, n_random, seed=ctx.seed)
     edges = g.edge_index[torch.as_tensor(sel)]
@@ -44,7 +38,7 @@ def run_task(ctx, task, model_name, n, ks, threshold, n_top, n_random, batch_siz
     d1, d2, hvp_passes = {}, {}, 0
     for a in tqdm(so.multistep_alphas(ks), desc=f"{task}: HVP points", leave=False):
         f1, f2, p = directional_derivatives(model, g, base, diff, metric, edges, torch.full((len(sel),), a),
-                                            rows_per_forward=ROWS)
+                                            rows_per_forward=default_rows_per_forward(model))
         d1[a], d2[a], hvp_passes = f1, f2, hvp_passes + p
     first, second = d1[0.0], 0.5 * d2[0.0]
     corrected, rho = first + second, reliability(first, second)
@@ -112,20 +106,17 @@ def summarize(tasks, arrays, ks, threshold):
 def main(argv=None):
     ctx, args = Context.from_args("hvp", argv)
     spec = ctx.spec
-    ks = [int(k) for k in spec.get("multistep", [1, 2, 4])]
-    threshold = float(spec.get("threshold", 0.5))
-    sub = spec.get("subset", {})
-    n_top, n_random = int(sub.get("top", N_TOP)), int(sub.get("random", N_RANDOM))
-    if not sub and spec.get("max_edges"):      # paper_random: max_edges exact patches, half top |EAP|
-        k = int(spec["max_edges"])
+    ks = [int(k) for k in spec["multistep"]]
+    threshold = float(spec["threshold"])
+    n_top, n_random = spec["subset"]["top"], spec["subset"]["random"]
+    if spec["max_edges"]:      # paper_random: max_edges exact patches, half top |EAP| (replaces subset)
+        k = spec["max_edges"]
         n_top, n_random = k // 2, k - k // 2
 
     def run(items):
         tasks, arrays = {}, {}
         for task, model_name in tqdm(items, desc="hvp tasks"):
-            st = task_settings(spec, task, model_name, 0, edge_counts=False)
-            tasks[task], arrays[task] = run_task(ctx, task, model_name, st["n"], ks, threshold, n_top, n_random,
-                                                 batch_size=st["batch_size"])
+            tasks[task], arrays[task] = run_task(ctx, task, model_name, ks, threshold, n_top, n_random)
         return tasks, arrays
 
     items = list(ctx.task_models().items())
@@ -133,7 +124,7 @@ def main(argv=None):
     summary = summarize(tasks, arrays, ks, threshold)
     # spec.models (paper profiles): every task again on each further model, under by_model.<model>
     by_model = {}
-    for extra in spec.get("models", []) or []:
+    for extra in spec["models"]:
         if all(extra == m for _, m in items):
             continue
         t2, a2 = run([(t, extra) for t, _ in items])
@@ -141,7 +132,7 @@ def main(argv=None):
     out = {
         "summary": summary,
         "tasks": tasks,
-        **({"by_model": by_model} if spec.get("models") else {}),
+        **({"by_model": by_model} if spec["models"] else {}),
         "notes": {
             "subset": f"per task the {n_top} edges with the largest |EAP| plus {n_random} seeded random others; "
                       "every per-edge number is over that subset (per-edge HVPs for all edges x all multi-step "

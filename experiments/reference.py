@@ -17,12 +17,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     ctx = Context(args.profile, "reference", threads=args.threads)
     model_name = ctx.task_models()[args.task]
-    if ctx.spec.get("published"):
+    if ctx.spec["published"]:
         from attrpatch.published import published_reference
         df = published_reference(args.task, ctx.model(model_name))
     else:
-        batch = ctx.batch(args.task, model_name, ctx.spec.get("n", 256))
-        df = exact_patching_reference(ctx.model(model_name), batch, float(ctx.spec.get("fraction", 0.01)))
+        batch = ctx.batch(args.task, model_name, ctx.spec["n"])
+        df = exact_patching_reference(ctx.model(model_name), batch, float(ctx.spec["fraction"]))
     write_csv(args.out, df)
     print(f"{args.task}: {int(df.in_reference.sum())} of {len(df)} edges in the reference ({df.source.iloc[0]})")
 

@@ -7,7 +7,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from attrpatch.analysis.faithfulness import task_settings
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
 from attrpatch.train import evaluate_tasks
@@ -17,15 +16,15 @@ def main(argv=None):
     ctx, args = Context.from_args("tasks_eval", argv)
     frames = []
     for task, model_name in ctx.task_models().items():
-        bs = task_settings(ctx.spec, task, model_name, 0, edge_counts=False)["batch_size"]
-        df = evaluate_tasks(ctx.model(model_name), [task], n=int(ctx.spec.get("n", 200)), seed=ctx.seed,
-                            tokenizer=ctx.model(model_name).attrpatch_tokenizer, batch_size=bs)
+        run = ctx.task(task, model_name)
+        df = evaluate_tasks(run.model, [task], n=run.settings["n"], seed=ctx.seed,
+                            tokenizer=run.model.attrpatch_tokenizer, batch_size=run.settings["batch_size"])
         df["model"] = model_name
         frames.append(df)
     import pandas as pd
 
     table = pd.concat(frames, ignore_index=True)
-    bar = float(ctx.spec.get("min_accuracy", 0.9))
+    bar = float(ctx.spec["min_accuracy"])
     out = {
         "tasks": {r.task: {"accuracy": r.accuracy, "mean_metric": r.mean_metric, "model": r.model, "n": r.n}
                   for r in table.itertuples()},

@@ -173,15 +173,3 @@ def test_method_curves_shares_one_patcher_and_is_deterministic(model):
     assert set(s["methods"]) == {"eap", "eap_ig"}
     assert -1.0 <= s["methods"]["eap"]["pearson"] <= 1.0
     assert 0.0 < s["methods"]["eap_ig"]["auc"] < 2.0
-
-
-def test_task_settings_without_edge_counts_and_with_limits():
-    from attrpatch.analysis.faithfulness import task_settings
-
-    spec = {"n": 4, "n_by_task": {"ioi": 6}, "batch_size": {"gpt2": 2}, "max_edges": 64}
-    st = task_settings(spec, "ioi", "gpt2", 32491, edge_counts=False)
-    assert st == {"n": 6, "edge_counts": None, "batch_size": 2, "exact": False, "max_edges": 64,
-                  "acdc_max_edges": None}
-    assert task_settings({}, "sva", "m", 10, edge_counts=False, default_n=7)["n"] == 7
-    with pytest.raises(ValueError, match="edge_counts missing for task 'sva'"):
-        task_settings({}, "sva", "m", 10)

@@ -12,9 +12,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _profile(name: str) -> dict:
+    """config/<name>.yaml with its base merged in (a self-contained copy for a scratch directory)."""
+    from attrpatch.config import merge_base, parse_yaml
+
+    path = ROOT / "config" / f"{name}.yaml"
+    return merge_base(parse_yaml(path), path)
 
 
 def _run(args, cwd, timeout=900):
@@ -32,13 +41,17 @@ def test_dry_run_tiny_lists_every_result(tmp_path):
 
 
 def test_bad_config_fails_before_any_work(tmp_path):
-    cfg = (ROOT / "config" / "smoke.yaml").read_text().replace("tasks: {ioi: tiny-gpt2, greater_than: tiny-gpt2, docstring: tiny-attn}\n    n: 6\n    methods:",
-                                                               "tasks: {ioii: tiny-gpt2, greater_than: tiny-gpt2, docstring: tiny-attn}\n    n: 6\n    methods:", 1)
+    cfg = _profile("smoke")
+    cfg["profile"] = "broken"
+    cfg["experiments"]["eap_roc"]["tasks"] = {"ioii": "tiny-gpt2", "docstring": "tiny-attn"}
+    cfg["experiments"]["eap_acdc"]["eap_keep_fraction"] = [0.1]
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "broken.yaml").write_text(cfg.replace("profile: smoke", "profile: broken"))
+    (tmp_path / "config" / "broken.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     r = _run(["-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--config", "profile=broken"], tmp_path)
     assert r.returncode != 0
     assert "unknown task 'ioii'" in r.stdout + r.stderr
+    assert "experiments.eap_acdc.eap_keep_fraction: unknown setting" in r.stdout + r.stderr
+    assert not (tmp_path / "models").exists() and not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
@@ -73,11 +86,10 @@ def test_paper_rules_end_to_end_on_narrow_random_models(tmp_path):
     eap_r2 at attn-only-4l's shape, the paper claims) with each model narrowed to d_model =
     4 per head - same layers, heads, graphs and node names, minutes instead of a quarter hour."""
     import pandas as pd
-    import yaml
 
     from attrpatch.random_models import GPT2_SHAPES
 
-    cfg = yaml.safe_load((ROOT / "config" / "paper_random.yaml").read_text())
+    cfg = _profile("paper_random")
     cfg["profile"] = "paper_ci"
     for spec in cfg["models"].values():
         spec["n_embd"] = 4 * GPT2_SHAPES[spec["random"]]["n_head"]

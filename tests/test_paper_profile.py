@@ -130,7 +130,10 @@ def _load_error(tmp_path, profile: str, edit) -> str:
 
     from attrpatch.config import ConfigError
 
-    cfg = yaml.safe_load((ROOT / "config" / f"{profile}.yaml").read_text())
+    from attrpatch.config import merge_base, parse_yaml
+
+    path = ROOT / "config" / f"{profile}.yaml"
+    cfg = merge_base(parse_yaml(path), path)
     edit(cfg)
     p = tmp_path / f"{profile}.yaml"
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))

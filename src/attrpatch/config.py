@@ -7,6 +7,9 @@ after an hour of training. The checks are generic, driven by the ``known_*`` set
 caller passes in, so this module imports nothing from the rest of the package and the
 task/method/experiment registries stay the single source of truth.
 
+A profile may derive from another (``base: tiny``; see `merge_base`): config/smoke.yaml is
+tiny.yaml plus its overrides, paper_random.yaml is paper.yaml plus its overrides.
+
 ``config_hash`` gives a stable key for a config section, for caches that must be
 invalidated exactly when the settings that produced them change.
 """
@@ -18,11 +21,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
 REQUIRED_TOP_LEVEL = ("profile", "seed", "device", "models", "experiments")
+BASE_KEY = "base"
 DEVICE_RE = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
 
 
@@ -99,6 +103,41 @@ def parse_yaml(path: Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from e
+
+
+def merge_base(cfg: Any, path: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """Resolve ``base: <profile>`` (a file in the same directory): the base's config with
+    this file's keys on top. Top-level keys replace the base's whole (``models``,
+    ``resources``, scalars), except ``experiments``: an experiment named here takes the
+    base's settings with this file's keys replacing theirs one by one (a nested mapping such
+    as ``taus`` is replaced whole; set a key to its empty value, e.g. ``n_by_task: {}``, to
+    clear it). An experiment not named here is the base's as is."""
+    if not isinstance(cfg, dict) or BASE_KEY not in cfg:
+        return cfg
+    name = cfg[BASE_KEY]
+    if not isinstance(name, str) or not _looks_like_name(name):
+        raise ConfigError(f"{path}: base: must be a profile name in the same directory, got {name!r}")
+    base_path = path.parent / f"{name}.yaml"
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base: no profile {name!r} ({base_path} does not exist)")
+    if base_path.resolve() in seen:
+        raise ConfigError(f"{path}: base: cycle through {base_path}")
+    base = merge_base(parse_yaml(base_path), base_path, seen + (path.resolve(),))
+    if not isinstance(base, dict):
+        raise ConfigError(f"{base_path}: top level must be a mapping")
+    out = {k: v for k, v in base.items() if k != BASE_KEY}
+    for k, v in cfg.items():
+        if k == BASE_KEY:
+            continue
+        if k == "experiments" and isinstance(v, dict) and isinstance(out.get(k), dict):
+            exps = dict(out[k])
+            for e, spec in v.items():
+                b = exps.get(e)
+                exps[e] = {**b, **spec} if isinstance(b, dict) and isinstance(spec, dict) else spec
+            out[k] = exps
+        else:
+            out[k] = v
+    return out
 
 
 # --------------------------------------------------------------------------- validating
@@ -206,25 +245,33 @@ def validate_config(cfg: Any, *, known_tasks: Iterable[str], known_methods: Iter
 
 def load_config(profile_or_path: str | os.PathLike, *, known_tasks: Iterable[str],
                 known_methods: Iterable[str], known_experiments: Iterable[str],
-                root: str | os.PathLike | None = None, extra_top_level: Iterable[str] = ()) -> dict:
+                root: str | os.PathLike | None = None, extra_top_level: Iterable[str] = (),
+                check: Callable[[dict], list[str]] | None = None) -> dict:
     """Parse and validate a profile config; raise ConfigError listing every problem.
 
     ``profile_or_path``: a profile name ("tiny", "paper") resolved to
     ``<root>/config/<name>.yaml`` (root: the ``root`` kwarg, else found upward from the
     current directory), or a path to a YAML file. ``extra_top_level``: top-level keys a
     caller allows besides the required ones. Experiment specs that are empty in YAML
-    (``eap_roc:``) come back as ``{}``.
+    (``eap_roc:``) come back as ``{}``. ``check(cfg)``: the caller's further problems (run
+    when ``models`` and ``experiments`` are mappings; it may rewrite ``cfg`` in place), reported
+    with the generic ones, except where a generic problem already names the same entry.
     """
     path = resolve_config_path(profile_or_path, root)
-    cfg = parse_yaml(path)
+    cfg = merge_base(parse_yaml(path), path)
     expected = str(profile_or_path) if _looks_like_name(profile_or_path) else None
     errs = validate_config(cfg, known_tasks=known_tasks, known_methods=known_methods,
                            known_experiments=known_experiments, extra_top_level=extra_top_level,
                            expected_profile=expected)
+    if isinstance(cfg, dict) and all(isinstance(cfg.get(k), dict) for k in ("models", "experiments")):
+        for key in ("models", "experiments"):
+            cfg[key] = {name: spec if spec is not None else {} for name, spec in cfg[key].items()}
+        if check is not None:
+            named = {e.split(": ", 1)[0] for e in errs}
+            errs += [e for e in check(cfg)
+                     if not any(e.split(": ", 1)[0].startswith(n) for n in named)]
     if errs:
         raise ConfigError(f"{path}: {len(errs)} problem(s):\n  " + "\n  ".join(errs))
-    for key in ("models", "experiments"):
-        cfg[key] = {name: spec if spec is not None else {} for name, spec in cfg[key].items()}
     return cfg
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from . import config as config_mod
+from . import settings as settings_mod
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
                "eapig_faith", "eapgp_gain", "hvp")
@@ -27,6 +28,9 @@ EXTRA_TOP_LEVEL = ("claims_profile", "enforce_claims", "description", "dtype", "
 RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS
 RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
 MODEL_KINDS = ("train", "pretrained", "random")
+# keys a model spec may have besides its kind, per kind
+MODEL_KEYS = {"train": ("steps", "dtype"), "pretrained": ("dtype",), "random": ("dtype", "n_embd", "attn_only")}
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 def known_methods() -> set[str]:
@@ -34,29 +38,73 @@ def known_methods() -> set[str]:
     return set(ALL_METHOD_NAMES)
 
 
+def known_scorers() -> set[str]:
+    """Methods `attribute` scores with (the procedures acdc_task/acdc_kl/eap_acdc are not)."""
+    from .attribute import METHODS
+    return set(METHODS)
+
+
+def trainable_models() -> list[str]:
+    from .train import CONFIGS
+    return sorted(CONFIGS)
+
+
 def load_profile(profile_or_path, root=None) -> dict:
     """Parse and validate a profile config (fails before any work, naming the bad entry)."""
     from .tasks import TASKS
 
-    cfg = config_mod.load_config(profile_or_path, known_tasks=set(TASKS), known_methods=known_methods(),
-                                 known_experiments=set(EXPERIMENTS), root=root,
-                                 extra_top_level=EXTRA_TOP_LEVEL)
+    return config_mod.load_config(profile_or_path, known_tasks=set(TASKS), known_methods=known_methods(),
+                                  known_experiments=set(EXPERIMENTS), root=root,
+                                  extra_top_level=EXTRA_TOP_LEVEL, check=_check_profile)
+
+
+def _check_profile(cfg: dict) -> list[str]:
+    """The checks beyond config.py's generic ones; replaces each experiment section by its
+    settings merged with the declared defaults (attrpatch.settings)."""
     from .claims import PROFILES as CLAIM_PROFILES
+    from .tasks import TASKS
 
     errs = []
-    cp = cfg.get("claims_profile", cfg["profile"])
+    cp = cfg.get("claims_profile", cfg.get("profile"))
     if cp not in CLAIM_PROFILES:
         errs.append(f"claims_profile: {cp!r} is not a claims profile; allowed: {list(CLAIM_PROFILES)}")
     for name, spec in cfg["models"].items():
-        kinds = [k for k in MODEL_KINDS if k in spec]
-        if len(kinds) != 1:
-            errs.append(f"models.{name}: needs exactly one of {list(MODEL_KINDS)}, got {sorted(spec)}")
-        elif kinds == ["random"]:
-            errs += _check_random_spec(name, spec)
+        errs += _check_model_spec(name, spec) if isinstance(spec, dict) else []
     errs += _check_resources(cfg.get("resources", {}))
-    if errs:
-        raise config_mod.ConfigError("\n  ".join(errs))
-    return cfg
+    env = {"tasks": set(TASKS), "models": set(cfg["models"]), "methods": known_scorers()}
+    for exp, spec in cfg["experiments"].items():
+        if exp in settings_mod.SETTINGS and isinstance(spec, dict):
+            merged, problems = settings_mod.resolve(exp, spec, env)
+            errs += problems
+            cfg["experiments"][exp] = merged
+    return errs
+
+
+def _check_model_spec(name: str, spec: dict) -> list[str]:
+    """One of train/pretrained/random, that kind's keys only, a known tiny config / shape."""
+    kinds = [k for k in MODEL_KINDS if k in spec]
+    if len(kinds) != 1:
+        return [f"models.{name}: needs exactly one of {list(MODEL_KINDS)}, got {sorted(spec)}"]
+    kind = kinds[0]
+    errs = [f"models.{name}.{k}: unknown key for a {kind!r} model; allowed: {', '.join((kind,) + MODEL_KEYS[kind])}"
+            for k in spec if k != kind and k not in MODEL_KEYS[kind]]
+    if "dtype" in spec and spec["dtype"] not in DTYPES:
+        errs.append(f"models.{name}.dtype: {spec['dtype']!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    if kind == "train":
+        if spec["train"] not in trainable_models():
+            errs.append(f"models.{name}.train: {spec['train']!r} is not a tiny model config; "
+                        f"allowed: {', '.join(trainable_models())}")
+        st = spec.get("steps")
+        if st is not None and not (isinstance(st, int) and not isinstance(st, bool) and st >= 1):
+            errs.append(f"models.{name}.steps: {st!r} is not allowed; allowed: an integer >= 1")
+    elif kind == "pretrained":
+        if not isinstance(spec["pretrained"], str) or not spec["pretrained"]:
+            errs.append(f"models.{name}.pretrained: {spec['pretrained']!r} must be a Hugging Face model name")
+    else:
+        errs += _check_random_spec(name, spec)
+        if "attn_only" in spec and not isinstance(spec["attn_only"], bool):
+            errs.append(f"models.{name}.attn_only: {spec['attn_only']!r} is not allowed; allowed: true or false")
+    return errs
 
 
 def _check_resources(res) -> list[str]:
@@ -147,8 +195,9 @@ class Context:
         self.cfg = load_profile(profile, root=config_root(profile, self.root))
         self.profile = self.cfg["profile"]
         self.experiment = experiment
-        self.spec = self.cfg["experiments"].get(experiment, {})
-        self.seed = int(self.spec.get("seed", self.cfg["seed"]))
+        # the experiment's settings: its profile section merged with its declaration (attrpatch.settings)
+        self.spec = self.cfg["experiments"].get(experiment) or settings_mod.resolve(experiment, {}, {})[0]
+        self.seed = int(self.spec["seed"] if self.spec.get("seed") is not None else self.cfg["seed"])
         self.device = resolve_device(self.cfg["device"])
         self._models: dict = {}
         if threads:
@@ -208,6 +257,31 @@ class Context:
         if isinstance(t, list):
             raise ValueError(f"experiments.{self.experiment}.tasks must map each task to a model name")
         return dict(t)
+
+    def task(self, task: str, model_name: str, *, edge_counts: bool = False) -> "TaskRun":
+        """The per-task prologue of an experiment: model, its graph, the task's settings
+        (`settings.for_task`), and the prompt batch (made when first used)."""
+        return TaskRun(self, task, model_name, edge_counts)
+
+
+class TaskRun:
+    """One (task, model) of an experiment: ``model``, ``graph``, ``settings`` (n, edge_counts,
+    batch_size, exact, max_edges, acdc_max_edges), ``batch``, and ``opts`` (the
+    ``batch_size=`` keyword for methods, empty when unset)."""
+
+    def __init__(self, ctx: Context, task: str, model_name: str, edge_counts: bool):
+        from .graph import Graph
+
+        self.ctx, self.task, self.model_name = ctx, task, model_name
+        self.model = ctx.model(model_name)
+        self.graph = Graph.from_model(self.model)
+        self.settings = settings_mod.for_task(ctx.spec, task, model_name, self.graph.n_edges, edge_counts=edge_counts)
+        bs = self.settings["batch_size"]
+        self.opts = {"batch_size": bs} if bs else {}
+
+    @cached_property
+    def batch(self):
+        return self.ctx.batch(self.task, self.model_name, self.settings["n"])
 
 
 def reference_path(profile: str, task: str, root: Path | None = None) -> Path:

@@ -217,7 +217,7 @@ PAPER_EAPGP_MAX_GAIN = 0.177     # "up to 17.7%": relative or points is [open]
 # ---- one task: every method's scores and curve on one shared Patcher ---------------------------
 def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iterable[int], *,
                   steps: int = 5, selection: str = "greedy", patcher=None, exact: bool | int = True,
-                  batch_size: int | None = None, rows_per_forward: int = 256, progress=None) -> dict:
+                  batch_size: int | None = None, rows_per_forward: int | None = None, progress=None) -> dict:
     """Scores, faithfulness curves and score/effect correlations of `methods` on one batch.
 
     All circuits of all methods (and the exact single-edge effects, if `exact`) go through
@@ -226,7 +226,8 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
     gradient chunk; None: all) to every method that takes it. ``exact``: True (exact effects
     on the whole batch, through the shared Patcher), False (none: pearson fields absent), or
     an int k (the first k prompts only, on a Patcher of their own: exact single-edge
-    patching costs n_edges x k rows, too much for GPT-2's 32,491 edges x 1000). `progress`: an optional
+    patching costs n_edges x k rows, too much for GPT-2's 32,491 edges x 1000). ``rows_per_forward``:
+    the Patchers' chunk size (None: the Patcher's default for the model's device). `progress`: an optional
     callable(str) called before each method (e.g. a tqdm bar's set_postfix_str).
     Returns {"m_clean", "m_corrupt", "n_total", "methods": {name: {"scores" [n_edges] numpy,
     "curve" DataFrame, "seconds"}}, "effects" [n_edges] numpy or None, "forward_passes"}.
@@ -288,32 +289,3 @@ def task_summary(res: Mapping, counts: Iterable[int] | None = None, threshold: f
         d["seconds"] = r["seconds_scores"] + r["seconds_curve"]
         out["methods"][name] = d
     return out
-
-
-def task_settings(spec: Mapping, task: str, model_name: str, n_edges: int, *,
-                  edge_counts: bool = True, default_n: int = 32) -> dict:
-    """Per-task settings of an experiment spec: ``n`` (``n_by_task`` overrides; ``default_n``
-    when the spec has neither), ``edge_counts``
-    (``edge_counts_by_task`` overrides; budgets above n_edges are clipped to n_edges and
-    deduplicated; with ``edge_counts=False`` not required and None), ``batch_size`` (int or
-    {model: int}; None: all at once), ``exact`` (bool or a prompt count
-    for the exact single-edge effects behind the Pearson r; default: True for graphs of at
-    most 5,000 edges (the tiny models), else False -- GPT-2 small's 32,491 edges cost
-    32,491 x k patched rows: set ``exact: k`` in the profile to get the Pearson r there),
-    ``max_edges`` / ``acdc_max_edges`` (the paper_random work limits; None: unlimited)."""
-    n = int(spec.get("n_by_task", {}).get(task, spec.get("n", default_n)))
-    counts = spec.get("edge_counts_by_task", {}).get(task, spec.get("edge_counts"))
-    if counts:
-        counts = sorted({min(int(c), int(n_edges)) for c in counts})
-    elif edge_counts:
-        raise ValueError(f"edge_counts missing for task {task!r}")
-    else:
-        counts = None
-    bs = spec.get("batch_size")
-    if isinstance(bs, Mapping):
-        bs = bs.get(model_name)
-    exact = spec.get("exact")
-    if exact is None:
-        exact = n_edges <= 5000
-    limits = {k: (int(spec[k]) if spec.get(k) else None) for k in ("max_edges", "acdc_max_edges")}
-    return {"n": n, "edge_counts": counts, "batch_size": int(bs) if bs else None, "exact": exact, **limits}
