@@ -8,11 +8,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from attrpatch.pipeline import load_profile, missing_pretrained, config_root, EXPERIMENTS
 from attrpatch.claims import load_claims
+from attrpatch.claims_exit import parse_strict
 from attrpatch.config import config_hash
 
 PROFILE = config.get("profile", "tiny")
 CFG = load_profile(PROFILE, root=config_root(PROFILE, Path.cwd()))          # fails before any work, naming the entry
 CLAIMS_PROFILE = CFG.get("claims_profile", PROFILE)
+# exit status: 0 when the workflow ran; with strict (profile key, or --config strict=true) a
+# failing claim makes it 1 (attrpatch.claims_exit)
+try:
+    STRICT = parse_strict(config.get("strict", CFG.get("strict", False)))
+except ValueError as e:
+    raise WorkflowError(str(e))
 RESULT_FILES = {f"{e}.json" for e in EXPERIMENTS if e != "reference"}
 load_claims(f"{workflow.basedir}/paper_claims.yaml", known_results=RESULT_FILES)  # a claim on an unknown result fails here
 
@@ -149,4 +156,4 @@ rule claims:
 
 onsuccess:
     from attrpatch.claims_exit import finish
-    finish(f"{R}/claims_report.md", enforce=CFG.get("enforce_claims", True))
+    finish(f"{BASE}/paper_claims.yaml", CLAIMS_PROFILE, R, f"{R}/claims_report.md", strict=STRICT)

@@ -86,6 +86,14 @@ def test_duplicate_id(tmp_path):
         load_claims(write_claims(tmp_path, [base_claim(), base_claim()]))
 
 
+def test_duplicate_key_inside_a_claim_is_an_error(tmp_path):
+    """The one strict YAML reader: a repeated key is not silently last-one-wins."""
+    p = tmp_path / "claims.yaml"
+    p.write_text("claims:\n  - id: c1\n    paper_value: 0.9\n    paper_value: 0.5\n")
+    with pytest.raises(ClaimsError, match=r"line 4: invalid YAML: duplicate key 'paper_value'"):
+        load_claims(p)
+
+
 def test_unknown_result_file(tmp_path):
     p = write_claims(tmp_path, [base_claim(), base_claim(
         id="c2", tolerance={"type": "ge", "ref": {"file": "nope.json", "field": "x"}})])

@@ -134,3 +134,8 @@ def test_for_task_without_edge_counts_and_with_limits():
     assert S.for_task({"n": 7, "edge_counts": [5, 20, 100]}, "sva", "m", 10)["edge_counts"] == [5, 10]
     with pytest.raises(ValueError, match="edge_counts missing for task 'sva'"):
         S.for_task({"n": 7}, "sva", "m", 10)
+
+
+def test_strict_must_be_a_boolean(tmp_path):
+    msg = _load_error(tmp_path, lambda c: c.update(strict="yes"))
+    assert "strict: 'yes' is not allowed; allowed: true or false" in msg

@@ -33,6 +33,8 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from .config import load_yaml_strict
+
 PROFILES = ("tiny", "paper")
 STATUSES = ("PASS", "FAIL", "ERROR", "BLOCKED")
 
@@ -234,7 +236,7 @@ def _read_yaml(path: Path) -> Any:
     except OSError as e:
         raise ClaimsError(f"{path}: cannot read claims file: {e}") from e
     try:
-        return yaml.safe_load(text)
+        return load_yaml_strict(text)      # a duplicated key inside a claim is an error
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

@@ -84,6 +84,8 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":    # `<<: *anchor`: merged keys may be overridden
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -95,10 +97,16 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def load_yaml_strict(text: str) -> Any:
+    """The project's one YAML reader (profiles and paper_claims.yaml): safe, and a duplicated
+    mapping key is an error (yaml.ConstructorError with its line), never last-one-wins."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def parse_yaml(path: Path) -> Any:
     """Parse YAML; errors become ConfigError naming the file and the 1-based line."""
     try:
-        return yaml.load(path.read_text(), Loader=_StrictLoader)
+        return load_yaml_strict(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)

@@ -24,7 +24,7 @@ from . import settings as settings_mod
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
                "eapig_faith", "eapgp_gain", "hvp")
-EXTRA_TOP_LEVEL = ("claims_profile", "enforce_claims", "description", "dtype", "resources")
+EXTRA_TOP_LEVEL = ("claims_profile", "strict", "description", "dtype", "resources")
 RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS
 RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
 MODEL_KINDS = ("train", "pretrained", "random")
@@ -71,6 +71,9 @@ def _check_profile(cfg: dict) -> list[str]:
     for name, spec in cfg["models"].items():
         errs += _check_model_spec(name, spec) if isinstance(spec, dict) else []
     errs += _check_resources(cfg.get("resources", {}))
+    if "strict" in cfg and not isinstance(cfg["strict"], bool):
+        errs.append(f"strict: {cfg['strict']!r} is not allowed; allowed: true or false "
+                    "(failing claims make the workflow exit 1)")
     env = {"tasks": set(TASKS), "models": set(cfg["models"]), "methods": known_scorers()}
     for exp, spec in cfg["experiments"].items():
         if exp in settings_mod.SETTINGS and isinstance(spec, dict):
