@@ -21,10 +21,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from benchmarks import common, gradient_methods, memory, patching_throughput, peer  # noqa: E402
+from benchmarks import common, gradient_methods, memory, patching_throughput, peer, prefix_patching  # noqa: E402
 from attrpatch.io import atomic_path  # noqa: E402
 
-PARTS = ("gradient", "patching", "memory", "peer")
+PARTS = ("gradient", "patching", "prefix", "memory", "peer")
 FIELDS = ("id", "measurement", "value", "unit", "target", "ok", "context")
 
 
@@ -53,8 +53,12 @@ def main(argv=None) -> list[dict]:
                     help="repeats of EAP-IG/EAP-GP/AtP timings (default: --repeats)")
     ap.add_argument("--memory-methods", default=",".join(memory.METHODS))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--peer-python", default=os.environ.get("ATTRPATCH_PEER_PYTHON", "/tmp/peer-venv/bin/python"),
-                    help="python of a separate venv with auto-circuit installed (skipped if missing)")
+    ap.add_argument("--patch-batch", type=int, default=None, help="prefix part: batch size (default: the shape's, 16)")
+    ap.add_argument("--patch-seq", type=int, default=None, help="prefix part: prompt length (default: the shape's, 20)")
+    ap.add_argument("--patch-rows", type=int, default=256, help="prefix part: rows per batched forward")
+    ap.add_argument("--peer-python", default=os.environ.get("ATTRPATCH_PEER_PYTHON", str(peer.VENV_PYTHON)),
+                    help="python of the peer venv with auto-circuit (`python benchmarks/peer.py` builds it; "
+                         "skipped if missing)")
     ap.add_argument("--out", default=str(HERE / "results"), help="directory for <date>.md/.csv ('' = no files)")
     args = ap.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
@@ -71,6 +75,10 @@ def main(argv=None) -> list[dict]:
     if "patching" in parts:
         rows += patching_throughput.run(n=8 if args.quick else 32, repeats=repeats, threads=args.threads,
                                         max_edges=16 if args.quick else None)
+    if "prefix" in parts:
+        rows += prefix_patching.run(shape, batch=args.patch_batch, seq=args.patch_seq, rows=args.patch_rows,
+                                    repeats=repeats, threads=args.threads, loop_edges=1 if args.quick else 3,
+                                    acdc_tests=2 if args.quick else 4)
     if "memory" in parts:
         mrows, _ = memory.run(shape, methods=("eap",) if args.quick else tuple(args.memory_methods.split(",")), threads=args.threads)
         rows += mrows

@@ -12,6 +12,8 @@ EXPECTED = {
     "gradient": {"eap_overhead", "eap_overhead_before_fix", "eap_ig_cost", "eap_gp_cost", "eap_gp_cost_before_fix", "atp_graddrop_cost", "atp_star_cost"},
     "patching": {"patching_speedup", "patching_speedup_best", "patching_speedup_before_fix",
                  "patching_rate_loop", "patching_rate_batched_default"},
+    "prefix": {"patching_gpt2_speedup", "patching_gpt2_speedup_prefix_alone", "patching_gpt2_speedup_batching_alone",
+               "patching_gpt2_rate_loop", "patching_gpt2_rate_both", "acdc_gpt2_rate", "acdc_gpt2_first_tests"},
     "memory": {"memory_eap"},
     "peer": {"peer_auto_circuit"},
 }
@@ -20,13 +22,13 @@ EXPECTED = {
 def test_quick_benchmarks_have_every_row(tmp_path):
     from benchmarks.run import main
 
-    rows = main(["--quick", "--parts", "gradient,patching,peer", "--out", str(tmp_path), "--peer-python", ""])
+    rows = main(["--quick", "--parts", "gradient,patching,prefix,peer", "--out", str(tmp_path), "--peer-python", ""])
     ids = {r["id"] for r in rows}
-    for part in ("gradient", "patching", "peer"):
+    for part in ("gradient", "patching", "prefix", "peer"):
         assert EXPECTED[part] <= ids, EXPECTED[part] - ids
     md = next(tmp_path.glob("*.md")).read_text()
     csv_text = next(tmp_path.glob("*.csv")).read_text()
-    for rid in EXPECTED["gradient"] | EXPECTED["patching"]:
+    for rid in EXPECTED["gradient"] | EXPECTED["patching"] | EXPECTED["prefix"]:
         assert f"| {rid} |" in md and rid in csv_text
     for r in rows:
         if r["id"] != "peer_auto_circuit":
