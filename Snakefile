@@ -75,8 +75,14 @@ def spec_hash(exp):
     return config_hash({"spec": spec, "models": used, "seed": CFG["seed"]})
 
 
+# Long jobs print compact progress lines to the terminal through fd 3 (a copy of Snakemake's
+# stderr; attrpatch.progress) while their full output goes to logs/.
+
 onstart:
     shell("mkdir -p logs/{PROFILE}")
+    from attrpatch.io import clean_stale_temps
+    for _out in rules.all.input + [f"{R}/claims_report.xml", f"{R}/claims_report.html"]:
+        clean_stale_temps(_out)   # temp files a killed job left next to its output
 
 # Every result file is a target of its own: Snakemake does not rebuild a missing intermediate
 # while the files that consumed it are up to date, so a deleted result would stay missing.
@@ -99,7 +105,7 @@ rule train:
     threads: 1
     resources: **res("train")
     log: f"logs/{PROFILE}/train_{{model}}.log"
-    shell: "python -m attrpatch.train --model {params.name} --out {output} --seed {params.seed} {params.steps} --threads {threads} > {log} 2>&1"
+    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.train --model {params.name} --out {output} --seed {params.seed} {params.steps} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule reference:
@@ -109,7 +115,7 @@ rule reference:
     threads: 1
     resources: **res("reference")
     log: f"logs/{PROFILE}/reference_{{task}}.log"
-    shell: "python {EXP}/reference.py --profile {PROFILE} --task {wildcards.task} --out {output} --threads {threads} > {log} 2>&1"
+    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/reference.py --profile {PROFILE} --task {wildcards.task} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 def exp_inputs(exp):
@@ -127,7 +133,7 @@ for _exp in ["graph_counts"]:
         threads: 1
         resources: **res(_exp)
         log: f"logs/{PROFILE}/{_exp}.log"
-        shell: "python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --threads {threads} > {log} 2>&1"
+        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --threads {threads} 3>&2 > {log} 2>&1"
 
 for _exp in FIGURE_EXPS:
     rule:
@@ -141,17 +147,18 @@ for _exp in FIGURE_EXPS:
         threads: 1
         resources: **res(_exp)
         log: f"logs/{PROFILE}/{_exp}.log"
-        shell: "python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --figure {output.png} --threads {threads} > {log} 2>&1"
+        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --figure {output.png} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule claims:
     input: expand(f"{R}/{{exp}}.json", exp=JSON_EXPS), f"{workflow.basedir}/paper_claims.yaml"
     output:
-        md=report(f"{R}/claims_report.md", category="claims", caption="report/claims.rst"),
+        md=f"{R}/claims_report.md",
+        html=report(f"{R}/claims_report.html", category="claims", caption="report/claims.rst"),
         junit=f"{R}/claims_report.xml",
     resources: **res("claims")
     log: f"logs/{PROFILE}/claims.log"
-    shell: "python -m attrpatch.claims --claims {BASE}/paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --junit {output.junit} --root . --no-fail > {log} 2>&1"
+    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.claims --claims {BASE}/paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --html {output.html} --junit {output.junit} --root . --no-fail 3>&2 > {log} 2>&1"
 
 
 onsuccess:

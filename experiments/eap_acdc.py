@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from attrpatch.progress import tqdm
 
 from attrpatch.analysis.roc import acdc_universe, best_tpr_minus_fpr, keep_threshold, mask_rates, taus_from_spec, topn_rates
 from attrpatch.attribute import attribute

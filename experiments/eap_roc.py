@@ -12,7 +12,7 @@ on other prompts and is expected on top.
 import sys
 
 import pandas as pd
-from tqdm.auto import tqdm
+from attrpatch.progress import tqdm
 
 from attrpatch.analysis.roc import EXACT_SUBSET_RULE, acdc_universe, circuit_roc, exact_edge_subset, score_roc, taus_from_spec
 from attrpatch.attribute import attribute

@@ -24,7 +24,7 @@ over tasks and budgets, in points: the most generous reading of "up to 17.7%").
 import sys
 import time
 
-from tqdm.auto import tqdm
+from attrpatch.progress import tqdm
 
 from attrpatch.analysis import faithfulness as F
 from attrpatch.io import save_figure, write_json

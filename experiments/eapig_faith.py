@@ -17,7 +17,7 @@ summary.n_tasks_igact_beats_eap, summary.n_tasks_ig_beats_eap_log, summary.n_tas
 import sys
 import time
 
-from tqdm.auto import tqdm
+from attrpatch.progress import tqdm
 
 from attrpatch.analysis import faithfulness as F
 from attrpatch.io import save_figure, write_json

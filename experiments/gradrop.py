@@ -12,7 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np
-from tqdm.auto import tqdm
+from attrpatch.progress import tqdm
 
 from attrpatch.analysis import node_recovery as nr
 from attrpatch.attribute import attribute

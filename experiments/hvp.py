@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from attrpatch.progress import tqdm
 
 from attrpatch.analysis import second_order as so
 from attrpatch.attribute import attribute

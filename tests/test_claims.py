@@ -205,6 +205,38 @@ def test_write_report(tmp_path, results_dir):
     assert "no field 'nope'" in cases["err"].find("error").get("message")
 
 
+def test_report_carries_notes_exact_counts_and_an_html_table(tmp_path, results_dir):
+    import json as _json
+
+    data = _json.loads((results_dir / "r.json").read_text())
+    data["n_edges"] = 2235025
+    (results_dir / "r.json").write_text(_json.dumps(data))
+    claims = [base_claim(id="count", result={"file": "r.json", "field": "n_edges"}, paper_value=2235025,
+                         tolerance={"type": "abs", "value": 0}, note="the library's count <exact>"),
+              base_claim(id="order", paper_value=None, tolerance={"type": "ge", "value": 0.99},
+                         note="a FAIL here is a finding about small models")]
+    outcomes = check_claims(load_claims(write_claims(tmp_path, claims)), "tiny", results_dir)
+    html = results_dir / "claims_report.html"
+    text = write_report(outcomes, results_dir / "c.md", None, root=tmp_path, html_path=html)
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["count"][2:5] == ["2,235,025", "2,235,025 ± 0", "2,235,025"] and "e+06" not in text
+    assert rows["count"][-1].startswith("the library's count <exact>")
+    assert rows["order"][2] == "" and "a FAIL here is a finding about small models" in rows["order"][-1]
+    page = html.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "2,235,025" in page
+    assert "the library&#x27;s count &lt;exact&gt;" in page and "FAIL" in page and "1 passed, 1 failed" in page
+
+
+def test_statements_quoting_a_paper_number_fill_paper_value():
+    """A statement "as in the paper (0.904 vs 0.588)" shows 0.904 in the paper value column."""
+    import re
+
+    for c in load_claims(Path(__file__).resolve().parents[1] / "paper_claims.yaml"):
+        quoted = re.search(r"\bpaper[^()]*\((-?\d[\d.,]*)", c.statement)
+        if quoted:
+            assert c.paper_value == float(quoted.group(1).replace(",", "")), c.id
+
+
 # ------------------------------------------------------------------ CLI
 
 

@@ -351,8 +351,13 @@ def _short(x: Any) -> str:
 
 
 def _fmt(x: float | None) -> str:
-    """Numbers in the report: 6 significant digits, so a FAIL never shows measured == bound."""
-    return "n/a" if x is None else f"{x:.6g}"
+    """Numbers in the report: 6 significant digits, so a FAIL never shows measured == bound;
+    whole numbers (edge counts) exactly, with thousands separators (2,235,025, not 2.23502e+06)."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, (int, float)) and math.isfinite(x) and float(x).is_integer() and abs(x) < 1e15:
+        return f"{int(x):,}"
+    return f"{x:.6g}"
 
 
 def _bound_text(tol: Tolerance, bound: float | None) -> str:
@@ -457,16 +462,52 @@ def _marks(claim: Claim) -> str:
     return "; ".join(marks)
 
 
+def _note(claim: Claim) -> str:
+    """The claim's note (why this tolerance; why a FAIL is a finding), then its marks."""
+    marks = _marks(claim)
+    return claim.note + (f" [{marks}]" if marks else "")
+
+
+def _paper_value(claim: Claim) -> str:
+    return "" if claim.paper_value is None else _fmt(claim.paper_value)
+
+
+def render_html(outcomes: Sequence[Outcome], md_dir: Path | None = None, root: Path | None = None) -> str:
+    """The claims table as a standalone HTML page (the Snakemake report shows HTML items inline;
+    a Markdown item is only offered as a download)."""
+    import html
+
+    md_dir, root = Path(md_dir or "."), Path(root or ".")
+    colour = {"PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700", "BLOCKED": "#6e7781"}
+    head = ["id", "statement", "paper value", "expected", "measured", "status", "note"]
+    rows = []
+    for o in outcomes:
+        c = o.claim
+        cells = [f"<code>{html.escape(c.id)}</code>", html.escape(c.statement), _paper_value(c),
+                 html.escape(o.expected), _fmt(o.measured),
+                 f'<b style="color:{colour.get(o.status, "#000")}">{o.status}</b>',
+                 html.escape(_note(c) + (f" ({o.message})" if o.status != "PASS" and o.message else ""))]
+        rows.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Claims report</title><style>"
+            "body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} "
+            "td,th{border:1px solid #d0d7de;padding:4px 6px;vertical-align:top;text-align:left} "
+            "th{background:#f6f8fa} td:nth-child(3),td:nth-child(5){text-align:right;white-space:nowrap}"
+            "</style></head><body>\n<h1>Claims report</h1>\n"
+            f"<p>{html.escape(summary_line(outcomes))}</p>\n<table>\n<tr>"
+            + "".join(f"<th>{h}</th>" for h in head) + "</tr>\n" + "\n".join(rows)
+            + "\n</table>\n</body></html>\n")
+
+
 def render_markdown(outcomes: Sequence[Outcome], md_dir: Path | None = None, root: Path | None = None) -> str:
     """The claims table with a summary line; FAIL/ERROR messages follow the table."""
     md_dir, root = Path(md_dir or "."), Path(root or ".")
-    head = ["id", "statement", "paper value", "expected", "measured", "status", "figure", "notes"]
+    head = ["id", "statement", "paper value", "expected", "measured", "status", "figure", "note"]
     lines = ["# Claims report", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for o in outcomes:
         c = o.claim
         status = f"**{o.status}**" if o.status != "PASS" else o.status
-        row = [c.id, c.statement, _fmt(c.paper_value), o.expected, _fmt(o.measured), status,
-               _figure_link(c.figure, md_dir, root), _marks(c)]
+        row = [c.id, c.statement, _paper_value(c), o.expected, _fmt(o.measured), status,
+               _figure_link(c.figure, md_dir, root), _note(c)]
         lines.append("| " + " | ".join(_md_cell(x) for x in row) + " |")
     lines += ["", summary_line(outcomes)]
     problems = [o for o in outcomes if o.status != "PASS"]
@@ -502,11 +543,15 @@ def render_junit(outcomes: Sequence[Outcome], suite: str = "claims") -> bytes:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, then rename: readers never see half a file."""
+    from .io import clean_stale_temps, normal_mode
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        normal_mode(tmp)  # the user's umask, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -514,7 +559,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_report(outcomes: Sequence[Outcome], md_path: str | os.PathLike | None,
-                 junit_path: str | os.PathLike | None, *, root: str | os.PathLike | None = None) -> str:
+                 junit_path: str | os.PathLike | None, *, root: str | os.PathLike | None = None,
+                 html_path: str | os.PathLike | None = None) -> str:
     """Write the Markdown and/or JUnit report; return the Markdown text.
 
     ``root`` is the directory figure paths are relative to (default: the current directory,
@@ -527,6 +573,8 @@ def write_report(outcomes: Sequence[Outcome], md_path: str | os.PathLike | None,
         _atomic_write(Path(md_path), text.encode("utf-8"))
     if junit_path:
         _atomic_write(Path(junit_path), render_junit(outcomes))
+    if html_path:
+        _atomic_write(Path(html_path), render_html(outcomes, md_dir, root).encode("utf-8"))
     return text
 
 
@@ -540,6 +588,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results directory (default: results/<profile>)")
     p.add_argument("--md", help="write the Markdown report here")
     p.add_argument("--junit", help="write the JUnit XML report here")
+    p.add_argument("--html", help="write the HTML report (the table the Snakemake report shows) here")
     p.add_argument("--root", help="directory figure paths are relative to (default: cwd)")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even if claims failed")
     return p
@@ -557,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes = check_claims(claims, args.profile, args.results or Path("results") / args.profile)
     if not outcomes:
         print(f"warning: no claims for profile {args.profile!r} in {args.claims}", file=sys.stderr)
-    print(write_report(outcomes, args.md, args.junit, root=args.root), end="")
+    print(write_report(outcomes, args.md, args.junit, root=args.root, html_path=args.html), end="")
     bad = any(o.status in ("FAIL", "ERROR") for o in outcomes)
     return 1 if bad and not args.no_fail else 0
 

@@ -2,23 +2,59 @@
 so an interrupted run never leaves a half-written result that Snakemake would trust."""
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 
+def umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+def normal_mode(path, directory: bool = False) -> None:
+    """Give `path` the mode a plain open()/mkdir() would have (0666/0777 minus the umask):
+    mkstemp/mkdtemp create 0600/0700, and a rename keeps the temp's mode."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
+def temp_prefix(path) -> str:
+    """Name prefix of the temp files of output `path` (hidden, next to it)."""
+    return f".{Path(path).name}."
+
+
+def clean_stale_temps(path) -> list[Path]:
+    """Remove temp files and directories left next to output `path` by a killed writer (a kill
+    between the temp write and the rename leaves one that nothing else removes). Called when
+    an output is (re)made; the Snakefile also calls it for every output when a run starts."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(glob.escape(temp_prefix(path)) + "*"))
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    return stale
+
+
 @contextmanager
 def atomic_path(path, suffix: str | None = None):
-    """Yield a temp path next to `path`; rename it onto `path` if the block succeeds."""
+    """Yield a temp path next to `path`; rename it onto `path` if the block succeeds.
+    The file ends with the user's normal mode (umask), not the temp file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=suffix or path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
+        normal_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .activations import output_override_hooks, capture_outputs, check_finite
 from .graph import Graph
@@ -246,7 +246,8 @@ class Patcher:
             idx = (layer == lay).nonzero().flatten()
             chunks += [idx[s: s + self.chunk] for s in range(0, idx.numel(), self.chunk)]
         vals = torch.empty(uv.shape[0], dtype=self.base_values.dtype, device=self.base_values.device)
-        for idx in chunks:
+        for idx in tqdm(chunks, desc=f"exact patching {uv.shape[0]} edges", unit="fwd", disable=not self.progress,
+                        leave=False):
             part = uv[idx]
             m = torch.zeros(part.shape[0], self.graph.n_up, self.graph.n_down)
             m[torch.arange(part.shape[0]), part[:, 0], part[:, 1]] = 1.0

@@ -224,7 +224,7 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     t0 = time.time()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import tqdm
         bar = tqdm(total=total, desc=f"train {name}", leave=False)
     stop_reason = "steps"
     model.train()
@@ -270,6 +270,9 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    from .io import clean_stale_temps, normal_mode
+
+    clean_stale_temps(out_dir)  # a killed earlier run's half-written directory
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
@@ -284,6 +287,7 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
             w.writerow(["step", "loss"])
             w.writerows(log_rows)
         (tmp / "train_info.json").write_text(json.dumps(info, indent=2))
+        normal_mode(tmp, directory=True)  # mkdtemp's 0700 would survive the rename
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

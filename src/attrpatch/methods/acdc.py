@@ -40,7 +40,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..circuits import inputs_of_any
 from ..graph import Graph
