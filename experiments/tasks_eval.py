@@ -37,7 +37,9 @@ def main(argv=None):
     ax.axhline(bar, color="k", ls="--", lw=1, label=f"bar {bar:.0%}")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("held-out accuracy")
-    ax.set_title(f"tiny models, {ctx.profile} profile")
+    n_each = ", ".join(sorted({str(int(x)) for x in table.n}))
+    ax.set_title(f"Held-out accuracy of each task on its model ({ctx.profile} profile; {n_each} prompts per task,\n"
+                 f"seed {ctx.seed}; dashed: the {bar:.0%} bar every task must clear)", fontsize=9)
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, args.figure)

@@ -74,13 +74,33 @@ def plot_faith_panels(curves: dict, aucs: dict | None = None, notes: dict | None
     return fig
 
 
+def _gain_bars(ax, x, bars, fmt: str) -> None:
+    w = 0.8 / len(bars)
+    for i, (vals, color, label) in enumerate(bars):
+        xs = x + (i - (len(bars) - 1) / 2) * w
+        ax.bar(xs, vals, w, color=color, label=label)
+        for xi, v in zip(xs, vals):
+            if np.isfinite(v):
+                ax.annotate(fmt.format(v), (xi, v), xytext=(0, 2 if v >= 0 else -2), textcoords="offset points",
+                            ha="center", va="bottom" if v >= 0 else "top", fontsize=6.5)
+
+
+def _gain_axis(ax, x, tasks, values) -> None:
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(x, [_title(t) for t in tasks], fontsize=7, rotation=15)
+    lo, hi = np.nanmin(list(values) + [0.0]), np.nanmax(list(values) + [0.0])
+    pad = 0.15 * (hi - lo + 1e-9)
+    ax.set_ylim(lo - pad, hi + 2.5 * pad)
+    ax.legend(fontsize=7, loc="upper left")
+
+
 def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float = 0.177, n_total: dict | None = None,
               suptitle: str = "", ncols: int = 3):
     """Per-task curves (EAP-IG vs EAP-GP) and a bar chart of the AUC gains.
 
-    gains[task] = {"auc_rel": r, "auc_abs": a[, "auc_log_rel": l]}; bars show them in percent (relative: % of
-    EAP-IG's AUC; absolute: AUC points x 100) with the paper's "up to 17.7%" as a dashed
-    line (PAPERS.md: relative or points is [open]).
+    gains[task] = {"auc_rel": r, "auc_abs": a[, "auc_log_rel": l]}; relative gains (% of EAP-IG's AUC)
+    and absolute gains (AUC units) on two axes, each with the paper's "up to 17.7%" read its way
+    (PAPERS.md: relative or points is [open]).
     """
     sns.set_style("whitegrid")
     tasks = list(curves)
@@ -97,33 +117,30 @@ def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float = 0.177
         lo = min(min(c["faithfulness"]) for c in curves[task].values())
         hi = max(max(c["faithfulness"]) for c in curves[task].values())
         ax.set_ylim(min(-0.1, lo - 0.05), max(1.1, hi + 0.05))
-    ax = fig.add_subplot(gs[nrows, :])
+    # one unit per axis: relative gains in % (left), absolute gains in AUC units (right)
     x = np.arange(len(tasks))
     rel = [100 * (gains[t]["auc_rel"] if gains[t]["auc_rel"] is not None else np.nan) for t in tasks]
-    ab = [100 * gains[t]["auc_abs"] for t in tasks]
-    bars = [(rel, "C1", "relative gain (% of EAP-IG AUC)"), (ab, "C9", "absolute gain (AUC points x 100)")]
+    ab = [gains[t]["auc_abs"] for t in tasks]
+    bars = [(rel, "C1", "area under F vs edges")]
     if all("auc_log_rel" in gains[t] for t in tasks):
         lrel = [100 * (gains[t]["auc_log_rel"] if gains[t]["auc_log_rel"] is not None else np.nan) for t in tasks]
-        bars.append((lrel, "C5", "relative gain, log-edge AUC (%)"))
-    w = 0.8 / len(bars)
-    for i, (vals, color, label) in enumerate(bars):
-        xs = x + (i - (len(bars) - 1) / 2) * w
-        ax.bar(xs, vals, w, color=color, label=label)
-        for xi, v in zip(xs, vals):
-            if np.isfinite(v):
-                ax.annotate(f"{v:+.1f}", (xi, v), xytext=(0, 2 if v >= 0 else -2), textcoords="offset points",
-                            ha="center", va="bottom" if v >= 0 else "top", fontsize=6.5)
-    allv = [v for vals, _, _ in bars for v in vals]
-    ax.axhline(100 * reference, color="k", ls="--", lw=1.2,
-               label=f'paper: "up to {100 * reference:.1f}%" (GPT-2, relative or points: open)')
-    ax.axhline(0, color="0.3", lw=0.8)
-    ax.set_xticks(x, [_title(t) for t in tasks])
-    ax.set_ylabel("EAP-GP gain over EAP-IG (%)")
-    lo = np.nanmin(allv + [0.0])
-    hi = np.nanmax(allv + [100 * reference])
-    pad = 0.15 * (hi - lo + 1e-9)
-    ax.set_ylim(lo - pad, hi + 2 * pad)
-    ax.legend(fontsize=7.5, loc="upper left", ncol=2)
+        bars.append((lrel, "C5", "area under F vs log(edges)"))
+    half = max(1, ncols // 2 + ncols % 2)
+    ax_rel = fig.add_subplot(gs[nrows, :half])
+    ax_abs = fig.add_subplot(gs[nrows, half:]) if ncols > 1 else None
+    _gain_bars(ax_rel, x, bars, "{:+.1f}")
+    ax_rel.axhline(100 * reference, color="k", ls="--", lw=1.2,
+                   label=f'paper: "up to {100 * reference:.1f}%" (if relative; open)')
+    ax_rel.set_ylabel("relative gain (% of EAP-IG's AUC)", fontsize=8)
+    ax_rel.set_title("EAP-GP gain over EAP-IG, relative (%)", fontsize=9)
+    _gain_axis(ax_rel, x, tasks, [v for vals, _, _ in bars for v in vals] + [100 * reference])
+    if ax_abs is not None:
+        _gain_bars(ax_abs, x, [(ab, "C9", "area under F vs edges")], "{:+.3f}")
+        ax_abs.axhline(reference, color="k", ls=":", lw=1.2,
+                       label=f'paper: "up to {100 * reference:.1f}%" read as {reference:g} AUC (open)')
+        ax_abs.set_ylabel("absolute gain (AUC of F vs edge fraction)", fontsize=8)
+        ax_abs.set_title("EAP-GP gain over EAP-IG, absolute (AUC units)", fontsize=9)
+        _gain_axis(ax_abs, x, tasks, ab + [reference])
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()

@@ -58,15 +58,21 @@ def plot_roc_panels(curves: dict, aucs: dict, paper_aucs: dict | None = None, *,
 
 def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dict | None = None,
             concavity: dict | None = None, task: str = "docstring"):
-    """Left: EAP score (x) vs exact single-edge effect (y), best-fit line, ours and the
-    paper's R^2/slope/intercept. Right: metric effect along the outlier edge vs alpha, with
-    the EAP tangent at alpha = 0."""
+    """Left: EAP score (x) vs exact single-edge effect (y) on linear axes, the straight best-fit
+    line, ours and the paper's R^2/slope/intercept. Middle (when a few huge edges dominate): the
+    same points on symlog axes with one threshold from the data for both axes, so y = x stays
+    the straight diagonal and the bulk is visible (no fit line: a straight line would bend).
+    Right: metric effect along the outlier edge vs alpha, with the EAP tangent at alpha = 0."""
+    from .scales import set_symlog, symlog_threshold
+
     sns.set_style("whitegrid")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.3))
     x, y = np.asarray(eap, float), np.asarray(exact, float)
+    symlog = np.ptp(y) > 20 * max(np.percentile(np.abs(y), 90), 1e-12)   # a few huge edges
+    fig, axes = plt.subplots(1, 3 if symlog else 2, figsize=(15 if symlog else 10, 4.5))
+    a1, a2 = axes[0], axes[-1]
     a1.scatter(x, y, s=10, alpha=0.6, color="C0", edgecolor="none", label=f"edges (n={x.size})")
-    xs = np.linspace(float(x.min()), float(x.max()), 50)          # lines over the x data only
-    d = np.linspace(max(x.min(), y.min()), min(x.max(), y.max()), 50)
+    xs = np.array([float(x.min()), float(x.max())])                    # lines over the x data only
+    d = np.array([max(x.min(), y.min()), min(x.max(), y.max())])
     a1.plot(d, d, color="0.6", ls=":", lw=1, label="y = x")
     a1.plot(xs, fit["slope"] * xs + fit["intercept"], color="C3", lw=1.5,
             label=f"fit: slope {fit['slope']:.3f}, intercept {fit['intercept']:.3f}")
@@ -76,16 +82,23 @@ def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dic
                 f"intercept {paper['intercept']} (GPT attn-only-4l)")
     a1.text(0.03, 0.97, txt, transform=a1.transAxes, va="top", fontsize=8,
             bbox=dict(boxstyle="round", fc="white", ec="0.7"))
-    if np.ptp(y) > 20 * max(np.percentile(np.abs(y), 90), 1e-12):    # a few huge edges: show the bulk too
-        a1.set_yscale("symlog", linthresh=float(max(np.percentile(np.abs(y), 90), 1e-6)))
-        a1.set_xscale("symlog", linthresh=float(max(np.percentile(np.abs(x), 90), 1e-6)))
-        a1.set_xlabel("EAP score (symlog axis)")
-        a1.set_ylabel("exact single-edge patching effect (symlog axis)")
-    else:
-        a1.set_xlabel("EAP score")
-        a1.set_ylabel("exact single-edge patching effect")
+    a1.set_xlabel("EAP score")
+    a1.set_ylabel("exact single-edge patching effect")
     a1.set_title(f"{_title(task)}: EAP vs exact patching, every edge", fontsize=10)
     a1.legend(fontsize=7, loc="lower right")
+    if symlog:
+        am = axes[1]
+        lt = symlog_threshold(x, y)
+        am.scatter(x, y, s=10, alpha=0.6, color="C0", edgecolor="none")
+        lim = float(max(np.abs(x).max(), np.abs(y).max())) * 1.5
+        am.plot([-lim, lim], [-lim, lim], color="0.6", ls=":", lw=1, label="y = x")
+        set_symlog(am, "both", lt, vmax=lim)
+        am.set_xlim(-lim, lim)
+        am.set_ylim(-lim, lim)
+        am.set_xlabel(f"EAP score (symlog, linear within +-{lt:g})")
+        am.set_ylabel("exact effect (symlog)")
+        am.set_title("the same edges, symlog axes (the bulk near 0)", fontsize=10)
+        am.legend(fontsize=7, loc="lower right")
 
     al = np.asarray(curve["alpha"], float)
     a2.plot(al, curve["effect"], "o-", ms=3, color="C0", label="exact (metric along the patch)")
@@ -103,35 +116,58 @@ def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dic
     return fig
 
 
-def plot_eap_acdc(points: dict, *, suptitle: str = ""):
-    """One panel per task: TPR vs FPR of EAP -> ACDC (colour = EAP keep fraction f; f = 1 is
-    plain ACDC) and of EAP alone at the same edge counts (grey crosses).
+def plot_eap_acdc(points: dict, *, summary: dict | None = None, ratio: float | None = None, suptitle: str = ""):
+    """One panel per task: TPR vs FPR of EAP -> ACDC (colour = EAP keep fraction f, f = 1 is
+    plain ACDC; marker = ACDC threshold tau) and of EAP alone at the same edge counts (grey
+    crosses). What the claims test is drawn: the best TPR - FPR of each (dashed lines
+    TPR = FPR + best) and, in the title, their difference and the forward-pass ratio.
 
-    points[task] = list of {fraction, tau, fpr, tpr, eap_fpr, eap_tpr}."""
+    points[task] = list of {fraction, tau, fpr, tpr, eap_fpr, eap_tpr}; summary[task] =
+    the experiment's summary (best_tpr_minus_fpr); ratio: mean forward passes EAP->ACDC / ACDC."""
+    from matplotlib.lines import Line2D
+
     sns.set_style("whitegrid")
     tasks = list(points)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.3 * len(tasks), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 4.9), squeeze=False)
     fracs = sorted({p["fraction"] for t in tasks for p in points[t]})
+    taus = sorted({p["tau"] for t in tasks for p in points[t]})
     pal = dict(zip(fracs, sns.color_palette("viridis", len(fracs))))
+    marks = dict(zip(taus, "os^DvP*X"))
     for ax, task in zip(axes[0], tasks):
         ax.plot([0, 1], [0, 1], color="0.75", lw=0.8, ls=":")
         pts = points[task]
         ax.scatter([p["eap_fpr"] for p in pts], [p["eap_tpr"] for p in pts], marker="x", s=35, color="0.45",
-                   label="EAP alone (same edge count)", zorder=2)
-        for f in fracs:
-            sel = [p for p in pts if p["fraction"] == f]
-            lab = "plain ACDC (f = 1)" if f >= 1 else f"EAP (top {f:.0%}) -> ACDC"
-            ax.scatter([p["fpr"] for p in sel], [p["tpr"] for p in sel], s=30, color=pal[f], edgecolor="k",
-                       lw=0.4, label=lab, zorder=3)
-        # the points sit at low FPR: zoom the x axis onto them (never past 1)
+                   zorder=2)
+        for p in pts:
+            ax.scatter(p["fpr"], p["tpr"], s=34, color=pal[p["fraction"]], marker=marks[p["tau"]], edgecolor="k",
+                       lw=0.4, zorder=3)
         xmax = min(1.02, max(0.25, 1.2 * max([p["fpr"] for p in pts] + [p["eap_fpr"] for p in pts] + [0.0])))
+        best = (summary or {}).get(task, {}).get("best_tpr_minus_fpr", {})
+        title = _title(task)
+        for key, color, name in (("eap_acdc", "C2", "EAP->ACDC"), ("eap_alone", "0.45", "EAP alone")):
+            if best.get(key) is not None:
+                ax.plot([0, xmax], [best[key], best[key] + xmax], color=color, ls="--", lw=1, zorder=1)
+        if best.get("eap_acdc_minus_eap_alone") is not None:
+            title += (f"\nbest TPR-FPR: EAP->ACDC {best['eap_acdc']:.2f}, EAP alone {best['eap_alone']:.2f} "
+                      f"(diff {best['eap_acdc_minus_eap_alone']:+.2f})")
         ax.set_xlim(-0.01, xmax)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("false positive rate (edges)" + (" (zoomed)" if xmax < 1 else ""))
         ax.set_ylabel("true positive rate (edges)")
-        ax.set_title(_title(task), fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(title, fontsize=9)
+    handles = [Line2D([], [], ls="", marker="x", color="0.45", label="EAP alone (same edge count)")]
+    handles += [Line2D([], [], ls="", marker="o", color=pal[f], markeredgecolor="k", markeredgewidth=0.4,
+                       label="plain ACDC (f = 1)" if f >= 1 else f"EAP (top {f:.0%}) -> ACDC") for f in fracs]
+    handles += [Line2D([], [], ls="", marker=marks[t], color="w", markeredgecolor="k", label=f"tau = {t:g}")
+                for t in taus]
+    if summary:
+        handles += [Line2D([], [], color="C2", ls="--", label="TPR = FPR + best TPR-FPR, EAP->ACDC (f < 1)"),
+                    Line2D([], [], color="0.45", ls="--", label="TPR = FPR + best TPR-FPR, EAP alone")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=7.5, frameon=False)
+    if ratio is not None:
+        suptitle += f"\nmean forward passes EAP->ACDC / plain ACDC = {ratio:.2f}"
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(handles) - 1) // 5), 1, 1))
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(handles) - 1) // 5), 1, 1))
     return fig

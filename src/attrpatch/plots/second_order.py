@@ -4,6 +4,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .scales import set_symlog, symlog_threshold
+
 C_FIRST, C_CORR, C_IG, C_SFF = "#1f77b4", "#d62728", "#2ca02c", "#9467bd"
 
 
@@ -23,14 +25,14 @@ def plot_hvp(arrays: dict, tasks: dict, summary: dict, *, threshold: float, prof
         ax.scatter(a["exact"], a["first"], s=14, c=C_FIRST, alpha=0.75, label="first order (EAP)")
         ax.scatter(a["exact"], a["corrected"], s=14, c=C_CORR, marker="x", alpha=0.85, label="HVP-corrected")
         _diag(ax, a["exact"], np.concatenate([a["first"], a["corrected"]]))
-        lt = max(1e-2 * float(np.max(np.abs(a["exact"]))), 1e-8)
-        ax.set_xscale("symlog", linthresh=lt)
-        ax.set_yscale("symlog", linthresh=lt)
+        lt = symlog_threshold(a["exact"], a["first"], a["corrected"])   # one threshold: y = x stays straight
+        set_symlog(ax, "both", lt, vmax=float(np.nanmax(np.abs(np.concatenate([a["exact"], a["first"], a["corrected"]])))))
         d = tasks[t]
         ax.set_title(f"{t} ({d['model']}, {d['n_edges']}/{d['n_edges_total']} edges)\n"
-                     f"mean |err| {d['mean_abs_err']['first_order']:.3g} -> {d['mean_abs_err']['corrected']:.3g}, "
+                     f"mean |err| {d['mean_abs_err']['first_order']:.3g} -> {d['mean_abs_err']['corrected']:.3g}"
+                     f"{' (rises)' if d['mean_abs_err']['corrected'] > d['mean_abs_err']['first_order'] else ''}, "
                      f"improved {d['frac_improved']:.0%}", fontsize=9)
-        ax.set_xlabel(f"exact edge effect (symlog, linear below {lt:.1g})", fontsize=8)
+        ax.set_xlabel(f"exact edge effect (symlog, linear within +-{lt:g})", fontsize=8)
         ax.set_ylabel("estimate")
     axs[0].legend(fontsize=8, loc="upper left")
     top.suptitle(f"Second-order correction vs exact edge patching ({profile} profile)", fontsize=11)
