@@ -64,3 +64,16 @@ def test_outputs_have_the_users_mode_and_stale_temps_go(tmp_path):
     assert not stale.exists() and other.exists()
     (tmp_path / ".m.tmpxyz").mkdir()                     # a killed training run's directory
     assert clean_stale_temps(tmp_path / "m") == [tmp_path / ".m.tmpxyz"] and not (tmp_path / ".m.tmpxyz").exists()
+
+
+def test_trained_model_directory_is_readable_by_others(tmp_path):
+    from attrpatch.train import train_tiny
+
+    old = os.umask(0o022)
+    try:
+        train_tiny("tiny-attn", tmp_path / "m", steps=1, progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "m", *(tmp_path / "m").iterdir()]}
+    assert modes["m"] == 0o755 and modes["model.safetensors"] == 0o644, modes
+    assert all(m in (0o644, 0o755) for m in modes.values()), modes

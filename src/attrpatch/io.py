@@ -25,6 +25,15 @@ def normal_mode(path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
+def normal_tree(path) -> None:
+    """`normal_mode` for a directory and everything in it (some writers, e.g. safetensors,
+    create 0600 files)."""
+    for root, dirs, files in os.walk(path):
+        normal_mode(root, directory=True)
+        for f in files:
+            normal_mode(os.path.join(root, f))
+
+
 def temp_prefix(path) -> str:
     """Name prefix of the temp files of output `path` (hidden, next to it)."""
     return f".{Path(path).name}."

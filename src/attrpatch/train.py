@@ -270,7 +270,7 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    from .io import clean_stale_temps, normal_mode
+    from .io import clean_stale_temps, normal_tree
 
     clean_stale_temps(out_dir)  # a killed earlier run's half-written directory
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
@@ -287,7 +287,7 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
             w.writerow(["step", "loss"])
             w.writerows(log_rows)
         (tmp / "train_info.json").write_text(json.dumps(info, indent=2))
-        normal_mode(tmp, directory=True)  # mkdtemp's 0700 would survive the rename
+        normal_tree(tmp)  # mkdtemp's 0700 (and safetensors' 0600) would survive the rename
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
