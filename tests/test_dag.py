@@ -83,7 +83,7 @@ def test_smoke_dag_end_to_end(tmp_path):
 def test_paper_rules_end_to_end_on_narrow_random_models(tmp_path):
     """Every paper-profile rule runs in CI: config/paper_random.yaml (the paper's model shapes
     with random weights, published reference circuits, work limits, EAP-GP on two models,
-    eap_r2 at attn-only-4l's shape, the paper claims) with each model narrowed to d_model =
+    Docstring on the attn-only-4l shortformer class, the paper claims) with each model narrowed to d_model =
     4 per head - same layers, heads, graphs and node names, minutes instead of a quarter hour."""
     import pandas as pd
 
@@ -112,8 +112,15 @@ def test_paper_rules_end_to_end_on_narrow_random_models(tmp_path):
     assert list(gp["by_model"]) == ["gpt2-medium"]
     r2 = json.loads((res / "eap_r2.json").read_text())
     assert r2["model"] == "attn-only-4l" and r2["n_edges"] == 1281
+    # Docstring on the shortformer class (random weights): ROC, R^2 and EAP -> ACDC all evaluated
+    assert set(roc["auc"]["docstring"]) == {"eap", "acdc_task", "acdc_kl", "exact"}
+    assert roc["reference"]["docstring"]["n_edges"] == 1281
+    assert "docstring" in json.loads((res / "eap_acdc.json").read_text())["summary"]
     report = (res / "claims_report.md").read_text()
-    assert "eap_roc.paper.eap_auc_ioi" in report and "BLOCKED" in report
+    for claim in ("eap_roc.paper.eap_auc_ioi", "eap_roc.paper.exact_auc_docstring", "eap_r2.paper.r2",
+                  "eap_acdc.paper.beats_eap_alone_docstring"):
+        assert claim in report, claim
+    assert "BLOCKED" not in report
 
 
 def test_rules_declare_the_profile_resources(tmp_path):

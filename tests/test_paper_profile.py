@@ -10,6 +10,7 @@ import pytest
 
 from attrpatch.graph import Graph
 from attrpatch.pipeline import load_profile
+from attrpatch.shortformer import HF_REPO, TOKENIZER_REPO
 from attrpatch.published import circuits_data, published_counts, published_edges, published_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,16 +44,22 @@ def test_paper_profile_parameters():
     assert e["eapig_faith"]["edge_counts_by_task"]["ioi"][-1] == 2000
     assert {cfg["models"][m]["pretrained"] for m in e["eapgp_gain"]["models"]} == {"gpt2", "gpt2-medium", "gpt2-xl"}
     assert all("pretrained" in s for s in cfg["models"].values())
+    # the EAP paper's Docstring data: 50 prompts (ROC, EAP -> ACDC), 40 for the R^2 scatter
+    assert e["eap_roc"]["n_by_task"]["docstring"] == e["eap_acdc"]["n_by_task"]["docstring"] == 50
+    assert e["eap_r2"]["n"] == 40 and e["eap_r2"]["tasks"] == {"docstring": "attn-only-4l"}
 
 
 def test_paper_random_mirrors_paper_models():
     paper = load_profile("paper", root=ROOT)
     rnd = load_profile("paper_random", root=ROOT)
     assert all("random" in s for s in rnd["models"].values())
-    # paper_random also runs eap_r2 at attn-only-4l's shape: the paper profile cannot (model blocked)
-    assert "eap_r2" not in paper["experiments"] and "attn-only-4l" not in paper["models"]
-    assert set(rnd["experiments"]) == set(paper["experiments"]) | {"eap_r2"}
-    assert rnd["experiments"]["eap_r2"]["tasks"] == {"docstring": "attn-only-4l"}
+    # Docstring on attn-only-4l in both: the real checkpoint, and its class with random weights
+    assert paper["models"]["attn-only-4l"] == {"pretrained": "attn-only-4l", "dtype": "float32"}
+    assert rnd["models"]["attn-only-4l"]["random"] == "attn-only-4l"
+    assert set(rnd["experiments"]) == set(paper["experiments"])
+    for exp in ("reference", "eap_roc", "eap_r2", "eap_acdc"):
+        assert paper["experiments"][exp]["tasks"]["docstring"] == "attn-only-4l", exp
+        assert rnd["experiments"][exp]["tasks"]["docstring"] == "attn-only-4l", exp
     for exp, spec in rnd["experiments"].items():   # same task -> model assignment, fewer tasks allowed
         if exp not in paper["experiments"]:
             continue
@@ -119,8 +126,11 @@ def test_missing_weights_message_names_every_model(tmp_path):
     assert "needs pretrained weights that are not in the local Hugging Face cache" in out
     cfg = load_profile("paper", root=ROOT)
     for spec in cfg["models"].values():
-        assert spec["pretrained"] in out
-        assert f"hf download {spec['pretrained']}" in out
+        # attn-only-4l is a TL-format checkpoint plus a tokenizer of its own: both repos are named
+        repos = [HF_REPO, TOKENIZER_REPO] if spec["pretrained"] == "attn-only-4l" else [spec["pretrained"]]
+        for repo in repos:
+            assert repo in out
+            assert f"hf download {repo}" in out
     assert not (tmp_path / "results").exists()
 
 

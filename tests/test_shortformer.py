@@ -303,3 +303,39 @@ def test_cli_and_acdc_run_unchanged(tmp_path):
     g = Graph.from_model(model)
     res = acdc(model, g, make_batch("docstring", 3, 0), tau=1e-3)
     assert 0 <= res.n_edges <= g.n_edges and res.forward_passes > 2
+
+
+def test_paper_profile_plans_docstring_with_the_checkpoint_cached(tmp_path):
+    """`snakemake -n --config profile=paper` with a hub cache holding attn-only-4l (random
+    weights in the TL format, a tokenizer) and stand-ins for the GPT-2 models: the Docstring
+    rules are planned; without the checkpoint the run stops naming its repo."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    from attrpatch.shortformer import TOKENIZER_REPO
+
+    cache = tmp_path / "hub"
+    cfg = yaml.safe_load((root / "config" / "paper.yaml").read_text())
+    for spec in cfg["models"].values():
+        if spec["pretrained"] != "attn-only-4l":   # only their presence is checked before planning
+            fake_hf_cache(cache, spec["pretrained"], {"config.json": b"{}", "model.safetensors": b""})
+    fake_hf_cache(cache, TOKENIZER_REPO, {"tok": fake_tokenizer_dir(tmp_path / "tok")})
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(root / "Snakefile"),
+           "--config", "profile=paper"]
+    work = tmp_path / "work"
+    work.mkdir()
+    r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and f"hf download {HF_REPO}" in r.stdout + r.stderr
+    m = random_shortformer(n_layers=4, n_heads=8, d_model=32, d_vocab=VOCAB)
+    fake_hf_cache(cache, HF_REPO, {"ck": _checkpoint(tmp_path / "ck", m)})
+    r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for target in ("results/paper/eap_r2.json", "results/paper/reference/docstring.csv",
+                   "results/paper/eap_roc.json", "results/paper/eap_acdc.json"):
+        assert target in r.stdout, target

@@ -19,8 +19,8 @@ GPT2_SHAPES = {
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
-    # the 4-layer attention-only model of the Docstring study (8 heads, d_model 512), built
-    # as a GPT-2 with zero MLPs: callers pass attn_only=True
+    # the 4-layer attention-only model of the Docstring study (8 heads, d_model 512): its shape;
+    # the pipeline builds it as shortformer.HookedShortformer (random_shortformer), not a GPT-2
     "attn-only-4l": dict(n_layer=4, n_head=8, n_embd=512),
 }
 
