@@ -3,9 +3,11 @@ ACDC (KL) and exact single-edge patching against a reference circuit, per task.
 
 EAP and exact patching: one point per distinct |score| (`circuits.roc_points`). ACDC: one
 full run per tau = 10**x, x = linspace(low_exp, high_exp, n) (`methods.acdc.acdc_sweep`),
-padded with (0,0) and (1,1). Both AUCs are written: ``auc`` (trapezoid rule) and
-``auc_pessimistic`` (ACDC's staircase over the Pareto-optimal points); which one the EAP
-paper's numbers use is [open] (PAPERS.md). Tiny profile: the reference is exact patching on
+padded with (0,0) and (1,1). Both AUCs are always written, ``auc_trapezoid`` and
+``auc_pessimistic`` (ACDC's staircase over the Pareto-optimal points); ``auc`` is the one
+named by the setting ``auc_rule`` (default: pessimistic, the rule of the authors' code for
+every method of Fig. 2; `attrpatch.analysis.roc.DEFAULT_AUC_RULE` says where it was read).
+Tiny profile: the reference is exact patching on
 held-out prompts ("reference: exact patching"), so the ``exact`` curve is the same method
 on other prompts and is expected on top.
 """
@@ -14,7 +16,8 @@ import sys
 import pandas as pd
 from attrpatch.progress import tqdm
 
-from attrpatch.analysis.roc import EXACT_SUBSET_RULE, acdc_universe, circuit_roc, exact_edge_subset, score_roc, taus_from_spec
+from attrpatch.analysis.roc import (EXACT_SUBSET_RULE, acdc_universe, check_auc_rule, circuit_roc, exact_edge_subset,
+                                    score_roc, taus_from_spec)
 from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.acdc import acdc_sweep
@@ -36,9 +39,11 @@ def main(argv=None):
     methods = list(spec["methods"])
     taus = taus_from_spec(spec["taus"])
     n = spec["n"]
+    rule = check_auc_rule(spec["auc_rule"])
     out = {"reference_label": LABEL, "settings": {"n": n, "seed": ctx.seed, "taus": taus, "methods": methods,
-                                                  "auc_claimed": "trapezoid (auc); pessimistic in auc_pessimistic"},
-           "reference": {}, "auc": {}, "auc_pessimistic": {}, "curves": {}, "acdc": {}, "paper_auc": PAPER_AUC}
+                                                  "auc_rule": rule},
+           "reference": {}, "auc": {}, "auc_trapezoid": {}, "auc_pessimistic": {}, "curves": {}, "acdc": {},
+           "paper_auc": PAPER_AUC}
     for task, model_name in tqdm(ctx.task_models().items(), desc="eap_roc tasks"):
         run = ctx.task(task, model_name)
         model, graph, st, batch = run.model, run.graph, run.settings, run.batch
@@ -54,20 +59,20 @@ def main(argv=None):
             eap = attribute(model, batch, method="eap", graph=graph, **run.opts)
         for method in methods:
             if method == "eap":
-                curves[method] = score_roc(eap, ref, graph)
+                curves[method] = score_roc(eap, ref, graph, auc_rule=rule)
             elif method == "exact":
                 # max_edges (paper_random): exact patching and its ROC only on that edge subset
                 sub = exact_edge_subset(eap, graph, st["max_edges"], seed=ctx.seed) if eap is not None else None
                 scores = attribute(model, batch, method="exact", graph=graph,
                                    **({} if sub is None else {"edges": sub}))
-                curves[method] = score_roc(scores, ref, graph, edges=sub)
+                curves[method] = score_roc(scores, ref, graph, edges=sub, auc_rule=rule)
                 if sub is not None:
                     curves[method]["limited"] = f"exact patching on {len(sub)} of {graph.n_edges} edges ({EXACT_SUBSET_RULE})"
             else:
                 # acdc_max_edges (paper_random): ACDC only over the top-|EAP| edges
                 uni = acdc_universe(eap, graph, st["acdc_max_edges"]) if eap is not None else None
                 sw = acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni)
-                curves[method] = circuit_roc(sw.masks, ref, graph, taus=taus)
+                curves[method] = circuit_roc(sw.masks, ref, graph, taus=taus, auc_rule=rule)
                 acdc_info[method] = {"tau": taus, "forward_passes": [r.forward_passes for r in sw.results],
                                      "n_edges": [r.n_edges for r in sw.results],
                                      "total_forward_passes": sw.forward_passes, "wall_s": sw.wall_s}
@@ -77,6 +82,7 @@ def main(argv=None):
         out["curves"][task] = curves
         out["acdc"][task] = acdc_info
         out["auc"][task] = {m: c["auc"] for m, c in curves.items()}
+        out["auc_trapezoid"][task] = {m: c["auc_trapezoid"] for m, c in curves.items()}
         out["auc_pessimistic"][task] = {m: c["auc_pessimistic"] for m, c in curves.items()}
     if "eap" in methods:
         out["min_auc_eap"] = min(a["eap"] for a in out["auc"].values())
@@ -85,7 +91,7 @@ def main(argv=None):
 
         fig = plot_roc_panels(out["curves"], out["auc"], PAPER_AUC, reference_label=LABEL,
                               ref_sizes=out["reference"],
-                              suptitle=f"EAP paper Fig. 2, {ctx.profile} profile, {n} prompts")
+                              suptitle=f"EAP paper Fig. 2, {ctx.profile} profile, {n} prompts, AUC: {rule}")
         save_figure(fig, args.figure)
     write_json(args.out, out)
 

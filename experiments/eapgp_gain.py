@@ -15,6 +15,11 @@ is [open] (PAPERS.md), so both are reported:
   gain.<task>.auc_log_abs/_rel: the same on the log-edge AUC;
   gain.<task>.at.<n>.{abs, rel}: F_GP - F_IG at each requested budget n (rel null where
                         |F_IG| < 1e-6).
+EAP-GP's step (`attrpatch.methods.eap_gp`): spec.gp_step, default "relative" (scale-aware:
+k steps of ||e_clean - e_corrupt|| / k), "unit" the named alternative; per task the path
+diagnostics of the chosen step and of the unit step (mean distance to the corrupted input per
+point, output distance per step, fraction of paths ending closer) are written under
+``path.<task>.<step>``.
 With spec.models (a list), every task is rerun on each further model; those results go
 under by_model.<model>.{gain, summary, auc} (the same fields).
 summary.{max_gain_rel, mean_gain_rel, max_gain_abs, mean_gain_abs} over tasks (AUC gains),
@@ -27,6 +32,7 @@ import time
 from attrpatch.progress import tqdm
 
 from attrpatch.analysis import faithfulness as F
+from attrpatch.methods.eap_gp import path_diagnostics
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
 from attrpatch.plots.faithfulness import plot_gain
@@ -39,10 +45,11 @@ def main(argv=None):
     spec = ctx.spec
     methods = list(spec["methods"])
     steps, n, selection = spec["steps"], spec["n"], spec["selection"]
+    gp_step = spec["gp_step"]
     t_start = time.perf_counter()
 
     def run(items):
-        tasks_out, curves, aucs, n_total, gains = {}, {}, {}, {}, {}
+        tasks_out, curves, aucs, n_total, gains, paths = {}, {}, {}, {}, {}, {}
         bar = tqdm(total=len(items), desc="eapgp_gain", unit="task")
         for task, model_name in items:
             bar.set_description(f"eapgp_gain {task} ({model_name})")
@@ -50,7 +57,10 @@ def main(argv=None):
             st = run.settings
             res = F.method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps,
                                   selection=selection, exact=st["exact"], batch_size=st["batch_size"],
-                                  progress=bar.set_postfix_str)
+                                  progress=bar.set_postfix_str, options={NEW: {"step": gp_step}})
+            diag_batch = run.batch if len(run.batch) <= 32 else run.batch.subset(slice(0, 32))
+            paths[task] = {s_: path_diagnostics(run.model, run.graph, diag_batch, steps, step=s_)
+                           for s_ in dict.fromkeys([gp_step, "unit"])}
             summ = F.task_summary(res, st["edge_counts"])
             summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"],
                         forward_passes=res["forward_passes"])
@@ -69,7 +79,7 @@ def main(argv=None):
             n_total[task] = summ["n_edges_total"]
             bar.update(1)
         bar.close()
-        return tasks_out, curves, aucs, n_total, gains
+        return tasks_out, curves, aucs, n_total, gains, paths
 
     def summarize(tasks_out, gains):
         rel = [g["auc_rel"] for g in gains.values()]
@@ -93,18 +103,21 @@ def main(argv=None):
         }
 
     items = list(ctx.task_models().items())
-    tasks_out, curves, aucs, n_total, gains = run(items)
+    tasks_out, curves, aucs, n_total, gains, paths = run(items)
     summary = summarize(tasks_out, gains)
+    summary["path_frac_closer_at_end"] = {s_: F.mean_finite(p[s_]["frac_closer_at_end"] for p in paths.values())
+                                          for s_ in dict.fromkeys([gp_step, "unit"])}
     # spec.models (paper profile: GPT-2 small, medium, XL): every task again on each further model
     by_model = {}
     for extra in spec["models"]:
         if all(extra == m for _, m in items):
             continue
-        t2, _, _, _, g2 = run([(t, extra) for t, _ in items])
+        t2, _, _, _, g2, _ = run([(t, extra) for t, _ in items])
         by_model[extra] = {"gain": g2, "summary": summarize(t2, g2),
                            "auc": {t: {m: d["auc"] for m, d in t2[t]["methods"].items()} for t in t2}}
     out = {
         "profile": ctx.profile, "n": n, "steps": steps, "selection": selection, "methods": methods,
+        "gp_step": gp_step, "path": paths,
         "edge_counts": spec.get("edge_counts"), "pruned": True,
         "auc_definition": "trapezoid area under F vs pruned-edge fraction, anchored (0,0) and (1,1), x-range [0,1]",
         "gain_definition": {"auc_abs": "AUC_GP - AUC_IG", "auc_rel": "(AUC_GP - AUC_IG) / |AUC_IG|",

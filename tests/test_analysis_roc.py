@@ -93,7 +93,11 @@ def test_circuit_roc_pads_and_pessimistic_le_trapezoid(graph):
     assert r["fpr"][0] == 0 and r["tpr"][0] == 0 and r["fpr"][-1] == 1 and r["tpr"][-1] == 1
     assert r["tau"] == [None, 1.0, 0.1, None]
     assert r["tpr"][1] == pytest.approx(0.5) and r["fpr"][1] == 0
-    assert r["auc_pessimistic"] <= r["auc"] + 1e-12
+    assert r["auc_pessimistic"] <= r["auc_trapezoid"] + 1e-12
+    assert r["auc"] == r["auc_pessimistic"] and r["auc_rule"] == "pessimistic"       # the papers' rule is the default
+    assert circuit_roc([m1, m2], ref, graph, auc_rule="trapezoid")["auc"] == r["auc_trapezoid"]
+    with pytest.raises(ValueError, match="allowed"):
+        circuit_roc([m1, m2], ref, graph, auc_rule="simpson")
     f2 = 20 / (graph.n_edges - 10)
     assert r["auc_pessimistic"] == pytest.approx(0.5 + 0.5 * (1 - f2))
 
@@ -135,3 +139,23 @@ def test_score_roc_on_a_subset_ignores_unmeasured_edges(graph):
     pos, neg = vals[sub][ref_e[sub]], vals[sub][~ref_e[sub]]
     auc = float((pos[:, None] > neg[None, :]).double().mean())
     assert r["auc"] == pytest.approx(auc, abs=1e-9)
+
+
+def test_r2_pairings_by_hand():
+    """EAP x = (-2, -1, 1, 2), exact y = 2x. signed and abs: a perfect line of slope 2. The
+    authors' pairing (|EAP| vs the loss-form effect -y = (4, 2, -2, -4)): |x| = (2, 1, 1, 2)
+    has mean 1.5 and sum (|x| - 1.5)(-y) = 2 - 1 + 1 - 2 = 0, so slope 0 and R^2 0."""
+    from attrpatch.analysis.roc import pairing_fits, r2_pair
+
+    x = np.array([-2.0, -1.0, 1.0, 2.0])
+    f = pairing_fits(x, 2 * x)
+    assert f["signed"]["r2"] == pytest.approx(1.0) and f["signed"]["slope"] == pytest.approx(2.0)
+    assert f["abs"]["r2"] == pytest.approx(1.0) and f["abs"]["slope"] == pytest.approx(2.0)
+    assert f["abs"]["intercept"] == pytest.approx(0.0, abs=1e-12)
+    assert f["authors"]["slope"] == pytest.approx(0.0, abs=1e-12) and f["authors"]["r2"] == pytest.approx(0.0, abs=1e-12)
+    assert f["signed"]["slope_reverse"] == pytest.approx(0.5)
+    # axes are named; a metric that is already a loss keeps its sign in the authors' pairing
+    xa, ya, (xl, yl) = r2_pair(x, 2 * x, "authors", higher_is_better=False)
+    assert list(xa) == [2, 1, 1, 2] and list(ya) == [-4, -2, 2, 4] and "|EAP" in xl and "loss" in yl
+    with pytest.raises(ValueError, match="allowed"):
+        r2_pair(x, x, "pearson")

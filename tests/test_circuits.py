@@ -191,6 +191,19 @@ def test_pessimistic_auc_staircase():
     assert C.auc_pessimistic([(0, 0), (0, 1), (1, 1)]) == 1.0
 
 
+def test_pessimistic_auc_matches_acdc_hand_values():
+    """The values ACDC's own `pessimistic_auc` asserts (acdc/acdc_utils.py), by hand:
+    stairs sum_i (1 - x_i)(y_i - y_{i-1})."""
+    assert C.auc_pessimistic([(0, 0), (1, 1)]) == 0.0
+    assert C.auc_pessimistic([(0, 0), (0.5, 0.5), (1, 1)]) == pytest.approx(0.5 ** 2)
+    assert C.auc_pessimistic([(0, 0), (0.25, 0.25), (1, 1)]) == pytest.approx(0.25 * 0.75)
+    assert C.auc_pessimistic([(0, 0), (0.25, 0.25), (0.5, 0.5), (1, 1)]) == pytest.approx(5 / 16)
+    assert C.auc_pessimistic([(0, 0), (0.25, 0.25), (0.75, 0.5), (1, 1)]) == pytest.approx(4 / 16)
+    # a fine ranking (each step moves fpr or tpr alone) has the same area under both rules
+    steps = [(0, 0), (0, 0.5), (0.25, 0.5), (0.25, 1.0), (1, 1)]
+    assert C.auc_pessimistic(steps) == pytest.approx(C.auc_trapezoid(steps)) == pytest.approx(0.875)
+
+
 def test_roc_from_circuits():
     g = Graph(2, 2)
     ref = _reference(g)

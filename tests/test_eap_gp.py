@@ -16,8 +16,8 @@ def test_path_moves_toward_source_output(model, objective_positions):
     would make it grow."""
     b = random_batch(seed=3)
     g = Graph.from_model(model)
-    _, info = eap_gp_scores(model, g, b, steps=4, step_size=0.05, objective_positions=objective_positions,
-                            return_path=True)
+    _, info = eap_gp_scores(model, g, b, steps=4, step="unit", step_size=0.05,
+                            objective_positions=objective_positions, return_path=True)
     d = info["logit_distance"]
     assert d.shape == (len(b), 4) and info["embed_distance"].shape == (len(b), 5)
     assert (d[:, 1:] < d[:, :-1]).all(), d
@@ -27,13 +27,45 @@ def test_path_moves_toward_source_output(model, objective_positions):
 
 
 def test_unit_steps_reduce_the_output_distance(model):
-    """Default unit steps (large on this small model): the distance still drops below its
+    """Unit steps (large on this small model): the distance still drops below its
     starting value on average within the path."""
     b = random_batch(seed=3)
     g = Graph.from_model(model)
-    _, info = eap_gp_scores(model, g, b, steps=5, return_path=True)
+    _, info = eap_gp_scores(model, g, b, steps=5, step="unit", return_path=True)
     d = info["logit_distance"]
     assert d[:, 1:].min(1).values.mean() < d[:, 0].mean()
+
+
+def test_relative_step_lengths_by_hand(model):
+    """The default step: every example's k steps have length ||e_base - e_src|| / k each, so
+    no step is longer than that (|d_{j+1} - d_j| <= eta by the triangle inequality)."""
+    from attrpatch.methods.eap_gp import step_lengths
+
+    d = torch.tensor([0.5, 2.0, 0.0])
+    assert step_lengths(d, 5).tolist() == pytest.approx([0.1, 0.4, 0.0])
+    assert step_lengths(d, 5, "unit", 0.3).tolist() == pytest.approx([0.3, 0.3, 0.3])
+    with pytest.raises(ValueError, match="allowed"):
+        step_lengths(d, 5, "line_search")
+    b = random_batch(seed=3)
+    _, info = eap_gp_scores(model, Graph.from_model(model), b, steps=4, return_path=True)
+    e = info["embed_distance"]
+    assert ((e[:, 1:] - e[:, :-1]).abs() <= e[:, :1] / 4 + 1e-12).all()
+
+
+def test_relative_path_approaches_the_corrupted_input_on_a_trained_model(trained_gpt2):
+    """On a trained model (Gender-Bias), the default scale-aware path ends closer to the
+    corrupted input's embeddings than it starts, for every example, while the unit step
+    overshoots and ends farther away on average (the failure the default fixes)."""
+    from attrpatch.tasks import make_batch
+
+    b = make_batch("gender_bias", n=8, seed=0, tokenizer=trained_gpt2.attrpatch_tokenizer)
+    g = Graph.from_model(trained_gpt2)
+    _, rel = eap_gp_scores(trained_gpt2, g, b, steps=5, return_path=True)
+    e = rel["embed_distance"]
+    assert (e[:, -1] < e[:, 0]).all(), e
+    assert (rel["logit_distance"][:, -1] < rel["logit_distance"][:, 0]).all()
+    _, unit = eap_gp_scores(trained_gpt2, g, b, steps=5, step="unit", return_path=True)
+    assert unit["embed_distance"][:, -1].mean() > unit["embed_distance"][:, 0].mean()
 
 
 def test_deterministic(model, batch):
@@ -107,6 +139,8 @@ def test_bad_arguments(model, batch):
         eap_gp_scores(model, g, batch, steps=0)
     with pytest.raises(ValueError, match="step_size"):
         eap_gp_scores(model, g, batch, step_size=0)
+    with pytest.raises(ValueError, match="unknown EAP-GP step"):
+        eap_gp_scores(model, g, batch, step="adaptive")
 
 
 @pytest.mark.parametrize("objective_positions", ["all", "metric"])

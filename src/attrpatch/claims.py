@@ -39,7 +39,7 @@ PROFILES = ("tiny", "paper")
 STATUSES = ("PASS", "FAIL", "ERROR", "BLOCKED")
 
 REQUIRED_KEYS = frozenset({"id", "paper", "statement", "profile", "result", "tolerance", "note"})
-OPTIONAL_KEYS = frozenset({"paper_value", "figure", "reconstructed", "loosened", "blocked"})
+OPTIONAL_KEYS = frozenset({"paper_value", "figure", "reconstructed", "loosened", "blocked", "convention"})
 RESULT_KEYS = frozenset({"file", "field"})
 
 INEQUALITIES = {
@@ -100,6 +100,7 @@ class Claim:
     reconstructed: bool = False
     loosened: str | None = None
     blocked: str | None = None   # why this claim cannot be checked here (reported, never PASS)
+    convention: str | None = None  # which computing convention the claim checks, and its source
 
 
 @dataclass
@@ -211,6 +212,7 @@ def _parse_claim(entry: Any, index: int, errs: list[str]) -> Claim | None:
     _optional_type(entry, "figure", (str,), "a path string", where, errs)
     _optional_type(entry, "loosened", (str,), "a string saying what was loosened and why", where, errs)
     _optional_type(entry, "blocked", (str,), "a string saying why the claim cannot be checked", where, errs)
+    _optional_type(entry, "convention", (str,), "a string naming the convention checked and its source", where, errs)
     if "reconstructed" in entry and not isinstance(entry["reconstructed"], bool):
         errs.append(f"{where}.reconstructed: must be true or false, got {entry['reconstructed']!r}")
     result = _parse_ref(entry["result"], f"{where}.result", errs) if "result" in entry else None
@@ -225,7 +227,7 @@ def _parse_claim(entry: Any, index: int, errs: list[str]) -> Claim | None:
         result=result, tolerance=tol, note=entry["note"],
         paper_value=None if pv is None else float(pv), figure=entry.get("figure"),
         reconstructed=entry.get("reconstructed", False), loosened=entry.get("loosened"),
-        blocked=entry.get("blocked"),
+        blocked=entry.get("blocked"), convention=entry.get("convention"),
     )
 
 
@@ -455,6 +457,8 @@ def _figure_link(figure: str | None, md_dir: Path, root: Path) -> str:
 
 def _marks(claim: Claim) -> str:
     marks = []
+    if claim.convention:
+        marks.append(f"convention: {claim.convention}")
     if claim.reconstructed:
         marks.append("reconstructed")
     if claim.loosened:
@@ -528,7 +532,8 @@ def render_junit(outcomes: Sequence[Outcome], suite: str = "claims") -> bytes:
     for o in outcomes:
         tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{o.claim.profile}", name=o.claim.id)
         detail = (f"{o.claim.statement}\npaper: {o.claim.paper}\nmeasured: {_fmt(o.measured)}\n"
-                  f"expected: {o.expected}\nnote: {o.claim.note}")
+                  f"expected: {o.expected}\nnote: {o.claim.note}"
+                  + (f"\nconvention: {o.claim.convention}" if o.claim.convention else ""))
         if o.status == "FAIL":
             ET.SubElement(tc, "failure", message=o.message, type="ClaimFailed").text = detail
         elif o.status == "ERROR":

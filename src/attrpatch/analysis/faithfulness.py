@@ -217,7 +217,8 @@ PAPER_EAPGP_MAX_GAIN = 0.177     # "up to 17.7%": relative or points is [open]
 # ---- one task: every method's scores and curve on one shared Patcher ---------------------------
 def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iterable[int], *,
                   steps: int = 5, selection: str = "greedy", patcher=None, exact: bool | int = True,
-                  batch_size: int | None = None, rows_per_forward: int | None = None, progress=None) -> dict:
+                  batch_size: int | None = None, rows_per_forward: int | None = None, progress=None,
+                  options: dict | None = None) -> dict:
     """Scores, faithfulness curves and score/effect correlations of `methods` on one batch.
 
     All circuits of all methods (and the exact single-edge effects, if `exact`) go through
@@ -228,7 +229,8 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
     an int k (the first k prompts only, on a Patcher of their own: exact single-edge
     patching costs n_edges x k rows, too much for GPT-2's 32,491 edges x 1000). ``rows_per_forward``:
     the Patchers' chunk size (None: the Patcher's default for the model's device). `progress`: an optional
-    callable(str) called before each method (e.g. a tqdm bar's set_postfix_str).
+    callable(str) called before each method (e.g. a tqdm bar's set_postfix_str). `options`:
+    {method: {option: value}} passed to that method only (e.g. EAP-GP's ``step``).
     Returns {"m_clean", "m_corrupt", "n_total", "methods": {name: {"scores" [n_edges] numpy,
     "curve" DataFrame, "seconds"}}, "effects" [n_edges] numpy or None, "forward_passes"}.
     """
@@ -252,6 +254,7 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
         opts = {"steps": int(steps)} if "steps" in valid else {}
         if batch_size and "batch_size" in valid:
             opts["batch_size"] = int(batch_size)
+        opts.update((options or {}).get(name, {}))
         s = attribute(model, batch, method=name, graph=graph, **opts)
         t1 = time.perf_counter()
         df = faithfulness_curve(model, graph, batch, s, counts, selection=selection, patcher=patcher)

@@ -6,10 +6,13 @@ ROC bookkeeping reuses `attrpatch.circuits` (`roc_points`, `roc_from_circuits`,
 
 * `tau_grid`: ACDC thresholds ``10**x``, x evenly spaced in [low_exp, high_exp];
 * `score_roc` / `circuit_roc`: a ROC curve (score ranking, or one point per circuit) with
-  both AUCs (trapezoid rule and ACDC's pessimistic staircase);
+  both AUCs always (``auc_trapezoid``; ``auc_pessimistic``, ACDC's staircase over the
+  Pareto-optimal points) and ``auc`` under the named rule (`AUC_RULES`, default
+  `DEFAULT_AUC_RULE`, the papers' convention: see below);
 * `mask_rates`: TPR/FPR/size of circuits against a reference, no padding;
 * `keep_threshold`: the |EAP| threshold that keeps the top fraction of edges;
-* `linear_fit`: least-squares line, R^2 (`scipy.stats.linregress`);
+* `linear_fit`: least-squares line, R^2 (`scipy.stats.linregress`); `r2_pair`: which two
+  quantities a Fig. 4 fit pairs (`R2_PAIRINGS`, default `DEFAULT_R2_PAIRING`), with axis labels;
 * `interpolation_curve` and `concavity`: the metric along one edge's patch
   ``in_v = clean + alpha (z_u(corrupt) - z_u(clean))`` and its shape vs. the EAP tangent;
 * `best_tpr_minus_fpr`.
@@ -24,6 +27,28 @@ import torch
 
 from ..circuits import auc_pessimistic, auc_trapezoid, roc_from_circuits, roc_points, top_n
 from ..graph import Graph
+
+# Which area rule the EAP paper's Fig. 2 AUCs use (read in the authors' code):
+# * ACDC (both metrics): ACDC's evaluation (ArthurConmy/Automatic-Circuit-Discovery,
+#   notebooks/plotly_roc_plot.py, `pessimistic_auc` in acdc/acdc_utils.py) keeps the
+#   Pareto-optimal (fpr, tpr) points of the per-threshold runs and sums the stairs
+#   (1 - x_i)(y_i - y_{i-1}). The EAP paper's ACDC numbers (Docstring 0.982 KL / 0.972 task)
+#   are the ACDC paper's, computed that way.
+# * EAP / activation patching: the EAP authors' ROC script (Aaquib111/acdcpp, a copy of ACDC's
+#   launch script) turns every |score| threshold into a circuit, runs ACDC's `get_points`,
+#   keeps the Pareto-optimal points and draws the same "hv" staircase. For a ranking with
+#   distinct scores every step moves x or y alone, so the staircase equals the trapezoid
+#   rule; they differ only at ties (and for few-point circuit curves such as ACDC's).
+# So one rule, "pessimistic", is the papers' convention for every method; "trapezoid" is the
+# named alternative. Both are always written.
+AUC_RULES = ("pessimistic", "trapezoid")
+DEFAULT_AUC_RULE = "pessimistic"
+
+
+def check_auc_rule(rule: str) -> str:
+    if rule not in AUC_RULES:
+        raise ValueError(f"unknown AUC rule {rule!r}; allowed: {list(AUC_RULES)}")
+    return rule
 
 
 # ---- thresholds ---------------------------------------------------------------------------
@@ -62,23 +87,26 @@ def keep_threshold(scores: torch.Tensor, graph: Graph, fraction: float) -> float
 
 
 # ---- ROC packaging ------------------------------------------------------------------------
-def _curve_dict(df: pd.DataFrame, extra: dict | None = None) -> dict:
+def _curve_dict(df: pd.DataFrame, extra: dict | None = None, auc_rule: str = DEFAULT_AUC_RULE) -> dict:
+    both = {"trapezoid": auc_trapezoid(df), "pessimistic": auc_pessimistic(df)}
     out = {"fpr": df["fpr"].astype(float).tolist(), "tpr": df["tpr"].astype(float).tolist(),
            "n_edges": df["n_edges"].astype(int).tolist(),
-           "auc": auc_trapezoid(df), "auc_pessimistic": auc_pessimistic(df)}
+           "auc": both[check_auc_rule(auc_rule)], "auc_rule": auc_rule,
+           "auc_trapezoid": both["trapezoid"], "auc_pessimistic": both["pessimistic"]}
     out.update(extra or {})
     return out
 
 
 def score_roc(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, absolute: bool = True,
-              edges=None) -> dict:
+              edges=None, auc_rule: str = DEFAULT_AUC_RULE) -> dict:
     """ROC of a score ranking (every distinct |score|; `circuits.roc_points`) with both AUCs.
 
-    Returns {fpr, tpr, n_edges, auc (trapezoid), auc_pessimistic}; padded with (0,0), (1,1).
+    Returns {fpr, tpr, n_edges, auc (under `auc_rule`), auc_rule, auc_trapezoid,
+    auc_pessimistic}; padded with (0,0), (1,1).
     edges: indices into the edge list to rank (e.g. `exact_edge_subset`); None: every edge.
     """
     return _curve_dict(roc_points(scores, reference, graph, absolute=absolute, edges=edges),
-                       None if edges is None else {"n_edges_ranked": int(len(edges))})
+                       None if edges is None else {"n_edges_ranked": int(len(edges))}, auc_rule)
 
 
 # ---- work limits (paper_random: `max_edges`, `acdc_max_edges`) ------------------------------
@@ -107,16 +135,17 @@ def acdc_universe(eap_scores: torch.Tensor, graph: Graph, acdc_max_edges: int | 
     return top_n(eap_scores, graph, int(acdc_max_edges))
 
 
-def circuit_roc(masks, reference: torch.Tensor, graph: Graph, taus: Sequence[float] | None = None) -> dict:
+def circuit_roc(masks, reference: torch.Tensor, graph: Graph, taus: Sequence[float] | None = None,
+                auc_rule: str = DEFAULT_AUC_RULE) -> dict:
     """ROC with one point per circuit (e.g. one ACDC run per tau; `circuits.roc_from_circuits`),
-    padded with (0,0) and (1,1), with both AUCs. `taus` (one per mask) are stored beside the
-    points (None for the padding)."""
+    padded with (0,0) and (1,1), with both AUCs (``auc`` under `auc_rule`). `taus` (one per
+    mask) are stored beside the points (None for the padding)."""
     df = roc_from_circuits(masks, reference, graph, pad=True)
     extra = {}
     if taus is not None:
         taus = list(taus)
         extra["tau"] = [None if c < 0 else float(taus[c]) for c in df["circuit"].tolist()]
-    return _curve_dict(df, extra)
+    return _curve_dict(df, extra, auc_rule)
 
 
 def mask_rates(masks, reference: torch.Tensor, graph: Graph | torch.Tensor) -> pd.DataFrame:
@@ -168,6 +197,49 @@ def linear_fit(x, y) -> dict:
     r = float(res.rvalue)
     return {"slope": float(res.slope), "intercept": float(res.intercept), "r2": r * r, "r": r,
             "p_value": float(res.pvalue), "stderr": float(res.stderr), "n": int(x.size)}
+
+
+# ---- Fig. 4 pairings -------------------------------------------------------------------------
+# The EAP authors' Docstring R^2 run (Aaquib111/acdcpp, a copy of ACDC's launch script with
+# threshold -100 so that nothing is pruned) ranks edges by |EAP| (``attr_absolute_val=True``)
+# and records each edge's ACDC effect as ACDC does: the change of the loss-form metric
+# ("lower is better": the task metric negated) when the edge alone is patched, signed. So
+# the authors' pairing is x = |EAP score|, y = -(exact effect on the task metric). Which of
+# the two was on which axis of the published fit is not in the code we could read: x = |EAP|
+# is our reading ([open]); the reverse slope is reported beside every fit.
+R2_PAIRINGS = {
+    "authors": ("|EAP score| (attr_absolute_val)", "ACDC effect, loss convention (-exact effect), signed"),
+    "signed": ("EAP score (signed)", "exact single-edge effect (signed)"),
+    "abs": ("|EAP score|", "|exact single-edge effect|"),
+}
+DEFAULT_R2_PAIRING = "authors"
+
+
+def r2_pair(eap, exact, pairing: str = DEFAULT_R2_PAIRING, higher_is_better: bool = True):
+    """(x, y, (x label, y label)) of one Fig. 4 pairing of per-edge EAP scores and exact effects.
+
+    Both inputs estimate metric(patched) - metric(clean) of the task metric (this package's
+    sign). ``authors``: x = |EAP|, y = the loss-form effect (``-exact`` for a higher-is-better
+    metric, as ACDC's loss negates it; ``exact`` when the metric is already a loss).
+    """
+    if pairing not in R2_PAIRINGS:
+        raise ValueError(f"unknown R^2 pairing {pairing!r}; allowed: {list(R2_PAIRINGS)}")
+    x, y = np.asarray(eap, dtype=float), np.asarray(exact, dtype=float)
+    if pairing == "signed":
+        return x, y, R2_PAIRINGS[pairing]
+    if pairing == "abs":
+        return np.abs(x), np.abs(y), R2_PAIRINGS[pairing]
+    return np.abs(x), (-y if higher_is_better else y), R2_PAIRINGS[pairing]
+
+
+def pairing_fits(eap, exact, higher_is_better: bool = True) -> dict:
+    """`linear_fit` of y on x for every pairing, with its axes and the reverse slope/intercept."""
+    out = {}
+    for name in R2_PAIRINGS:
+        x, y, (xl, yl) = r2_pair(eap, exact, name, higher_is_better)
+        fit, rev = linear_fit(x, y), linear_fit(y, x)
+        out[name] = {**fit, "x": xl, "y": yl, "slope_reverse": rev["slope"], "intercept_reverse": rev["intercept"]}
+    return out
 
 
 # ---- interpolation along one edge ---------------------------------------------------------

@@ -12,10 +12,20 @@ not be read here (searched the stored docs/pages/code/issues corpora for "EAP-GP
 
       gamma_0 = e_base (clean token embeddings; positional embeddings untouched)
       g_j = d/d gamma ||G(gamma_j) - G(x_source)||^2,   G = the model's logits
-      gamma_{j+1} = gamma_j - step_size * g_j / ||g_j||      (step_size = 1: unit step)
+      gamma_{j+1} = gamma_j - eta * g_j / ||g_j||      (the readings: eta = 1, a unit step)
       score(u->v) = mean over examples of (z_u(source) - z_u(base)) . mean_{j=1..k} d metric / d in_v (gamma_j)
 
   with k = ``steps`` points gamma_1..gamma_k (gamma_0 itself is not used).
+* What the paper defines vs what is ours: the paper defines the path by the gradient of the
+  output distance and the score as EAP along it [abs]; the paper's path may be one per
+  upstream node [open] - we build ONE path per example in the input embeddings, shared by
+  every edge (a reconstruction). The step length is ours too (``step``):
+  ``"relative"`` (default): eta = step_size * ||e_base - e_source|| / k per example, so k
+  steps cover the clean-corrupted distance whatever the embedding scale; ``"unit"``: eta =
+  step_size (the reimplementations' unit step; on the tiny models, whose embeddings are
+  small, a unit step overshoots and the path moves *away* from the corrupted input).
+  ``return_path=True`` returns the path diagnostics (distance to the corrupted input per
+  point, output distance per step).
 * [open, our choices, parameters where cheap] G's squared distance is summed over **all
   positions** and the whole vocabulary (``objective_positions="all"``; ``"metric"`` uses
   only the position the metric reads); ||g|| is the Frobenius norm over one example's
@@ -44,6 +54,8 @@ from .eap_ig import token_embeddings
 
 PATHS = ("shared",)
 OBJECTIVE_POSITIONS = ("all", "metric")
+STEPS = ("relative", "unit")
+DEFAULT_STEP = "relative"
 
 
 def _logits_at(model, tokens: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
@@ -61,10 +73,11 @@ def _distance(logits: torch.Tensor, target: torch.Tensor, pos: torch.Tensor | No
 
 class _PathStep:
     """One GradPath step: from the logits of the run at gamma_j (embeddings `x`, a leaf that
-    requires grad), gamma_{j+1} = gamma_j - step_size * g / ||g||, g = d objective / d x."""
+    requires grad), gamma_{j+1} = gamma_j - eta * g / ||g||, g = d objective / d x, with a
+    per-example step length eta [B]."""
 
-    def __init__(self, target_logits, pos, step_size: float, e_src, info):
-        self.target, self.pos, self.step_size, self.e_src, self.info = target_logits, pos, step_size, e_src, info
+    def __init__(self, target_logits, pos, eta: torch.Tensor, e_src, info):
+        self.target, self.pos, self.eta, self.e_src, self.info = target_logits, pos, eta, e_src, info
 
     def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
@@ -73,22 +86,33 @@ class _PathStep:
             (g,) = torch.autograd.grad(obj.sum(), x)  # examples are independent: per-example gradients
         self.info["logit_distance"].append(obj.detach().sqrt())
         norm = g.flatten(1).norm(dim=1)
-        scale = torch.where(norm > 0, self.step_size / norm.clamp_min(torch.finfo(norm.dtype).tiny),
+        scale = torch.where(norm > 0, self.eta.to(norm) / norm.clamp_min(torch.finfo(norm.dtype).tiny),
                             torch.zeros_like(norm))
         gamma = (x.detach() - scale[:, None, None] * g).detach()
         self.info["embed_distance"].append((gamma - self.e_src).flatten(1).norm(dim=1))
         return gamma
 
 
-def _start(model, ctx: PathContext, objective_positions: str, target_logits):
+def step_lengths(distance: torch.Tensor, steps: int, step: str = DEFAULT_STEP, step_size: float = 1.0) -> torch.Tensor:
+    """Per-example step length eta [B]: ``relative``: step_size * ||e_base - e_src|| / steps;
+    ``unit``: step_size."""
+    if step not in STEPS:
+        raise ValueError(f"unknown EAP-GP step {step!r}; allowed: {STEPS}")
+    if step == "unit":
+        return torch.full_like(distance, float(step_size))
+    return float(step_size) * distance / int(steps)
+
+
+def _start(model, ctx: PathContext, objective_positions: str, target_logits, steps: int, step: str, step_size: float):
     pos = ctx.batch.pos if objective_positions == "metric" else None
     e_src = token_embeddings(model, ctx.src)
     gamma = token_embeddings(model, ctx.base)
     if target_logits is None:
         with torch.no_grad():
             target_logits = _logits_at(model, ctx.src, e_src)
-    info = {"logit_distance": [], "embed_distance": [(gamma - e_src).flatten(1).norm(dim=1)]}
-    return gamma, target_logits, pos, e_src, info
+    d0 = (gamma - e_src).flatten(1).norm(dim=1)
+    info = {"logit_distance": [], "embed_distance": [d0]}
+    return gamma, target_logits, pos, e_src, info, step_lengths(d0, steps, step, step_size)
 
 
 def _own_step(model, ctx: PathContext, gamma: torch.Tensor, step: _PathStep) -> torch.Tensor:
@@ -99,7 +123,7 @@ def _own_step(model, ctx: PathContext, gamma: torch.Tensor, step: _PathStep) -> 
     return step(x, logits)
 
 
-def grad_path(model, ctx: PathContext, steps: int, *, step_size: float = 1.0,
+def grad_path(model, ctx: PathContext, steps: int, *, step: str = DEFAULT_STEP, step_size: float = 1.0,
               objective_positions: str = "all", target_logits: torch.Tensor | None = None):
     """Generator over gamma_1..gamma_k; records diagnostics in the dict it yields last-updated.
 
@@ -108,26 +132,50 @@ def grad_path(model, ctx: PathContext, steps: int, *, step_size: float = 1.0,
     Every path step runs its own forward+backward here; `eap_gp_scores` shares them with the
     metric gradients instead (`_fused_points`), same points.
     """
-    gamma, target_logits, pos, e_src, info = _start(model, ctx, objective_positions, target_logits)
-    step = _PathStep(target_logits, pos, step_size, e_src, info)
+    gamma, target_logits, pos, e_src, info, eta = _start(model, ctx, objective_positions, target_logits, steps,
+                                                         step, step_size)
+    stepper = _PathStep(target_logits, pos, eta, e_src, info)
     for _ in range(steps):
-        gamma = _own_step(model, ctx, gamma, step)
+        gamma = _own_step(model, ctx, gamma, stepper)
         yield gamma, info
 
 
-def _fused_points(model, ctx: PathContext, steps: int, step_size: float, objective_positions: str, infos: list):
+def path_diagnostics(model, graph: Graph, batch: TaskBatch, steps: int = 5, *, step: str = DEFAULT_STEP,
+                     step_size: float = 1.0, objective_positions: str = "all", metric: str | Metric = "task",
+                     direction: str = DEFAULT_DIRECTION) -> dict:
+    """The GradPath alone (`grad_path`, no scores): per point the mean over examples of the
+    distance to the corrupted input's embeddings (``embed_distance``, j = 0..k) and of the
+    output distance ||G(gamma_j) - G(x_source)|| (``logit_distance``, j = 0..k-1), plus the
+    fraction of examples whose path ends closer to the corrupted input than it starts."""
+    from .common import resolve_metric
+
+    ctx = PathContext(model, graph, batch, resolve_metric(model, batch, metric), direction)
+    info = None
+    for _, info in grad_path(model, ctx, int(steps), step=step, step_size=step_size,
+                             objective_positions=objective_positions):
+        pass
+    e = torch.stack(info["embed_distance"], 1).double()
+    lg = torch.stack(info["logit_distance"], 1).double()
+    return {"step": step, "step_size": float(step_size), "steps": int(steps),
+            "embed_distance": e.mean(0).tolist(), "logit_distance": lg.mean(0).tolist(),
+            "frac_closer_at_end": float((e[:, -1] < e[:, 0]).double().mean())}
+
+
+def _fused_points(model, ctx: PathContext, steps: int, step: str, step_size: float, objective_positions: str,
+                  infos: list):
     """grad_points for `gradient_scores`: gamma_1..gamma_k with weight 1/k each. The step from
     gamma_j (j >= 1) reuses the forward of gamma_j's metric gradient (`input_gradients`'
     ``on_logits``): k - 1 forwards fewer than stepping and scoring separately, same points."""
-    gamma, target_logits, pos, e_src, info = _start(model, ctx, objective_positions, None)
-    step = _PathStep(target_logits, pos, step_size, e_src, info)
-    gamma = _own_step(model, ctx, gamma, step)                  # gamma_1
+    gamma, target_logits, pos, e_src, info, eta = _start(model, ctx, objective_positions, None, steps, step,
+                                                         step_size)
+    stepper = _PathStep(target_logits, pos, eta, e_src, info)
+    gamma = _own_step(model, ctx, gamma, stepper)               # gamma_1
     for j in range(1, steps + 1):
         x = gamma.detach().requires_grad_(j < steps)
         nxt = {}
         kwargs = {"embed_override": x}
         if j < steps:
-            kwargs["on_logits"] = lambda logits, x=x: nxt.setdefault("gamma", step(x, logits))
+            kwargs["on_logits"] = lambda logits, x=x: nxt.setdefault("gamma", stepper(x, logits))
         yield 1.0 / steps, kwargs
         gamma = nxt.get("gamma")
     infos.append(info)
@@ -135,7 +183,8 @@ def _fused_points(model, ctx: PathContext, steps: int, step_size: float, objecti
 
 def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *, steps: int = 5,
                   direction: str = DEFAULT_DIRECTION, batch_size: int | None = None, path: str = "shared",
-                  step_size: float = 1.0, objective_positions: str = "all", return_path: bool = False):
+                  step: str = DEFAULT_STEP, step_size: float = 1.0, objective_positions: str = "all",
+                  return_path: bool = False):
     """EAP-GP scores [n_up, n_down] float64 (zero off the edge mask); see the module docstring.
 
     With ``return_path=True`` returns (scores, info): info["embed_distance"] [B, k+1] is
@@ -152,10 +201,12 @@ def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = 
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not step_size > 0:
         raise ValueError(f"step_size must be positive, got {step_size!r}")
+    if step not in STEPS:
+        raise ValueError(f"unknown EAP-GP step {step!r}; allowed: {STEPS}")
     infos = []
 
     def grad_points(ctx: PathContext):
-        return _fused_points(model, ctx, int(steps), step_size, objective_positions, infos)
+        return _fused_points(model, ctx, int(steps), step, step_size, objective_positions, infos)
 
     scores = gradient_scores(model, graph, batch, metric, direction=direction, batch_size=batch_size,
                              grad_points=grad_points)

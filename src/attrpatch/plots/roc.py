@@ -23,7 +23,7 @@ def _title(task: str) -> str:
 def plot_roc_panels(curves: dict, aucs: dict, paper_aucs: dict | None = None, *, reference_label: str = "",
                     ref_sizes: dict | None = None, suptitle: str = ""):
     """One ROC panel per task. curves[task][method] = {fpr, tpr}; aucs[task][method] = ours
-    (trapezoid); paper_aucs[task][method] = the paper's AUC, written beside ours."""
+    (under the experiment's ``auc_rule``); paper_aucs[task][method] = the paper's AUC, written beside ours."""
     sns.set_style("whitegrid")
     tasks = list(curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.3 * len(tasks), 4.4), squeeze=False)
@@ -57,12 +57,14 @@ def plot_roc_panels(curves: dict, aucs: dict, paper_aucs: dict | None = None, *,
 
 
 def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dict | None = None,
-            concavity: dict | None = None, task: str = "docstring"):
-    """Left: EAP score (x) vs exact single-edge effect (y) on linear axes, the straight best-fit
-    line, ours and the paper's R^2/slope/intercept. Middle (when a few huge edges dominate): the
-    same points on symlog axes with one threshold from the data for both axes, so y = x stays
-    the straight diagonal and the bulk is visible (no fit line: a straight line would bend).
-    Right: metric effect along the outlier edge vs alpha, with the EAP tangent at alpha = 0."""
+            concavity: dict | None = None, task: str = "docstring",
+            labels: tuple[str, str] = ("EAP score", "exact single-edge patching effect"), pairing: str = ""):
+    """Left: the pairing's x (an EAP quantity) vs y (an exact-effect quantity) on linear axes,
+    labelled by `labels`, the straight best-fit line, ours and the paper's R^2/slope/intercept.
+    Middle (when a few huge edges dominate): the same points on symlog axes with one threshold
+    from the data for both axes, so y = x stays the straight diagonal and the bulk is visible (no
+    fit line: a straight line would bend). Right: metric effect along the outlier edge vs alpha,
+    with the EAP tangent at alpha = 0."""
     from .scales import set_symlog, symlog_threshold
 
     sns.set_style("whitegrid")
@@ -82,9 +84,10 @@ def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dic
                 f"intercept {paper['intercept']} (GPT attn-only-4l)")
     a1.text(0.03, 0.97, txt, transform=a1.transAxes, va="top", fontsize=8,
             bbox=dict(boxstyle="round", fc="white", ec="0.7"))
-    a1.set_xlabel("EAP score")
-    a1.set_ylabel("exact single-edge patching effect")
-    a1.set_title(f"{_title(task)}: EAP vs exact patching, every edge", fontsize=10)
+    a1.set_xlabel(labels[0], fontsize=8)
+    a1.set_ylabel(labels[1], fontsize=8)
+    a1.set_title(f"{_title(task)}: EAP vs exact patching, every edge" + (f" (pairing: {pairing})" if pairing else ""),
+                 fontsize=10)
     a1.legend(fontsize=7, loc="lower right")
     if symlog:
         am = axes[1]
@@ -95,8 +98,8 @@ def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dic
         set_symlog(am, "both", lt, vmax=lim)
         am.set_xlim(-lim, lim)
         am.set_ylim(-lim, lim)
-        am.set_xlabel(f"EAP score (symlog, linear within +-{lt:g})")
-        am.set_ylabel("exact effect (symlog)")
+        am.set_xlabel(f"{labels[0]} (symlog, linear within +-{lt:g})", fontsize=8)
+        am.set_ylabel(f"{labels[1]} (symlog)", fontsize=8)
         am.set_title("the same edges, symlog axes (the bulk near 0)", fontsize=10)
         am.legend(fontsize=7, loc="lower right")
 
