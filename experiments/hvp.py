@@ -3,7 +3,17 @@
 Per task: on a documented edge subset (top |EAP| + a seeded random sample; see
 `attrpatch.analysis.second_order`), exact edge effects, first-order (EAP), HVP-corrected
 estimates and the reliability rho; errors before/after; how rho flags bad estimates;
-multi-step HVP vs EAP-IG at equal (documented) passes; Screen-Flag-Fix (fix = exact).
+multi-step HVP vs IG at equal (documented) passes, mean and median error; Screen-Flag-Fix.
+
+Comparator (setting ``ig``, default per-component IG with the ``ig_rule`` quadrature, default
+midpoint: `methods.hvp.per_component_ig_scores`, each edge integrated along its own patch, the
+IG the paper calls prohibitive at scale): ``multistep.<K>.ig_equal_passes`` is that IG with
+m = 2K gradient passes; every rule (left, midpoint, trapezoid) is under ``ig_component``, and
+EAP-IG on input embeddings (one path shared by all edges, which does not converge to an edge's
+own effect) under ``eap_ig_equal_passes``. Screen-Flag-Fix: ``sff`` fixes flagged edges with
+the paper's fix, the multi-step HVP with K = ``sff_steps`` (default the largest K);
+``sff_exact`` is the named variant that patches them exactly (zero error on them by
+construction).
 """
 import sys
 import time
@@ -19,13 +29,13 @@ from attrpatch.analysis import second_order as so
 from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.common import output_differences, resolve_metric
-from attrpatch.methods.hvp import directional_derivatives, reliability
+from attrpatch.methods.hvp import IG_RULES, directional_derivatives, reliability
 from attrpatch.patching import Patcher, default_rows_per_forward
 from attrpatch.pipeline import Context
 from attrpatch.plots.second_order import plot_hvp
 
 
-def run_task(ctx, task, model_name, ks, threshold, n_top, n_random):
+def run_task(ctx, task, model_name, ks, threshold, n_top, n_random, ig_rule, sff_steps=None):
     t0 = time.time()
     run = ctx.task(task, model_name)
     model, batch, g, opts = run.model, run.batch, run.graph, run.opts
@@ -40,6 +50,12 @@ def run_task(ctx, task, model_name, ks, threshold, n_top, n_random):
         f1, f2, p = directional_derivatives(model, g, base, diff, metric, edges, torch.full((len(sel),), a),
                                             rows_per_forward=default_rows_per_forward(model))
         d1[a], d2[a], hvp_passes = f1, f2, hvp_passes + p
+    ig_ms = sorted({2 * int(k) for k in ks})
+    ig_alphas = sorted(set().union(*[so.ig_alphas(ig_ms, r) for r in IG_RULES]) - set(d1))
+    for a in tqdm(ig_alphas, desc=f"{task}: IG points", leave=False):
+        f1, _, p = directional_derivatives(model, g, base, diff, metric, edges, torch.full((len(sel),), a),
+                                           rows_per_forward=default_rows_per_forward(model), second=False)
+        d1[a], hvp_passes = f1, hvp_passes + p
     first, second = d1[0.0], 0.5 * d2[0.0]
     corrected, rho = first + second, reliability(first, second)
     exact = Patcher(model, g, batch, metric).edge_effects(edges).double()
@@ -49,14 +65,27 @@ def run_task(ctx, task, model_name, ks, threshold, n_top, n_random):
     multistep = {}
     for K in ks:
         est = so.multistep_from_derivatives(d1, d2, K)
+        hs = so.error_stats(est, exact)
+        comp = {r: so.error_stats(so.ig_from_derivatives(d1, 2 * int(K), r), exact) for r in IG_RULES
+                if not (r == "trapezoid" and 2 * int(K) < 2)}
+        eig = so.error_stats(ig[2 * int(K)], exact)
         multistep[str(K)] = {
-            "hvp_mean_abs_err": float(so.errors(est, exact).mean()),
+            "hvp_mean_abs_err": hs["mean_abs_err"], "hvp_median_abs_err": hs["median_abs_err"],
+            "hvp_max_share_of_mean": hs["max_share_of_mean"],
             "hvp_passes": so.passes("hvp", K),
-            "ig_equal_passes_steps": 2 * int(K),
-            "ig_equal_passes_mean_abs_err": float(so.errors(ig[2 * int(K)], exact).mean()),
-            "ig_same_steps_mean_abs_err": float(so.errors(ig[int(K)], exact).mean()),
+            "ig_equal_passes_steps": 2 * int(K), "ig_rule": ig_rule,
+            "ig_equal_passes_mean_abs_err": comp[ig_rule]["mean_abs_err"],
+            "ig_equal_passes_median_abs_err": comp[ig_rule]["median_abs_err"],
+            "ig_component": comp,
+            "eap_ig_equal_passes_mean_abs_err": eig["mean_abs_err"],
+            "eap_ig_equal_passes_median_abs_err": eig["median_abs_err"],
+            "eap_ig_same_steps_mean_abs_err": float(so.errors(ig[int(K)], exact).mean()),
         }
-    sff = so.sff_from_scores(first, rho, exact, threshold)
+    K_fix = int(sff_steps or max(ks))
+    sff = so.sff_from_scores(first, rho, exact, threshold, fix="hvp",
+                             fixed=so.multistep_from_derivatives(d1, d2, K_fix))
+    sff["hvp_steps"] = K_fix
+    sff_exact = so.sff_from_scores(first, rho, exact, threshold, fix="exact")
     err = so.error_summary(first, corrected, exact)
     rel = so.reliability_summary(rho, first, exact)
     detail = {
@@ -67,6 +96,7 @@ def run_task(ctx, task, model_name, ks, threshold, n_top, n_random):
         "first_order_matches_eap": float((first - eap_all[sel]).abs().max()),
         "multistep": multistep,
         "sff": {k: v for k, v in sff.items() if k not in ("estimate", "flagged")},
+        "sff_exact": {k: v for k, v in sff_exact.items() if k not in ("estimate", "flagged")},
         "hvp_batched_passes": hvp_passes,
         "seconds": round(time.time() - t0, 2),
     }
@@ -89,17 +119,30 @@ def summarize(tasks, arrays, ks, threshold):
         "rho_spearman": mean("spearman_rho_vs_abs_err"),
         "rho_auroc": mean("auroc_top_errors"),
         "multistep": {K: {"hvp": mean("multistep", K, "hvp_mean_abs_err"),
+                          "hvp_median": mean("multistep", K, "hvp_median_abs_err"),
                           "ig_equal_passes": mean("multistep", K, "ig_equal_passes_mean_abs_err"),
-                          "ig_same_steps": mean("multistep", K, "ig_same_steps_mean_abs_err")}
+                          "ig_equal_passes_median": mean("multistep", K, "ig_equal_passes_median_abs_err"),
+                          "ig_component": {r: {s_: mean("multistep", K, "ig_component", r, s_)
+                                               for s_ in ("mean_abs_err", "median_abs_err")}
+                                           for r in next(iter(tasks.values()))["multistep"][K]["ig_component"]},
+                          "eap_ig_equal_passes": mean("multistep", K, "eap_ig_equal_passes_mean_abs_err"),
+                          "eap_ig_equal_passes_median": mean("multistep", K, "eap_ig_equal_passes_median_abs_err"),
+                          "eap_ig_same_steps": mean("multistep", K, "eap_ig_same_steps_mean_abs_err")}
                       for K in map(str, ks)},
-        "sff": {"frac_fixed": mean("sff", "frac_fixed"), "mean_abs_err": mean("sff", "mean_abs_err"),
-                "mean_abs_err_first_order": mean("sff", "mean_abs_err_first_order"),
-                "err_reduction": mean("sff", "err_reduction"), "threshold": threshold},
+        "sff": {v: {"frac_fixed": mean(k, "frac_fixed"), "mean_abs_err": mean(k, "mean_abs_err"),
+                    "median_abs_err": mean(k, "median_abs_err"),
+                    "mean_abs_err_first_order": mean(k, "mean_abs_err_first_order"),
+                    "err_reduction": mean(k, "err_reduction"), "threshold": threshold, "fix": v}
+                for k, v in (("sff", "hvp"), ("sff_exact", "exact"))},
         "n_edges_analysed": int(sum(t["n_edges"] for t in tasks.values())),
         "n_edges_total": int(sum(t["n_edges_total"] for t in tasks.values())),
     }
+    summary["sff_exact"] = summary["sff"].pop("exact")
+    summary["sff"] = summary["sff"].pop("hvp")
     summary["multistep_hvp_beats_ig_equal_passes"] = float(np.mean(
         [v["hvp"] < v["ig_equal_passes"] for v in summary["multistep"].values()]))
+    summary["multistep_hvp_beats_ig_equal_passes_median"] = float(np.mean(
+        [v["hvp_median"] < v["ig_equal_passes_median"] for v in summary["multistep"].values()]))
     return summary
 
 
@@ -108,6 +151,7 @@ def main(argv=None):
     spec = ctx.spec
     ks = [int(k) for k in spec["multistep"]]
     threshold = float(spec["threshold"])
+    ig_rule, sff_steps = spec["ig_rule"], spec["sff_steps"]
     n_top, n_random = spec["subset"]["top"], spec["subset"]["random"]
     if spec["max_edges"]:      # paper_random: max_edges exact patches, half top |EAP| (replaces subset)
         k = spec["max_edges"]
@@ -116,7 +160,8 @@ def main(argv=None):
     def run(items):
         tasks, arrays = {}, {}
         for task, model_name in tqdm(items, desc="hvp tasks"):
-            tasks[task], arrays[task] = run_task(ctx, task, model_name, ks, threshold, n_top, n_random)
+            tasks[task], arrays[task] = run_task(ctx, task, model_name, ks, threshold, n_top, n_random, ig_rule,
+                                                 sff_steps)
         return tasks, arrays
 
     items = list(ctx.task_models().items())
@@ -138,9 +183,11 @@ def main(argv=None):
                       "every per-edge number is over that subset (per-edge HVPs for all edges x all multi-step "
                       "points do not fit the CPU budget)",
             "passes": "documented cost in gradient passes per component: EAP 1, K-step HVP 2K (K gradients + K "
-                      "HVPs), EAP-IG m steps m; equal passes = HVP(K) vs EAP-IG(2K)",
-            "sff": "Screen-Flag-Fix, fix=exact: flag rho > threshold, flagged edges take their exact effect; "
-                   "frac_fixed = fraction patched exactly (full exact = 1)",
+                      "HVPs), per-component IG and EAP-IG with m points m; equal passes = HVP(K) vs IG(m = 2K)",
+            "ig": f"ig_equal_passes: per-component IG, {ig_rule} rule, along each edge's own patch; "
+                  "eap_ig_*: EAP-IG on input embeddings (one shared path)",
+            "sff": "Screen-Flag-Fix: flag rho > threshold; sff: flagged edges take the multi-step HVP estimate "
+                   "(the paper's fix); sff_exact: they take their exact effect; frac_fixed = fraction fixed",
             "auroc": "AUROC of rho for the top-decile |first-order error| edges of the subset (Mann-Whitney)",
             "multistep": "methods.hvp multi-step rule sum_k f'(k/K)/K + f''(k/K)/(2K^2) [open reading]",
         },

@@ -83,10 +83,15 @@ def test_error_and_sff_summaries():
     assert s["frac_improved"] == pytest.approx(3 / 4)                  # ties do not count
     assert s["median_rel_err"]["first_order"] == pytest.approx(0.5)   # over |exact| > 0: 0.5, 0.5, 0
     rho = np.array([0.9, 0.1, 0.0, math.inf])
-    f = so.sff_from_scores(first, rho, exact, threshold=0.5)
+    f = so.sff_from_scores(first, rho, exact, threshold=0.5, fix="exact")
     assert f["n_flagged"] == 2 and f["frac_fixed"] == 0.5
     assert f["estimate"].tolist() == [1.0, -1.0, 0.5, 0.0]
     assert f["mean_abs_err"] == pytest.approx(1.0 / 4)
+    h = so.sff_from_scores(first, rho, exact, threshold=0.5, fixed=corr)     # the paper's fix: HVP values
+    assert h["fix"] == "hvp" and h["estimate"].tolist() == [0.9, -1.0, 0.5, 0.0]
+    assert h["mean_abs_err"] == pytest.approx((0.1 + 1.0 + 0 + 0) / 4)
+    with pytest.raises(ValueError, match="fixed"):
+        so.sff_from_scores(first, rho, exact, threshold=0.5)
     r = so.reliability_summary(np.array([3.0, 2.0, 1.0, 0.0]), np.array([4.0, 3.0, 2.0, 1.0]), np.zeros(4))
     assert r["spearman_rho_vs_abs_err"] == pytest.approx(1.0) and r["auroc_top_errors"] == 1.0
     assert so.passes("hvp", 4) == 8 and so.passes("eap_ig", 8) == 8 and so.passes("eap", 1) == 1
@@ -101,7 +106,8 @@ def test_sff_and_multistep_match_library(model):
     b = random_batch(seed=11)
     g = Graph.from_model(model)
     df = screen_flag_fix(model, g, b, threshold=0.3, fix="exact")
-    f = so.sff_from_scores(df["first_order"].to_numpy(), df["rho"].to_numpy(), df["exact"].to_numpy(), 0.3)
+    f = so.sff_from_scores(df["first_order"].to_numpy(), df["rho"].to_numpy(), df["exact"].to_numpy(), 0.3,
+                           fix="exact")
     np.testing.assert_allclose(f["estimate"], df["estimate"].to_numpy(), rtol=1e-6, atol=1e-9)
     assert f["mean_abs_err"] == pytest.approx(df.attrs["summary"]["mean_abs_error_estimate"], rel=1e-6)
     edges = g.edge_index[:10]

@@ -62,6 +62,32 @@ def multistep_from_derivatives(d1: Mapping[float, torch.Tensor], d2: Mapping[flo
     return tot
 
 
+def ig_alphas(steps_list: Iterable[int], rule: str) -> list[float]:
+    """Sorted union of the per-component IG points (`methods.hvp.ig_points`) over every m."""
+    from ..methods.hvp import ig_points
+
+    return sorted({round(float(a), 12) for m in steps_list for a in ig_points(int(m), rule)[0]})
+
+
+def ig_from_derivatives(d1: Mapping[float, torch.Tensor], steps: int, rule: str):
+    """Per-component IG with `steps` evaluations under `rule`, from f' at shared points
+    (keys rounded to 12 digits, as `ig_alphas`); equals `methods.hvp.per_component_ig_scores`."""
+    from ..methods.hvp import ig_points
+
+    alphas, weights = ig_points(int(steps), rule)
+    tot = 0.0
+    for a, w in zip(alphas.tolist(), weights.tolist()):
+        tot = tot + w * d1[round(a, 12)]
+    return tot
+
+
+def error_stats(estimate, exact) -> dict:
+    """Mean and median |estimate - exact| (one saturating component can hold most of a mean)."""
+    e = errors(estimate, exact)
+    return {"mean_abs_err": float(e.mean()), "median_abs_err": float(np.median(e)),
+            "max_share_of_mean": float(e.max() / e.sum()) if e.sum() > 0 else 0.0}
+
+
 def errors(estimate, exact) -> np.ndarray:
     return np.abs(_np(estimate) - _np(exact))
 
@@ -128,23 +154,29 @@ def reliability_summary(rho, first, exact, top_fraction: float = 0.1) -> dict:
     }
 
 
-def sff_from_scores(first, rho, exact, threshold: float) -> dict:
-    """Screen-Flag-Fix with fix="exact" from already computed scores.
+def sff_from_scores(first, rho, exact, threshold: float, fix: str = "hvp", fixed=None) -> dict:
+    """Screen-Flag-Fix from already computed scores (`methods.hvp.screen_flag_fix`, tested equal).
 
-    Flag rho > threshold; flagged components take their exact effect, the rest keep the
-    first-order estimate. Same rule as `methods.hvp.screen_flag_fix(fix="exact")` (tested).
-    Cost = fraction of components patched exactly (full exact patching = 1).
+    Flag rho > threshold; flagged components take the fix's value, the rest keep the
+    first-order estimate. fix="hvp" (the paper's fix): `fixed`, the (multi-step) HVP estimate
+    of every component; fix="exact" (named variant): the exact effect, so its error on the
+    flagged components is zero by construction. frac_fixed = fraction of components fixed.
     """
+    if fix not in ("hvp", "exact"):
+        raise ValueError(f"unknown fix {fix!r}; allowed: ['hvp', 'exact']")
+    if fix == "hvp" and fixed is None:
+        raise ValueError("fix='hvp' needs `fixed`, the HVP estimate of every component")
     f, r, x = _np(first), _np(rho), _np(exact)
     flag = r > threshold
-    est = np.where(flag, x, f)
+    est = np.where(flag, x if fix == "exact" else _np(fixed), f)
     return {
-        "threshold": float(threshold),
+        "threshold": float(threshold), "fix": fix,
         "n_flagged": int(flag.sum()),
         "frac_fixed": float(flag.mean()) if len(flag) else 0.0,
         "mean_abs_err": float(np.abs(est - x).mean()),
         "mean_abs_err_first_order": float(np.abs(f - x).mean()),
-        "mean_abs_err_exact": 0.0,
+        "median_abs_err": float(np.median(np.abs(est - x))) if len(x) else float("nan"),
+        "median_abs_err_first_order": float(np.median(np.abs(f - x))) if len(x) else float("nan"),
         "err_reduction": (float(1 - np.abs(est - x).mean() / np.abs(f - x).mean())
                           if np.abs(f - x).mean() > 0 else float("nan")),
         "estimate": est,
@@ -176,4 +208,5 @@ def mean_over_tasks(per_task: Mapping[str, dict], path: Sequence[str]) -> float:
 
 __all__ = ["edge_subset", "multistep_alphas", "multistep_from_derivatives", "errors", "median_relative_error",
            "auroc", "top_fraction_labels", "error_summary", "reliability_summary", "sff_from_scores", "passes",
+           "ig_alphas", "ig_from_derivatives", "error_stats",
            "mean_over_tasks"]

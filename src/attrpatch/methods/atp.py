@@ -70,6 +70,10 @@ from ..tasks.base import TaskBatch
 from .common import check_metric_chunking, chunks, resolve_metric
 
 KEY_MODES = ("per_position", "all")
+# GradDrop's unit: "block" (a block's whole residual contribution per pass, L passes: the
+# reimplementations' reading) or "sublayer" (attention and MLP contributions dropped in separate
+# passes, 2L for models with MLPs). The normaliser is (number of drops - 1) either way.
+GRADDROP_LAYERS = ("block", "sublayer")
 
 
 @dataclass
@@ -94,9 +98,23 @@ class BackwardCounter:
     passes = 0
 
 
+def _drops(graph: Graph, layer: str) -> list[tuple[int, str]]:
+    """The GradDrop passes: (layer, "block") per layer, or (layer, "attn") and (layer, "mlp")."""
+    if layer not in GRADDROP_LAYERS:
+        raise ValueError(f"unknown GradDrop layer {layer!r}; allowed: {GRADDROP_LAYERS}")
+    L = graph.n_layers
+    if layer == "block":
+        return [(l, "block") for l in range(L)]
+    return [(l, part) for l in range(L) for part in (("attn", "mlp") if graph.has_mlps else ("attn",))]
+
+
 def _forward(model, graph: Graph, tokens: torch.Tensor, metric: Metric | None = None,
-             drop_layer: int | None = None) -> _Run:
-    """Forward with every hook this module reads; with a metric also one backward of its mean."""
+             drop_layer: int | None = None, drop_part: str = "block") -> _Run:
+    """Forward with every hook this module reads; with a metric also one backward of its mean.
+
+    drop_layer/drop_part: cut from the gradient the whole block's residual contribution
+    ("block") or only its attention ("attn": ``hook_attn_out`` detached) or MLP ("mlp":
+    ``hook_mlp_out`` detached) contribution."""
     L = graph.n_layers
     grad = metric is not None
     outs: dict[int, torch.Tensor] = {}
@@ -133,8 +151,13 @@ def _forward(model, graph: Graph, tokens: torch.Tensor, metric: Metric | None = 
             r = resid[0]
             return r + (t - r).detach()
 
-        add(f"blocks.{drop_layer}.hook_in", cap_resid)
-        add(f"blocks.{drop_layer}.hook_out", drop)
+        if drop_part == "block":
+            add(f"blocks.{drop_layer}.hook_in", cap_resid)
+            add(f"blocks.{drop_layer}.hook_out", drop)
+        elif drop_part in ("attn", "mlp"):
+            add(f"blocks.{drop_layer}.hook_{drop_part}_out", lambda t, hook: t.detach())
+        else:
+            raise ValueError(f"unknown drop part {drop_part!r}; allowed: block, attn, mlp")
 
     def chain(fs):
         def fn(t, hook):
@@ -261,12 +284,14 @@ def check_head_parts(model, graph: Graph, heads: str) -> None:
 
 def _node_scores(model, graph, batch, metric, *, direction, batch_size, heads, key_mode="per_position",
                  abs_per_pair=False, drop_layers=None, return_details=False):
+    """drop_layers: None (plain), or a list of (layer, part) drops (`_drops`)."""
     check_metric_chunking(metric, batch_size)
     check_head_parts(model, graph, heads)
-    L = graph.n_layers
+    n_drops = len(drop_layers) if drop_layers is not None else 0
     total = torch.zeros(graph.n_up, dtype=torch.float64)
     details = {"plain": torch.zeros(graph.n_up, dtype=torch.float64),
-               "per_layer": torch.zeros(L, graph.n_up, dtype=torch.float64)}
+               "per_layer": torch.zeros(max(n_drops, 1), graph.n_up, dtype=torch.float64),
+               "drops": [f"{l}:{p}" for l, p in (drop_layers or [])]}
     for sub, frac in chunks(batch, batch_size):
         m = resolve_metric(model, sub, metric)
         base, src_tokens = base_and_source(sub, direction)
@@ -281,12 +306,12 @@ def _node_scores(model, graph, batch, metric, *, direction, batch_size, heads, k
             run = _forward(model, graph, base, m)
             details["plain"] += frac * _pair_scores(graph, run, src, heads=heads, key_mode=key_mode, check=True).sum(0) / n
         acc = torch.zeros(n, graph.n_up, dtype=torch.float64)
-        for l in drop_layers:
-            run = _forward(model, graph, base, m, drop_layer=l)
+        for i, (l, part) in enumerate(drop_layers):
+            run = _forward(model, graph, base, m, drop_layer=l, drop_part=part)
             pp = _pair_scores(graph, run, src, heads=heads, key_mode=key_mode)
-            details["per_layer"][l] += frac * pp.sum(0) / n
+            details["per_layer"][i] += frac * pp.sum(0) / n
             acc += pp.abs()
-        total += frac * acc.sum(0) / (n * max(L - 1, 1))
+        total += frac * acc.sum(0) / (n * max(n_drops - 1, 1))
     if return_details:
         details["score"] = total
         return details
@@ -321,20 +346,87 @@ def atp_qk_fix_node_scores(model, graph: Graph, batch: TaskBatch, metric: str | 
 
 def atp_graddrop_node_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
                              direction: str = DEFAULT_DIRECTION, batch_size: int | None = None,
-                             return_details: bool = False):
-    """GradDrop scores [n_up] (>= 0): E_pairs (1/max(L-1,1)) sum_l |AtP_l(n)|.
+                             return_details: bool = False, layer: str = "block"):
+    """GradDrop scores [n_up] (>= 0): E_pairs (1/max(D-1,1)) sum_d |AtP_d(n)| over D drops.
 
-    With `return_details`, a dict: ``score``, ``plain`` (signed AtP, one more pass) and
-    ``per_layer`` [L, n_up] (signed mean over pairs of AtP_l).
+    layer: "block" (D = L, a block's whole contribution per pass) or "sublayer" (attention
+    and MLP contributions in separate passes, D = 2L with MLPs). With `return_details`, a
+    dict: ``score``, ``plain`` (signed AtP, one more pass), ``per_layer`` [D, n_up] (signed
+    mean over pairs of AtP_d) and ``drops`` (names "layer:part").
     """
     return _node_scores(model, graph, batch, metric, direction=direction, batch_size=batch_size,
-                        heads="output", drop_layers=range(graph.n_layers), return_details=return_details)
+                        heads="output", drop_layers=_drops(graph, layer), return_details=return_details)
 
 
 def atp_star_node_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
                          direction: str = DEFAULT_DIRECTION, batch_size: int | None = None,
-                         key_mode: str = "per_position", return_details: bool = False):
-    """AtP* [n_up] (>= 0): GradDrop over the QK-fixed estimate (module docstring)."""
+                         key_mode: str = "per_position", return_details: bool = False, layer: str = "block"):
+    """AtP* [n_up] (>= 0): GradDrop (``layer`` as in `atp_graddrop_node_scores`) over the
+    QK-fixed estimate (module docstring)."""
     return _node_scores(model, graph, batch, metric, direction=direction, batch_size=batch_size,
-                        heads="qkfix", key_mode=key_mode, drop_layers=range(graph.n_layers),
+                        heads="qkfix", key_mode=key_mode, drop_layers=_drops(graph, layer),
                         return_details=return_details)
+
+
+# ---- per-head query and key nodes (the paper's granularity for the QK fix) ----------------------
+QK_KINDS = ("q", "k")
+
+
+def qk_node_names(graph: Graph) -> list[str]:
+    """Names of the per-head query and key nodes, q then k per layer: ``a{l}.h{h}.q``, ``.k``."""
+    return [f"a{l}.h{h}.{kind}" for l in range(graph.n_layers) for kind in QK_KINDS for h in range(graph.n_heads)]
+
+
+def qk_node_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
+                   direction: str = DEFAULT_DIRECTION, key_mode: str = "per_position") -> dict:
+    """AtP and QK-fixed scores of every head's query node and key node ([2 L H], `qk_node_names`
+    order), signed means over pairs. A query (key) node is the head's ``attn.q`` (``attn.k``)
+    activation at every position; its effect is that activation replaced by its source value.
+
+    * ``atp``:    (q_src - q) . dM/dq (gradient at base; through the softmax linearised);
+    * ``qk_fix``: sum (A[q := q_src] - A) * dM/dA (softmax recomputed exactly, `_qk_parts`),
+      keys per position (``key_mode``), as the paper's QK fix. Where a query's softmax is
+      saturated, dM/dq ~ 0 and AtP scores ~0 while the exact effect is large.
+    Cost: AtP's passes (one forward on the source, one forward+backward on the base).
+    """
+    check_head_parts(model, graph, "qkfix")
+    m = resolve_metric(model, batch, metric)
+    base, src_tokens = base_and_source(batch, direction)
+    src = _forward(model, graph, src_tokens)
+    run = _forward(model, graph, base, m)
+    B = base.shape[0]
+    atp, fix = [], []
+    for l in range(graph.n_layers):
+        qq, kk = _qk_parts(run.q[l], run.k[l], src.q[l], src.k[l], run.pattern_grads[l], key_mode,
+                           model_pattern=run.pattern[l])
+        atp += [_per_pair(src.q[l] - run.q[l], run.q_grads[l]).mean(0), _per_pair(src.k[l] - run.k[l],
+                                                                                 run.k_grads[l]).mean(0)]
+        fix += [(B * qq).mean(0), (B * kk).mean(0)]
+    return {"names": qk_node_names(graph), "atp": torch.cat(atp).double().cpu(),
+            "qk_fix": torch.cat(fix).double().cpu()}
+
+
+@torch.no_grad()
+def qk_node_effects(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
+                    direction: str = DEFAULT_DIRECTION) -> torch.Tensor:
+    """Exact effect [2 L H] (`qk_node_names` order) of replacing one head's query (key)
+    activation at every position by its source value, everything downstream recomputed:
+    one patched forward per node (the ground truth `qk_node_scores` estimates)."""
+    check_head_parts(model, graph, "qkfix")
+    m = resolve_metric(model, batch, metric)
+    base, src_tokens = base_and_source(batch, direction)
+    src = _forward(model, graph, src_tokens)
+    base_val = m(model(base)).mean()
+    out = []
+    for l in range(graph.n_layers):
+        for kind in QK_KINDS:
+            value = (src.q if kind == "q" else src.k)[l]
+            for h in range(graph.n_heads):
+                def patch(t, hook, h=h, value=value):
+                    t = t.clone()
+                    t[:, :, h] = value[:, :, h].to(t.dtype)
+                    return t
+                v = m(model.run_with_hooks(base, fwd_hooks=[(f"blocks.{l}.attn.{kind}.hook_out", patch)]))
+                check_finite(v, m)
+                out.append(v.mean() - base_val)
+    return torch.stack(out).double().cpu()

@@ -28,6 +28,14 @@ Formulas (one component c, patch direction delta_c, mean metric M over the batch
 * corrected      ``first + second``; exact when M is quadratic in that activation.
 * reliability    ``rho = |delta^T H delta| / (2 |g . delta|)`` (inf when g.delta = 0 and
   the curvature term is not; 0 when both vanish).
+* per-component IG (`per_component_ig_scores`): the integral f_c(1) - f_c(0) = int_0^1
+  f_c'(alpha) d alpha by a quadrature rule over m evaluations of f_c' along the component's
+  OWN patch (`IG_RULES`: left k/m, midpoint (k + 1/2)/m, k = 0..m-1; trapezoid on
+  linspace(0, 1, m), m >= 2). m evaluations = m gradient passes per component, so it is
+  compared with the K-step HVP (2K passes) at m = 2K. Unlike EAP-IG (one path in the input
+  embeddings shared by all edges), it converges to the exact effect of each component as m
+  grows (midpoint/trapezoid: O(1/m^2), left: O(1/m)); that is the paper's "computationally
+  prohibitive at scale" IG, the fair comparator of the multi-step HVP.
 * multi-step [open reading]: K pieces ``[a_k, a_k + 1/K]``, ``a_k = k/K``; each piece adds
   the first- and second-order terms at its start (patch partially applied):
   ``sum_k f'(a_k)/K + f''(a_k)/(2 K^2)``. K = 1 is the one-step correction; the error
@@ -79,7 +87,12 @@ from ..tasks.base import TaskBatch
 from .common import resolve_metric
 
 COMPONENTS = ("edges", "nodes")
-FIXES = ("exact", "hvp")
+# Screen-Flag-Fix: "hvp" is the paper's fix (the second-order / multi-step HVP estimate on the
+# flagged components); "exact" (exact patching of the flagged ones) is the named variant.
+FIXES = ("hvp", "exact")
+DEFAULT_FIX = "hvp"
+IG_RULES = ("left", "midpoint", "trapezoid")
+DEFAULT_IG_RULE = "midpoint"
 # Flag a component when the second-order term is more than a quarter of the first-order
 # one. [open]: the paper's value was not available; tune per task.
 DEFAULT_THRESHOLD = 0.5     # rho > 0.5: the second-order term is over half the first; every profile uses it
@@ -196,11 +209,14 @@ def _node_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: tor
 
 def directional_derivatives(model, graph: Graph, base_tokens: torch.Tensor, diff: torch.Tensor, metric: Metric,
                             index: torch.Tensor, alphas: torch.Tensor, *, components: str = "edges",
-                            rows_per_forward: int = 1024, extra_hooks=()) -> tuple[torch.Tensor, torch.Tensor, int]:
+                            rows_per_forward: int = 1024, extra_hooks=(),
+                            second: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(f_c'(alpha_c), f_c''(alpha_c), number of batched passes) for every component c.
 
     ``f_c(a)`` = mean metric with component c's delta (``diff`` [B,P,n_up,d]) scaled by a.
     Copies stacked along the batch axis; a diagonal Hessian in alpha (see module doc).
+    ``second=False`` skips the double backward (f'' returned as zeros): the first
+    derivatives alone, as per-component IG needs.
     """
     B = base_tokens.shape[0]
     chunk = max(1, rows_per_forward // B)
@@ -216,8 +232,8 @@ def directional_derivatives(model, graph: Graph, base_tokens: torch.Tensor, diff
             vals = metric(logits)
             check_finite(vals.detach(), metric)
             F = vals.reshape(n, B).mean(1).sum()
-            (g,) = torch.autograd.grad(F, alpha, create_graph=True)
-            if g.requires_grad:
+            (g,) = torch.autograd.grad(F, alpha, create_graph=second)
+            if second and g.requires_grad:
                 (h,) = torch.autograd.grad(g.sum(), alpha, allow_unused=True)
                 h = torch.zeros_like(alpha) if h is None else h
             else:  # metric linear in every alpha: no curvature
@@ -285,15 +301,60 @@ def hvp_multistep_scores(model, graph: Graph, batch: TaskBatch, metric: str | Me
     return HVPScores(graph, components, idx, names, first, second, first + second, rho, cost)
 
 
+def ig_points(steps: int, rule: str = DEFAULT_IG_RULE) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alphas, weights) [m] float64 of one quadrature rule for int_0^1 f'(alpha) d alpha with m
+    evaluations: left k/m, midpoint (k + 1/2)/m (weights 1/m), trapezoid linspace(0, 1, m)
+    (weights 1/(m-1), halved at the ends; m >= 2)."""
+    m = int(steps)
+    if rule not in IG_RULES:
+        raise ValueError(f"unknown IG rule {rule!r}; allowed: {IG_RULES}")
+    if m < (2 if rule == "trapezoid" else 1):
+        raise ValueError(f"{rule} IG needs steps >= {2 if rule == 'trapezoid' else 1}, got {steps}")
+    k = torch.arange(m, dtype=torch.float64)
+    if rule == "left":
+        return k / m, torch.full((m,), 1.0 / m, dtype=torch.float64)
+    if rule == "midpoint":
+        return (k + 0.5) / m, torch.full((m,), 1.0 / m, dtype=torch.float64)
+    w = torch.full((m,), 1.0 / (m - 1), dtype=torch.float64)
+    w[0] = w[-1] = 0.5 / (m - 1)
+    return k / (m - 1), w
+
+
+def per_component_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
+                            steps: int = 8, rule: str = DEFAULT_IG_RULE, components: str = "edges", edges=None,
+                            nodes=None, direction: str = DEFAULT_DIRECTION, rows_per_forward: int = 1024,
+                            extra_hooks=()) -> HVPScores:
+    """Per-component IG (module docstring): ``sum_j w_j f_c'(alpha_j)`` over `ig_points`.
+
+    Same directional-derivative machinery as the HVP (first derivatives only), all points of
+    all components in one batched sweep. Returned in an HVPScores: ``first_order`` and
+    ``corrected`` hold the IG estimate, ``second_order_term`` zeros, ``rho`` NaN; cost:
+    ``gradient_passes`` = `steps` per component.
+    """
+    alphas, weights = ig_points(steps, rule)
+    m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
+    idx, names = _select(graph, components, edges, nodes)
+    k, M = idx.shape[0], alphas.numel()
+    rep = idx.repeat(M, *([1] * (idx.ndim - 1)))              # point-major: rows j*k + c
+    d1, _, passes = directional_derivatives(model, graph, base, diff, m, rep, alphas.repeat_interleave(k),
+                                            components=components, rows_per_forward=rows_per_forward,
+                                            extra_hooks=extra_hooks, second=False)
+    est = (d1.reshape(M, k) * weights[:, None]).sum(0)
+    cost = {"forwards": 2, "batched_passes": passes, "gradient_passes": M, "steps": M, "rule": rule}
+    zeros = torch.zeros_like(est)
+    return HVPScores(graph, components, idx, names, est, zeros, est, torch.full_like(est, float("nan")), cost)
+
+
 def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
-                    threshold: float = DEFAULT_THRESHOLD, fix: str = "exact", components: str = "edges",
+                    threshold: float = DEFAULT_THRESHOLD, fix: str = DEFAULT_FIX, components: str = "edges",
                     steps: int = 1, compare_exact: bool = True, direction: str = DEFAULT_DIRECTION,
                     rows_per_forward: int = 1024, extra_hooks=()) -> pd.DataFrame:
     """Screen (first order for all), Flag (rho > threshold), Fix the flagged ones.
 
-    fix="exact": flagged components get their exact patching effect (`Patcher.edge_effects`
-    on just those edges / `node_effects_by_edges` for nodes). fix="hvp": flagged components
-    get the second-order estimate (``steps`` > 1: the multi-step HVP on just those).
+    fix="hvp" (default, the paper's fix): flagged components get the second-order estimate
+    (``steps`` > 1: the multi-step HVP on just those). fix="exact" (the named variant):
+    flagged components get their exact patching effect (`Patcher.edge_effects` on just those
+    edges / `node_effects_by_edges` for nodes), so its error on them is zero by construction.
     Unflagged components keep the first-order estimate.
 
     Returns one row per component: component, first_order, second_order_term, corrected,
@@ -368,4 +429,5 @@ def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric 
 
 
 __all__ = ["HVPScores", "hvp_scores", "hvp_multistep_scores", "screen_flag_fix", "reliability",
-           "directional_derivatives", "DEFAULT_THRESHOLD"]
+           "directional_derivatives", "per_component_ig_scores", "ig_points", "DEFAULT_THRESHOLD", "DEFAULT_FIX",
+           "IG_RULES", "DEFAULT_IG_RULE"]
