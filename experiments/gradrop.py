@@ -4,6 +4,13 @@ Per task: exact node effects, node scores of every method in spec.methods, AtP's
 negatives (definition in `attrpatch.analysis.node_recovery`) and how each method ranks
 them; Spearman of |score| with |exact|. Plus the two hand-built failure cases
 (`attrpatch.toy_models`: saturated attention, cancellation) under ``constructed``.
+
+The QK fix at the paper's granularity (``qk_nodes``, setting ``qk_nodes: true`` by default):
+every head's query node and key node scored by AtP and by the QK fix
+(`methods.atp.qk_node_scores`) against exact query/key patching (`qk_node_effects`); the same
+false-negative bookkeeping, so ``summary_qk_nodes`` says what the QK fix recovers on trained
+models (at whole-head outputs AtP already has the head's own softmax exactly). GradDrop's
+unit is the setting ``graddrop_layer`` ("block", default, or "sublayer").
 """
 import sys
 import time
@@ -17,6 +24,7 @@ from attrpatch.progress import tqdm
 from attrpatch.analysis import node_recovery as nr
 from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
+from attrpatch.methods.atp import qk_node_effects, qk_node_scores
 from attrpatch.pipeline import Context
 from attrpatch.plots.atp import plot_gradrop
 
@@ -29,14 +37,22 @@ def main(argv=None):
         methods = ["atp"] + methods
     fn = spec["false_negative"]
     q, ratio = float(fn["exact_quantile"]), float(fn["estimate_ratio"])
-    tasks, arrays = {}, {}
+    gd_layer, do_qk = spec["graddrop_layer"], bool(spec["qk_nodes"])
+    tasks, arrays, qk_tasks = {}, {}, {}
     for task, model_name in tqdm(list(ctx.task_models().items()), desc="gradrop tasks"):
         t0 = time.time()
         run = ctx.task(task, model_name)
         model, g, batch = run.model, run.graph, run.batch
         # node-level: exact node patching is n_up forwards (157 on GPT-2 small), so max_edges is not needed
         exact = attribute(model, batch, "exact_nodes", graph=g).double()
-        scores = {m: attribute(model, batch, m, graph=g, **run.opts).double() for m in methods}
+        scores = {m: attribute(model, batch, m, graph=g, **run.opts,
+                               **({"layer": gd_layer} if m in ("atp_graddrop", "atp_star") else {})).double()
+                  for m in methods}
+        if do_qk:
+            qs = qk_node_scores(model, g, batch)
+            qx = qk_node_effects(model, g, batch)
+            qk_tasks[task] = nr.recovery_table(qx, {"atp": qs["atp"], "atp_qk": qs["qk_fix"]}, qs["names"],
+                                               exact_quantile=q, estimate_ratio=ratio)
         tab = nr.recovery_table(exact, scores, g.upstream, exact_quantile=q, estimate_ratio=ratio)
         tab.update({"model": model_name, "n_prompts": len(batch), "seconds": round(time.time() - t0, 2)})
         tasks[task] = tab
@@ -54,6 +70,8 @@ def main(argv=None):
     out = {
         "summary": summary,
         "tasks": tasks,
+        "settings": {"graddrop_layer": gd_layer, "qk_nodes": do_qk},
+        **({"summary_qk_nodes": nr.summarize(qk_tasks), "qk_nodes": qk_tasks} if do_qk else {}),
         "constructed": constructed,
         "definitions": {
             "false_negative": f"node with |exact| >= quantile(|exact|, {q}) (and > 0) whose |AtP| < {ratio} * |exact|",

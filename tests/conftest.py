@@ -51,16 +51,16 @@ def batch():
 
 @pytest.fixture(scope="session")
 def trained_gpt2(tmp_path_factory):
-    """A briefly trained tiny-gpt2 (2 layers x 4 heads, d 32, MLPs; 300 steps on the toy tasks,
-    seed 0): tests that need trained behaviour (e.g. saturated attention, a GradPath that
+    """A briefly trained tiny-gpt2 (2 layers x 4 heads, d 32, MLPs; 400 steps on toy IOI and
+    Gender-Bias, seed 0): tests that need trained behaviour (e.g. saturated attention, a GradPath that
     heads for the corrupted input) rather than random weights. A few seconds on one CPU; no
     wall-clock stop (max_seconds=None), so a loaded machine gets the same weights."""
     from attrpatch.models import load_model
     from attrpatch.train import train_tiny
 
     out = tmp_path_factory.mktemp("trained") / "tiny-gpt2"
-    train_tiny("tiny-gpt2", out, seed=0, steps=300, progress=False, n_layer=2, n_head=4, n_embd=32,
-               eval_every=0, early_stop=None, max_seconds=None)
+    train_tiny("tiny-gpt2", out, seed=0, steps=400, progress=False, n_layer=2, n_head=4, n_embd=32,
+               tasks={"ioi": 1.0, "gender_bias": 0.5}, eval_every=0, early_stop=None, max_seconds=None)
     info = json.loads((out / "train_info.json").read_text())
-    assert info["steps_run"] == 300, info["stop_reason"]
+    assert info["steps_run"] == 400, info["stop_reason"]
     return load_model(str(out))

@@ -149,3 +149,44 @@ def test_qk_fix_and_star_chunking(model):
     torch.testing.assert_close(atp_star_node_scores(model, g, b, batch_size=3), atp_star_node_scores(model, g, b))
     with pytest.raises(ValueError, match="key_mode"):
         atp_qk_fix_node_scores(model, g, b, key_mode="diagonal")
+
+
+def test_qk_fix_recovers_a_saturated_query_node_on_a_trained_model(trained_gpt2):
+    """Per-head query/key nodes (the paper's granularity) on a trained model (toy IOI): the query
+    node with the largest exact effect (exact query patching, `qk_node_effects`) is a false
+    negative of AtP (|AtP| < 1/4 |exact|: the softmax is saturated, the linearised gradient
+    through it small), and the QK fix (exact softmax) recovers it to within 1/4 of exact."""
+    from attrpatch.methods.atp import qk_node_effects, qk_node_scores
+    from attrpatch.tasks import make_batch
+
+    b = make_batch("ioi", n=8, seed=0, tokenizer=trained_gpt2.attrpatch_tokenizer)
+    g = Graph.from_model(trained_gpt2)
+    sc, ex = qk_node_scores(trained_gpt2, g, b), qk_node_effects(trained_gpt2, g, b)
+    assert len(sc["names"]) == ex.numel() == 2 * g.n_layers * g.n_heads
+    q = [i for i, n in enumerate(sc["names"]) if n.endswith(".q")]
+    i = max(q, key=lambda j: float(ex[j].abs()))
+    assert ex[i].abs() > 0.1, (sc["names"][i], ex[i])
+    assert sc["atp"][i].abs() < 0.25 * ex[i].abs(), (sc["names"][i], ex[i], sc["atp"][i])
+    assert (sc["qk_fix"][i] - ex[i]).abs() < 0.25 * ex[i].abs(), (sc["names"][i], ex[i], sc["qk_fix"][i])
+
+
+def test_graddrop_layer_option(model, attn_model):
+    """layer="sublayer" drops attention and MLP contributions in separate passes (2L drops);
+    a node's own sublayer drop gives it AtP_d = 0; on an attention-only model the sublayer
+    drops are the block drops, so both options agree."""
+    from attrpatch.methods.atp import atp_graddrop_node_scores
+
+    b = random_batch(seed=4)
+    g = Graph.from_model(model)
+    d = atp_graddrop_node_scores(model, g, b, layer="sublayer", return_details=True)
+    assert d["drops"] == ["0:attn", "0:mlp", "1:attn", "1:mlp"] and d["per_layer"].shape == (4, g.n_up)
+    m0, h00 = g.up_index("m0"), g.up_index("a0.h0")
+    assert d["per_layer"][1, m0] == 0 and d["per_layer"][0, h00] == 0
+    assert d["per_layer"][2, m0] != 0
+    blk = atp_graddrop_node_scores(model, g, b)
+    assert not torch.allclose(d["score"], blk)
+    ga = Graph.from_model(attn_model)
+    torch.testing.assert_close(atp_graddrop_node_scores(attn_model, ga, b, layer="sublayer"),
+                               atp_graddrop_node_scores(attn_model, ga, b), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="allowed"):
+        atp_graddrop_node_scores(model, g, b, layer="neuron")

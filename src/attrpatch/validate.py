@@ -127,7 +127,11 @@ OPTIONS: dict[str, Option] = {
     "activation_scope": Option("EAP-IG activations: interpolate all activations or each node's own",
                                _choices("methods.eap_ig", "ACTIVATION_SCOPES", "activation_scope")),
     "path": Option("EAP-GP path: one shared path per batch", _choices("methods.eap_gp", "PATHS", "path")),
-    "step_size": Option("EAP-GP step along the gradient path, number > 0",
+    "step": Option("EAP-GP step length: relative (default; k steps of ||e_clean - e_corrupt|| / k) or unit",
+                   _choices("methods.eap_gp", "STEPS", "step")),
+    "layer": Option("GradDrop unit: block (default; a block per backward pass) or sublayer (attention and MLP "
+                    "separately)", _choices("methods.atp", "GRADDROP_LAYERS", "layer")),
+    "step_size": Option("EAP-GP step along the gradient path (a multiple of the step rule's length), number > 0",
                         lambda v, where="": positive_number("step_size", v, where=where)),
     "objective_positions": Option("EAP-GP: positions whose logits the path objective reads",
                                   _choices("methods.eap_gp", "OBJECTIVE_POSITIONS", "objective_positions")),
