@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from attrpatch.pipeline import load_profile, missing_pretrained, config_root, EXPERIMENTS
+from attrpatch.pipeline import load_profile, missing_pretrained, missing_paper_data, config_root, EXPERIMENTS
 from attrpatch.claims import load_claims
 from attrpatch.claims_exit import parse_strict
 from attrpatch.config import config_hash
@@ -24,11 +24,13 @@ RESULT_FILES = {f"{e}.json" for e in EXPERIMENTS if e != "reference"}
 load_claims(f"{workflow.basedir}/paper_claims.yaml", known_results=RESULT_FILES)  # a claim on an unknown result fails here
 
 _missing = missing_pretrained(CFG)
-if _missing:
-    raise WorkflowError(
+_no_data = missing_paper_data(CFG)     # the EAP-IG paper's prompt files, supplied like weights
+if _missing or _no_data:
+    raise WorkflowError("\n".join(filter(None, [
         "profile {!r} needs pretrained weights that are not in the local Hugging Face cache: {}.\n"
         "On a connected machine run: {}\nthen copy the cache (HF_HOME) here.".format(
-            PROFILE, ", ".join(_missing), " && ".join(f"hf download {m}" for m in _missing)))
+            PROFILE, ", ".join(_missing), " && ".join(f"hf download {m}" for m in _missing)) if _missing else "",
+        f"profile {PROFILE!r}: {_no_data}" if _no_data else ""])))
 
 BASE = workflow.basedir
 EXP = f"{BASE}/experiments"

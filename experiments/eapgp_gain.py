@@ -35,6 +35,7 @@ from attrpatch.analysis import faithfulness as F
 from attrpatch.methods.eap_gp import path_diagnostics
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
+from attrpatch.tasks.eapig_files import describe
 from attrpatch.plots.faithfulness import plot_gain
 
 NEW, BASE = "eap_gp", "eap_ig"
@@ -63,7 +64,7 @@ def main(argv=None):
                            for s_ in dict.fromkeys([gp_step, "unit"])}
             summ = F.task_summary(res, st["edge_counts"])
             summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"],
-                        forward_passes=res["forward_passes"])
+                        forward_passes=res["forward_passes"], data=describe(batch))
             tasks_out[task] = summ
             mm = summ["methods"]
             g_auc = F.gain(mm[NEW]["auc"], mm[BASE]["auc"])

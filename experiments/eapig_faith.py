@@ -8,7 +8,11 @@ paper's greedy growth from logits; "topn" possible), pruned, evaluated by
 once for all methods and for the exact single-edge effects). Edge counts in the curve are
 after pruning; `faith_at.<n>` is keyed by the requested budget n.
 
-JSON fields: tasks.<task>.methods.<method>.{curve, auc, auc_log, faith_at.<n>,
+Tasks ``<task>_eapig`` read the paper's own prompt files (attrpatch.tasks.eapig_files).
+
+JSON fields: tasks.<task>.{m_clean, m_corrupt} (mean clean / corrupted metric: the paper's
+`baseline` / `corrupted_baseline`), tasks.<task>.data (source file, rows kept / rejected per
+reason, BOS), tasks.<task>.methods.<method>.{curve, auc, auc_log, faith_at.<n>,
 min_edges_for_f085, pearson, pearson_signed, spearman}; shortcuts auc.<task>.<method>,
 pearson.<task>.<method>; summary.{mean_auc, mean_auc_log, mean_pearson, min_pearson,
 max_pearson}.<method>, summary.n_tasks_ig_beats_eap (EAP-IG AUC >= EAP AUC),
@@ -22,6 +26,7 @@ from attrpatch.progress import tqdm
 from attrpatch.analysis import faithfulness as F
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
+from attrpatch.tasks.eapig_files import describe
 from attrpatch.plots.faithfulness import plot_faith_panels
 
 
@@ -42,7 +47,7 @@ def main(argv=None):
         res = F.method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps, selection=selection,
                               exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str)
         summ = F.task_summary(res, st["edge_counts"])
-        summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"])
+        summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"], data=describe(batch))
         summ["forward_passes"] = res["forward_passes"]
         tasks_out[task] = summ
         curves[task] = {m: d["curve"] for m, d in summ["methods"].items()}

@@ -37,11 +37,19 @@ def test_paper_profile_parameters():
     assert e["reference"]["published"] is True
     assert e["eap_roc"]["taus"] == {"n": 31, "low_exp": -6.0, "high_exp": 0.0}   # 10^(-k/5), k=0..30
     assert e["eapig_faith"]["steps"] == 5
-    assert e["eapig_faith"]["n_by_task"] == {"ioi": 1000, "greater_than": 1000, "sva": 3000,
-                                             "gender_bias": 986, "country_capital": 190, "hypernymy": 198}
+    assert e["eapig_faith"]["n_by_task"] == {"ioi_eapig": 1000, "greater_than_eapig": 1000, "sva_eapig": 3000,
+                                             "gender_bias_eapig": 986, "country_capital_eapig": 190,
+                                             "hypernymy_eapig": 198}
     assert e["eapig_faith"]["edge_counts"][:7] == [30, 40, 50, 60, 70, 80, 90]
     assert e["eapig_faith"]["edge_counts"][-1] == 1000
-    assert e["eapig_faith"]["edge_counts_by_task"]["ioi"][-1] == 2000
+    assert e["eapig_faith"]["edge_counts_by_task"]["ioi_eapig"][-1] == 2000
+    # tokenization as each paper's code did it: BOS for EAP-IG / EAP-GP (TransformerLens), none for
+    # the EAP paper's ACDC data; the EAP-IG experiments read the paper's files, the EAP ones generate
+    for exp in ("eapig_faith", "eapgp_gain"):
+        assert e[exp]["prepend_bos"] is True and all(t.endswith("_eapig") for t in e[exp]["tasks"]), exp
+    for exp in ("eap_roc", "eap_acdc"):
+        assert e[exp]["prepend_bos"] is False and set(e[exp]["tasks"]) == {"ioi", "greater_than"}, exp
+        assert e[exp]["n"] == 100, exp                     # the EAP paper: 100 IOI and 100 Greater-Than prompts
     assert {cfg["models"][m]["pretrained"] for m in e["eapgp_gain"]["models"]} == {"gpt2", "gpt2-medium", "gpt2-xl"}
     assert all("pretrained" in s for s in cfg["models"].values())
     # the EAP paper's Docstring data: 50 prompts (ROC, EAP -> ACDC), 40 for the R^2 scatter

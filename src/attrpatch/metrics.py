@@ -36,14 +36,24 @@ def _rep(x: torch.Tensor, N: int) -> torch.Tensor:
 
 
 def logit_diff(last: torch.Tensor, ans: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
-    """Mean logit over the answer set minus mean logit over the wrong set."""
+    """Mean logit over the answer set minus mean logit over the wrong set.
+
+    With one answer and one wrong token this is the EAP-IG paper's logit difference
+    (``logit_diff`` in metrics.py of hannamw/eap-ig-faithfulness): its IOI, Gender-Bias and
+    fact-retrieval (Country-Capital) metric (`tasks.eapig_files`)."""
     a = (last * ans).sum(-1) / ans.sum(-1)
     w = (last * wrong).sum(-1) / wrong.sum(-1)
     return a - w
 
 
 def prob_diff(last: torch.Tensor, ans: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
-    """Total probability of the answer set minus that of the wrong set."""
+    """Total probability of the answer set minus that of the wrong set.
+
+    The EAP-IG paper's probability differences (metrics.py of hannamw/eap-ig-faithfulness,
+    ``prob=True``; `tasks.eapig_files` builds the sets): Greater-Than, P(years > YY) -
+    P(years <= YY); SVA, P(singular verbs) - P(plural verbs) signed by the row's label (the
+    answer set is the label's list); Hypernymy, summed probability of the answer set minus
+    that of the corrupted hypernym's set (a token in both sets cancels, as there)."""
     p = torch.softmax(last, dim=-1)
     return (p * ans).sum(-1) - (p * wrong).sum(-1)
 

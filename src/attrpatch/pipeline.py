@@ -10,6 +10,13 @@ in `config/<profile>.yaml`:
   (the paper profile's code paths, runnable without weights); ``n_embd: 48`` narrows it
   (same layers, heads, graph and node names; the CI run of those code paths).
   ``{random: attn-only-4l}`` is the Docstring model's own class (`shortformer.HookedShortformer`).
+  In an experiment that reads the EAP-IG paper's prompt files (tasks ``<task>_eapig``) the
+  vocabulary is the stand-in tokenizer over those files (`tasks.eapig_files`).
+
+Tokenization per experiment: ``prepend_bos`` (default false; true or false, or a mapping
+task -> bool) prepends the tokenizer's BOS token to every prompt and moves the metric
+position one right, as TransformerLens did for the EAP-IG and EAP-GP papers' GPT-2; the EAP
+paper's data (ACDC's) had none.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from . import settings as settings_mod
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
                "eapig_faith", "eapgp_gain", "hvp")
-EXTRA_TOP_LEVEL = ("claims_profile", "strict", "description", "dtype", "resources")
+EXTRA_TOP_LEVEL = ("claims_profile", "strict", "description", "dtype", "resources", "paper_data_dir")
 RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS
 RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
 MODEL_KINDS = ("train", "pretrained", "random")
@@ -52,9 +59,9 @@ def trainable_models() -> list[str]:
 
 def load_profile(profile_or_path, root=None) -> dict:
     """Parse and validate a profile config (fails before any work, naming the bad entry)."""
-    from .tasks import TASKS
+    from .tasks import ALL_TASK_NAMES
 
-    return config_mod.load_config(profile_or_path, known_tasks=set(TASKS), known_methods=known_methods(),
+    return config_mod.load_config(profile_or_path, known_tasks=set(ALL_TASK_NAMES), known_methods=known_methods(),
                                   known_experiments=set(EXPERIMENTS), root=root,
                                   extra_top_level=EXTRA_TOP_LEVEL, check=_check_profile)
 
@@ -63,7 +70,7 @@ def _check_profile(cfg: dict) -> list[str]:
     """The checks beyond config.py's generic ones; replaces each experiment section by its
     settings merged with the declared defaults (attrpatch.settings)."""
     from .claims import PROFILES as CLAIM_PROFILES
-    from .tasks import TASKS
+    from .tasks import ALL_TASK_NAMES
 
     errs = []
     cp = cfg.get("claims_profile", cfg.get("profile"))
@@ -75,7 +82,7 @@ def _check_profile(cfg: dict) -> list[str]:
     if "strict" in cfg and not isinstance(cfg["strict"], bool):
         errs.append(f"strict: {cfg['strict']!r} is not allowed; allowed: true or false "
                     "(failing claims make the workflow exit 1)")
-    env = {"tasks": set(TASKS), "models": set(cfg["models"]), "methods": known_scorers()}
+    env = {"tasks": set(ALL_TASK_NAMES), "models": set(cfg["models"]), "methods": known_scorers()}
     for exp, spec in cfg["experiments"].items():
         if exp in settings_mod.SETTINGS and isinstance(spec, dict):
             merged, problems = settings_mod.resolve(exp, spec, env)
@@ -129,6 +136,13 @@ def _check_resources(res) -> list[str]:
             elif not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 errs.append(f"resources.{rule}.{k}: {v!r} must be a non-negative integer")
     return errs
+
+
+def missing_paper_data(cfg: dict) -> str | None:
+    """Why the profile's EAP-IG paper prompt files cannot be read (None when they can)."""
+    from .tasks.eapig_files import missing_paper_data as missing
+
+    return missing(cfg)
 
 
 def _check_random_spec(name: str, spec: dict) -> list[str]:
@@ -243,8 +257,7 @@ class Context:
             return load_model(path, device=self.device, dtype=dtype)
         if "pretrained" in spec:
             return load_model(spec["pretrained"], device=self.device, dtype=dtype)
-        from .tasks.vocab import toy_tokenizer
-        tok = toy_tokenizer()
+        tok = self._random_tokenizer()
         if spec["random"] not in GPT2_SHAPES:
             raise ValueError(f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}")
         from .shortformer import NAMES as SHORTFORMER_NAMES
@@ -261,11 +274,34 @@ class Context:
         model.attrpatch_tokenizer = tok
         return model
 
-    def batch(self, task: str, model_name: str, n: int, seed: int | None = None):
-        from .tasks import make_batch
+    def _random_tokenizer(self):
+        """Random models: the toy tokenizer, or the stand-in over the paper's files when this
+        experiment reads them (the stand-in contains the toy vocabulary)."""
+        from .tasks.eapig_files import PAPER_TASKS, data_dir, standin_tokenizer
+        from .tasks.vocab import toy_tokenizer
 
-        model = self.model(model_name)
-        b = make_batch(task, int(n), self.seed if seed is None else int(seed), tokenizer=model.attrpatch_tokenizer)
+        if any(t in PAPER_TASKS for t in self.task_models()):
+            return standin_tokenizer(data_dir(self.cfg))
+        return toy_tokenizer()
+
+    def prepend_bos(self, task: str) -> bool:
+        """The experiment's ``prepend_bos`` for `task` (default false)."""
+        v = self.spec.get("prepend_bos", False)
+        return bool(v.get(task, False) if isinstance(v, dict) else v)
+
+    def batch(self, task: str, model_name: str, n: int | None, seed: int | None = None):
+        """`n` pairs of `task` for `model_name`'s tokenizer: seeded generated pairs, or the first
+        `n` kept rows of the EAP-IG paper's file for a ``<task>_eapig`` task."""
+        from .tasks import make_batch
+        from .tasks.eapig_files import PAPER_TASKS, data_dir, load_batch
+
+        tok = self.model(model_name).attrpatch_tokenizer
+        bos = self.prepend_bos(task)
+        if task in PAPER_TASKS:
+            return load_batch(task, n, data_dir(self.cfg), tok, prepend_bos=bos).to(self.device)
+        b = make_batch(task, int(n), self.seed if seed is None else int(seed), tokenizer=tok)
+        if bos:
+            b = b.with_bos(_bos_id(tok))
         return b.to(self.device)
 
     def task_models(self) -> dict[str, str]:
@@ -299,6 +335,14 @@ class TaskRun:
     @cached_property
     def batch(self):
         return self.ctx.batch(self.task, self.model_name, self.settings["n"])
+
+
+def _bos_id(tok) -> int:
+    bos = getattr(tok, "bos_id", None)
+    bos = getattr(tok, "bos_token_id", None) if bos is None else bos
+    if bos is None:
+        raise ValueError(f"prepend_bos is set but the tokenizer {type(tok).__name__} has no BOS token")
+    return int(bos)
 
 
 def reference_path(profile: str, task: str, root: Path | None = None) -> Path:

@@ -302,8 +302,14 @@ EXACT = Setting(Optional(OneOf(Bool(), POS)), None,
                 "null: true for graphs of at most 5,000 edges")
 
 
+PREPEND_BOS = Setting(OneOf(Bool(), MapOf(Named("tasks"), Bool())), False,
+                      "prepend the tokenizer's BOS token to every prompt (true/false, or {task: bool}); the metric "
+                      "position moves one right (on for the EAP-IG/EAP-GP papers' GPT-2, off for ACDC's data)")
+
+
 def _common(n: int, **more: Setting) -> dict[str, Setting]:
-    return {"tasks": TASKS, "n": Setting(POS, n, "prompts per task"), "seed": SEED, **more}
+    return {"tasks": TASKS, "n": Setting(POS, n, "prompts per task"), "seed": SEED, "prepend_bos": PREPEND_BOS,
+            **more}
 
 
 def _faith(methods: list[str]) -> dict[str, Setting]:

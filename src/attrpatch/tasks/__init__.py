@@ -11,11 +11,16 @@ from __future__ import annotations
 from . import (country_capital, docstring, gender_bias, greater_than, hypernymy, ioi, sva)
 from ._common import Pair, build_batch, words_to_text
 from .base import METRIC_KINDS, TaskBatch
+from .eapig_files import PAPER_TASKS
 
 TASKS = {
     m.NAME: m
     for m in (ioi, greater_than, docstring, sva, gender_bias, country_capital, hypernymy)
 }
+
+# Every task name a profile may use: the generated tasks above, and the EAP-IG paper's own
+# prompt files (tasks.eapig_files; `<task>_eapig`, read from a data directory the user supplies).
+ALL_TASK_NAMES = tuple(TASKS) + tuple(PAPER_TASKS)
 
 
 def get_task(task: str):
@@ -45,5 +50,5 @@ def training_example(task: str, rng) -> list[str]:
     return get_task(task).training_example(rng)
 
 
-__all__ = ["TASKS", "TaskBatch", "METRIC_KINDS", "Pair", "make_batch", "get_task",
+__all__ = ["TASKS", "PAPER_TASKS", "ALL_TASK_NAMES", "TaskBatch", "METRIC_KINDS", "Pair", "make_batch", "get_task",
            "training_example", "words_to_text"]

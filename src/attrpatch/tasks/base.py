@@ -93,6 +93,19 @@ class TaskBatch:
         """Clean and corrupted exchanged (for clean-into-corrupt patching)."""
         return replace(self, clean=self.corrupt, corrupt=self.clean, meta=dict(self.meta))
 
+    def with_bos(self, bos_id: int) -> "TaskBatch":
+        """The same pairs with a BOS token prepended to clean and corrupted prompts and the
+        metric position moved one right (what TransformerLens's prepend_bos does to a prompt).
+        Answer sets are unchanged; meta["prepend_bos"] records it."""
+        if self.meta.get("prepend_bos"):
+            raise ValueError(f"task {self.task!r}: the batch already starts with a BOS token")
+        col = torch.full((len(self), 1), int(bos_id), dtype=self.clean.dtype, device=self.clean.device)
+        return replace(
+            self,
+            clean=torch.cat([col, self.clean], dim=1), corrupt=torch.cat([col, self.corrupt], dim=1),
+            pos=self.pos + 1, meta={**self.meta, "prepend_bos": True},
+        )
+
     def to(self, device) -> "TaskBatch":
         return replace(
             self,
