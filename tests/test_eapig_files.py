@@ -274,6 +274,10 @@ def test_missing_data_names_every_file_and_the_source(tmp_path, monkeypatch):
     monkeypatch.delenv(E.ENV_VAR)
     assert "no data directory" in E.missing_paper_data(cfg)
     assert E.missing_paper_data({"experiments": {"eap_roc": {"tasks": {"ioi": "gpt2"}}}}) is None
+    # random models build the stand-in tokenizer from all six tasks' files, so all are required
+    one = {"experiments": {"eapgp_gain": {"tasks": {"ioi_eapig": "gpt2"}}}}
+    assert "data/sva/gpt2.csv" not in E.missing_paper_data(one)
+    assert "data/sva/gpt2.csv" in E.missing_paper_data({**one, "models": {"gpt2": {"random": "gpt2"}}})
     with pytest.raises(E.PaperDataMissing, match="data/ioi/gpt2.csv"):
         E.load_batch("ioi_eapig", 2, tmp_path, _hf_tok(), prepend_bos=True)
 
