@@ -48,7 +48,7 @@ def test_paper_profile_parameters():
     for exp in ("eapig_faith", "eapgp_gain"):
         assert e[exp]["prepend_bos"] is True and all(t.endswith("_eapig") for t in e[exp]["tasks"]), exp
     for exp in ("eap_roc", "eap_acdc"):
-        assert e[exp]["prepend_bos"] is False and set(e[exp]["tasks"]) == {"ioi", "greater_than"}, exp
+        assert e[exp]["prepend_bos"] is False and set(e[exp]["tasks"]) == {"ioi", "greater_than", "docstring"}, exp
         assert e[exp]["n"] == 100, exp                     # the EAP paper: 100 IOI and 100 Greater-Than prompts
     assert {cfg["models"][m]["pretrained"] for m in e["eapgp_gain"]["models"]} == {"gpt2", "gpt2-medium", "gpt2-xl"}
     assert all("pretrained" in s for s in cfg["models"].values())
