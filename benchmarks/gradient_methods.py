@@ -18,7 +18,7 @@ import torch
 from attrpatch.activations import capture_outputs, input_gradients
 from attrpatch.graph import Graph
 from attrpatch.methods.atp import atp_graddrop_node_scores, atp_star_node_scores
-from attrpatch.methods.common import resolve_metric
+from attrpatch.metrics import resolve_metric
 from attrpatch.methods.eap import eap_scores
 from attrpatch.methods.eap_gp import eap_gp_scores
 from attrpatch.methods.eap_ig import eap_ig_scores

@@ -20,16 +20,12 @@ from attrpatch.analysis.roc import (EXACT_SUBSET_RULE, acdc_universe, check_auc_
                                     score_roc, taus_from_spec)
 from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
+from attrpatch.paper_numbers import paper_numbers
 from attrpatch.methods.acdc import acdc_sweep
 from attrpatch.pipeline import Context, reference_path
 from attrpatch.reference import LABEL, reference_mask
 
-# EAP paper Fig. 2 (DESIGN.md order: EAP, ACDC (task metric), ACDC (KL)); activation patching on Docstring.
-PAPER_AUC = {
-    "ioi": {"eap": 0.904, "acdc_task": 0.588, "acdc_kl": 0.868},
-    "greater_than": {"eap": 0.896, "acdc_task": 0.458, "acdc_kl": 0.849},
-    "docstring": {"eap": 0.976, "acdc_task": 0.972, "acdc_kl": 0.982, "exact": 0.978},
-}
+PAPER_AUC = paper_numbers("eap_roc_auc")    # EAP paper Fig. 2 (paper_numbers.yaml)
 ACDC_METRIC = {"acdc_task": "task", "acdc_kl": "kl"}
 
 

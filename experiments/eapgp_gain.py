@@ -34,6 +34,7 @@ from attrpatch.progress import tqdm
 from attrpatch.analysis import faithfulness as F
 from attrpatch.methods.eap_gp import path_diagnostics
 from attrpatch.io import save_figure, write_json
+from attrpatch.paper_numbers import paper_numbers
 from attrpatch.pipeline import Context
 from attrpatch.tasks.eapig_files import describe
 from attrpatch.plots.faithfulness import plot_gain
@@ -128,12 +129,12 @@ def main(argv=None):
         "gain": gains,
         "summary": summary,
         "by_model": by_model,
-        "paper": {"max_gain": F.PAPER_EAPGP_MAX_GAIN},
+        "paper": {"max_gain": paper_numbers("eapgp_max_gain")},
         "seconds": time.perf_counter() - t_start,
     }
     mr = summary["max_gain_rel"]
     fig = plot_gain(
-        curves, aucs, gains, reference=F.PAPER_EAPGP_MAX_GAIN, n_total=n_total,
+        curves, aucs, gains, reference=paper_numbers("eapgp_max_gain"), n_total=n_total,
         suptitle=(f"EAP-GP vs EAP-IG ({ctx.profile}; n={n}, m=k={steps}, {selection} selection, pruned): "
                   f"GP >= IG on {summary['n_tasks_gp_ge_ig']}/{summary['n_tasks']} tasks, max AUC gain "
                   + (f"{100 * mr:+.1f}%" if mr is not None else "n/a")

@@ -25,6 +25,7 @@ from attrpatch.progress import tqdm
 
 from attrpatch.analysis import faithfulness as F
 from attrpatch.io import save_figure, write_json
+from attrpatch.paper_numbers import paper_numbers
 from attrpatch.pipeline import Context
 from attrpatch.tasks.eapig_files import describe
 from attrpatch.plots.faithfulness import plot_faith_panels
@@ -89,15 +90,15 @@ def main(argv=None):
         "auc": {t: {m: d["auc"] for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
         "pearson": {t: {m: d.get("pearson") for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
         "summary": summary,
-        "paper": {"points": F.PAPER_EAPIG, "pearson_range": F.PAPER_PEARSON},
+        "paper": {"points": paper_numbers("eapig_points"), "pearson_range": paper_numbers("eapig_pearson")},
         "seconds": time.perf_counter() - t_start,
     }
-    pr = F.PAPER_PEARSON
+    pr = paper_numbers("eapig_pearson")
     paper_line = (f"paper: Pearson r(|score|, |exact|) EAP {pr['eap'][0]}-{pr['eap'][1]}, "
                   f"EAP-IG {pr['eap_ig'][0]}-{pr['eap_ig'][1]}")
     ours = ", ".join(f"{m} {summary['min_pearson'][m]:.2f}-{summary['max_pearson'][m]:.2f}" for m in methods)
     fig = plot_faith_panels(
-        curves, aucs, F.PAPER_EAPIG_NOTES, n_total=n_total,
+        curves, aucs, paper_numbers("eapig_notes"), n_total=n_total,
         suptitle=(f"EAP vs EAP-IG faithfulness ({ctx.profile}; n={n}, m={steps}, {selection} selection, pruned)\n"
                   f"{paper_line}; ours: {ours}"))
     save_figure(fig, args.figure)

@@ -28,7 +28,8 @@ from attrpatch.progress import tqdm
 from attrpatch.analysis import second_order as so
 from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
-from attrpatch.methods.common import output_differences, resolve_metric
+from attrpatch.methods.common import output_differences
+from attrpatch.metrics import resolve_metric
 from attrpatch.methods.hvp import IG_RULES, directional_derivatives, reliability
 from attrpatch.patching import Patcher, default_rows_per_forward
 from attrpatch.pipeline import Context

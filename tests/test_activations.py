@@ -4,7 +4,8 @@ import torch
 
 from attrpatch.activations import capture_outputs, input_gradients, subtract_outputs_hooks
 from attrpatch.graph import Graph
-from attrpatch.methods.common import ScoreAccumulator, output_differences, resolve_metric
+from attrpatch.methods.common import ScoreAccumulator, output_differences
+from attrpatch.metrics import resolve_metric
 
 from conftest import random_batch
 

@@ -100,7 +100,8 @@ def test_error_and_sff_summaries():
 def test_sff_and_multistep_match_library(model):
     """The shortcuts used by experiments/hvp.py equal methods.hvp's own functions."""
     from attrpatch.graph import Graph
-    from attrpatch.methods.common import output_differences, resolve_metric
+    from attrpatch.methods.common import output_differences
+    from attrpatch.metrics import resolve_metric
     from attrpatch.methods.hvp import directional_derivatives, hvp_multistep_scores, screen_flag_fix
 
     b = random_batch(seed=11)

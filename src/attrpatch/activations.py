@@ -19,20 +19,9 @@ from typing import Callable
 import torch
 
 from .graph import Graph, InputHook
-from .metrics import Metric
+from .metrics import Metric, check_finite
 
 EMBED_HOOK = "embed.hook_out"  # token embeddings only (positional embeddings are added after)
-
-
-def check_finite(values: torch.Tensor, metric: Metric | str) -> None:
-    """A metric that returns NaN/inf is an error, named, never a silent zero score."""
-    bad = ~torch.isfinite(values)
-    if bool(bad.any()):
-        name = metric.name if isinstance(metric, Metric) else metric
-        raise ValueError(
-            f"metric {name!r} returned {int(bad.sum())} non-finite value(s) of {values.numel()} "
-            f"(first: {values[bad].flatten()[0].item()}); check the answer masks and the model's logits"
-        )
 
 
 def _embed_hooks(embed_override: torch.Tensor | None):

@@ -55,7 +55,7 @@ def _exact_edges(model, graph, batch, metric="task", *, direction=None, rows_per
                  edges=None):
     """Exact effect of each edge alone. edges: indices into the graph's edge list to patch
     (the others are NaN; e.g. `analysis.roc.exact_edge_subset`); None: every edge."""
-    from .methods.common import resolve_metric
+    from .metrics import resolve_metric
     from .patching import DEFAULT_DIRECTION, Patcher
 
     p = Patcher(model, graph, batch, resolve_metric(model, batch, metric), direction=direction or DEFAULT_DIRECTION,
@@ -69,7 +69,7 @@ def _exact_edges(model, graph, batch, metric="task", *, direction=None, rows_per
 
 
 def _exact_nodes(model, graph, batch, metric="task", *, direction=None):
-    from .methods.common import resolve_metric
+    from .metrics import resolve_metric
     from .patching import DEFAULT_DIRECTION, node_effects
 
     return node_effects(model, graph, batch, resolve_metric(model, batch, metric),

@@ -29,40 +29,13 @@ import pandas as pd
 import torch
 
 from .graph import Graph
+from .metrics import resolve_metric
 from .patching import DEFAULT_DIRECTION, Patcher
 
 SELECTIONS = ("topn", "greedy")
 
 
-# ---- node bookkeeping -------------------------------------------------------------------
-def _owner_pairs(graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
-    """(v, w) long tensors: downstream input v is owned by node w (index into ``graph.nodes``).
-    One pair per input, except a GQA key/value input, owned by each head of its group."""
-    cache = graph.__dict__.get("_attrpatch_owner_pairs")
-    if cache is None:
-        pairs = [(v, w) for v, ws in enumerate(graph.input_owners) for w in ws]
-        cache = (torch.tensor([v for v, _ in pairs], dtype=torch.long), torch.tensor([w for _, w in pairs], dtype=torch.long))
-        graph.__dict__["_attrpatch_owner_pairs"] = cache
-    return cache
-
-
-def inputs_of_any(graph: Graph, node_flags: torch.Tensor) -> torch.Tensor:
-    """Bool [n_down]: input v is True when any node that owns it is True in `node_flags`
-    (bool [n_up + 1], indexed like ``graph.nodes``)."""
-    v, w = _owner_pairs(graph)
-    hits = torch.zeros(graph.n_down, dtype=torch.long).index_add_(0, v, node_flags[w].long())
-    return hits > 0
-
-
-def node_inputs_by_index(graph: Graph) -> list[list[int]]:
-    """For each node of ``graph.nodes`` (index), its downstream inputs ([] for ``input``)."""
-    ins: list[list[int]] = [[] for _ in range(graph.n_up + 1)]
-    for v, ws in enumerate(graph.input_owners):
-        for w in ws:
-            ins[w].append(v)
-    return ins
-
-
+# ---- masks -------------------------------------------------------------------------------
 def _as_mask(mask: torch.Tensor, graph: Graph) -> torch.Tensor:
     mask = torch.as_tensor(mask)
     if mask.shape[-2:] != (graph.n_up, graph.n_down):
@@ -104,7 +77,7 @@ def greedy(scores: torch.Tensor, graph: Graph, n: int, absolute: bool = True) ->
     """
     key = _key(scores, graph, absolute)
     n = max(0, min(int(n), graph.n_edges))
-    inputs = node_inputs_by_index(graph)
+    inputs = graph.inputs_by_node
     n_par = graph.n_parents.tolist()
     keyl = key.tolist()
     heap: list[tuple[float, int, int, int]] = []
@@ -147,7 +120,7 @@ def prune(mask: torch.Tensor, graph: Graph) -> torch.Tensor:
         return torch.stack([prune(x, graph) for x in m]) if len(m) else m.clone()
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D or 3-D, got {m.ndim}-D")
-    inputs = node_inputs_by_index(graph)
+    inputs = graph.inputs_by_node
     n_up = graph.n_up
     m = m.clone()
     while True:
@@ -158,13 +131,10 @@ def prune(mask: torch.Tensor, graph: Graph) -> torch.Tensor:
         for w in range(1, n_up + 1):
             ins = inputs[w]
             has_par[w] = bool((m[:, ins] & has_par[:n_up, None]).any())
-        m &= has_par[:n_up, None] & inputs_of_any(graph, has_par)[None, :]
-        # children: backward (a node reaches logits through a circuit edge to a reaching node)
-        reach = torch.zeros(n_up + 1, dtype=torch.bool)
-        reach[n_up] = True
-        for u in range(n_up - 1, -1, -1):
-            reach[u] = bool((m[u] & inputs_of_any(graph, reach)).any())
-        m &= reach[:n_up, None] & inputs_of_any(graph, reach)[None, :]
+        m &= has_par[:n_up, None] & graph.inputs_of_any(has_par)[None, :]
+        # children: a node is kept if it reaches the logits through circuit edges
+        reach = graph.reaches_logits(m)
+        m &= reach[:n_up, None] & graph.inputs_of_any(reach)[None, :]
         if int(m.sum()) == before:
             return m
 
@@ -252,7 +222,6 @@ def faithfulness_curve(model, graph: Graph, batch, scores: torch.Tensor, edge_co
     Returns DataFrame(n_requested, n_edges_after_prune, metric, faithfulness); ``df.attrs``
     holds m_clean, m_corrupt, selection, forward_passes.
     """
-    from .methods.common import resolve_metric
 
     if patcher is None:
         patcher = Patcher(model, graph, batch, resolve_metric(model, batch, metric), direction=direction,

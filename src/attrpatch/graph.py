@@ -290,6 +290,42 @@ class Graph:
         pos = {n: i for i, n in enumerate(self.nodes)}
         return [[pos[n] for n in self.receiver_nodes(v)] for v in range(self.n_down)]
 
+    @cached_property
+    def owner_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v, w) long tensors: downstream input v is owned by node w (index into ``nodes``).
+        One pair per input, except a GQA key/value input: one per head of its group."""
+        pairs = [(v, w) for v, ws in enumerate(self.input_owners) for w in ws]
+        return (torch.tensor([v for v, _ in pairs], dtype=torch.long),
+                torch.tensor([w for _, w in pairs], dtype=torch.long))
+
+    def inputs_of_any(self, node_flags: torch.Tensor) -> torch.Tensor:
+        """Bool [n_down]: input v is True when any node that owns it is True in `node_flags`
+        (bool [n_up + 1], indexed like ``nodes``)."""
+        v, w = self.owner_pairs
+        hits = torch.zeros(self.n_down, dtype=torch.long).index_add_(0, v, node_flags[w].long())
+        return hits > 0
+
+    @cached_property
+    def inputs_by_node(self) -> list[list[int]]:
+        """For each node of ``nodes`` (by index), its downstream inputs ([] for ``input``).
+        Shared: do not modify."""
+        ins: list[list[int]] = [[] for _ in range(self.n_up + 1)]
+        for v, ws in enumerate(self.input_owners):
+            for w in ws:
+                ins[w].append(v)
+        return ins
+
+    def reaches_logits(self, circuit: torch.Tensor) -> torch.Tensor:
+        """Bool [n_up + 1] (index n_up = ``logits``): which nodes have a path to the logits
+        through the edges of ``circuit`` (bool [n_up, n_down]). One backward sweep: upstream
+        nodes are in topological order, and a node reaches the logits when one of its circuit
+        edges enters a node that does."""
+        reach = torch.zeros(self.n_up + 1, dtype=torch.bool)
+        reach[self.n_up] = True
+        for u in range(self.n_up - 1, -1, -1):
+            reach[u] = bool((circuit[u] & self.inputs_of_any(reach)).any())
+        return reach
+
     def head_of_up(self, u: int) -> tuple[int, int] | None:
         """(layer, head) of upstream index u, or None for input/MLP nodes."""
         name = self.upstream[u]

@@ -132,3 +132,26 @@ def get_metric(name: str, batch: TaskBatch, clean_logits: torch.Tensor | None = 
     if name in _KIND_FN:
         return task_metric(batch, name)
     raise ValueError(f"unknown metric {name!r}; allowed: {('task',) + METRIC_NAMES}")
+
+
+def resolve_metric(model, batch: TaskBatch, metric: str | Metric) -> Metric:
+    """A Metric for `batch`: a name ("task", a metric kind, "kl": KL against the model's own
+    clean run on `batch`, computed here) or a ready Metric (returned as is)."""
+    if isinstance(metric, Metric):
+        return metric
+    clean_logits = None
+    if metric == "kl":
+        with torch.no_grad():
+            clean_logits = model(batch.clean)
+    return get_metric(metric, batch, clean_logits)
+
+
+def check_finite(values: torch.Tensor, metric: Metric | str) -> None:
+    """A metric that returns NaN/inf is an error, named, never a silent zero score."""
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        name = metric.name if isinstance(metric, Metric) else metric
+        raise ValueError(
+            f"metric {name!r} returned {int(bad.sum())} non-finite value(s) of {values.numel()} "
+            f"(first: {values[bad].flatten()[0].item()}); check the answer masks and the model's logits"
+        )

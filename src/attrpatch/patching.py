@@ -24,9 +24,9 @@ import contextlib
 import torch
 from .progress import tqdm
 
-from .activations import output_override_hooks, capture_outputs, check_finite
+from .activations import output_override_hooks, capture_outputs
 from .graph import Graph
-from .metrics import Metric, task_metric
+from .metrics import Metric, check_finite, task_metric
 from .prefix import Recorder
 from .tasks.base import TaskBatch
 
@@ -190,6 +190,14 @@ class Patcher:
         for ih in graph.input_hooks:
             self._recv_layer[ih.start: ih.start + ih.count] = ih.layer
             self._n_below[ih.layer] = min(self._n_below[ih.layer], ih.n_parents)
+
+    def use_metric(self, metric: Metric) -> None:
+        """Score the cached runs with another metric from now on, e.g. KL against this
+        Patcher's own clean run (``kl_metric(batch, patcher.base_logits)``, what ACDC's "kl"
+        uses): the base values are recomputed from the cached base logits, no forward added."""
+        values = metric(self.base_logits)
+        check_finite(values, metric)
+        self.metric, self.base_values, self.base_value = metric, values, float(values.mean())
 
     @property
     def chunk(self) -> int:

@@ -29,6 +29,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from ..stats import pearson, spearman  # noqa: F401  (the one home; also F.pearson / F.spearman)
+
 ANCHOR_EMPTY = (0.0, 0.0)   # (edge fraction, F) of the empty circuit
 ANCHOR_FULL = (1.0, 1.0)    # ... and of the full circuit
 
@@ -116,26 +118,6 @@ def min_edges_for(n_edges, faith, threshold: float = 0.85) -> int | None:
     return int(ok.min()) if len(ok) else None
 
 
-def pearson(a, b) -> float:
-    """Pearson r; NaN when either side is constant (r undefined)."""
-    a = np.asarray(a, dtype=float).ravel()
-    b = np.asarray(b, dtype=float).ravel()
-    if a.shape != b.shape or len(a) < 2:
-        raise ValueError(f"pearson needs two equal-length vectors of >= 2 values, got {a.shape}, {b.shape}")
-    da, db = a - a.mean(), b - b.mean()
-    den = math.sqrt(float(np.dot(da, da)) * float(np.dot(db, db)))
-    if den == 0.0:
-        return float("nan")
-    return float(np.clip(np.dot(da, db) / den, -1.0, 1.0))
-
-
-def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    from scipy.stats import rankdata
-
-    return pearson(rankdata(np.asarray(a, float)), rankdata(np.asarray(b, float)))
-
-
 def score_effect_correlation(scores, effects, absolute: bool = True) -> dict[str, float]:
     """Correlation of per-edge scores with exact per-edge effects (both [n_edges] vectors).
 
@@ -192,28 +174,6 @@ def mean_finite(values: Iterable) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
-# ---- the papers' numbers (PAPERS.md "Results"; GPT-2 small, F at pruned edge counts) ------
-PAPER_EAPIG = {
-    # task: {method: [(edges, F), ...]} from the EAP-IG repo's result CSVs [code]
-    "ioi": {"eap": [(162, 0.00)], "eap_ig": [(90, 0.26), (194, 0.43)]},
-    "greater_than": {"eap": [(186, 0.88)], "eap_ig": [(190, 0.94)]},
-    "sva": {"eap": [(296, 0.00)], "eap_ig": [(513, 0.85)]},
-    "gender_bias": {"eap": [(569, 0.85)], "eap_ig": [(366, 0.85)]},
-    "country_capital": {"eap": [(984, 0.83)], "eap_ig": [(479, 0.85)]},
-    "hypernymy": {"eap": [(933, 0.23)], "eap_ig": [(968, 0.44)]},
-}
-PAPER_EAPIG_NOTES = {
-    "ioi": "EAP 0.00 up to 162 edges; EAP-IG 0.26@90, 0.43@194",
-    "greater_than": "EAP 0.88@186 vs EAP-IG 0.94@190 (tie)",
-    "sva": "EAP ~0 up to 296; EAP-IG >=0.85@513",
-    "gender_bias": "0.85: EAP@569 vs EAP-IG@366",
-    "country_capital": "EAP never 0.85 (0.83@984); EAP-IG 0.85@479",
-    "hypernymy": "EAP 0.23@933 vs EAP-IG 0.44@968",
-}
-PAPER_PEARSON = {"eap": (0.34, 0.84), "eap_ig": (0.88, 0.98)}   # range over the six tasks
-PAPER_EAPGP_MAX_GAIN = 0.177     # "up to 17.7%": relative or points is [open]
-
-
 # ---- one task: every method's scores and curve on one shared Patcher ---------------------------
 def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iterable[int], *,
                   steps: int = 5, selection: str = "greedy", patcher=None, exact: bool | int = True,
@@ -238,7 +198,7 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
 
     from ..attribute import attribute, method_options
     from ..circuits import faithfulness_curve
-    from ..methods.common import resolve_metric
+    from ..metrics import resolve_metric
     from ..patching import Patcher
 
     if patcher is None:

@@ -27,6 +27,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..stats import rankdata, spearman  # noqa: F401  (the one home; also nr.rankdata / nr.spearman)
+
 
 def _np(x) -> np.ndarray:
     if hasattr(x, "detach"):
@@ -38,33 +40,6 @@ def abs_ranks(scores) -> np.ndarray:
     """Rank of every entry by |score| (1 = largest; ties get the better rank)."""
     a = np.abs(_np(scores))
     return np.array([1 + int((a > x).sum()) for x in a], dtype=int)
-
-
-def rankdata(x) -> np.ndarray:
-    """Average ranks (1-based), like scipy.stats.rankdata(method='average')."""
-    x = _np(x)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=float)
-    xs = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    return ranks
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
-    x, y = _np(x), _np(y)
-    if len(x) < 2:
-        return float("nan")
-    rx, ry = rankdata(x), rankdata(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def important_nodes(exact, exact_quantile: float) -> np.ndarray:

@@ -31,7 +31,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .node_recovery import _np, rankdata, spearman
+from ..stats import rankdata, spearman
+from .node_recovery import _np
 
 
 def edge_subset(first_order, n_top: int, n_random: int, seed: int = 0) -> np.ndarray:
@@ -53,13 +54,14 @@ def multistep_alphas(ks: Iterable[int]) -> list[float]:
 
 
 def multistep_from_derivatives(d1: Mapping[float, torch.Tensor], d2: Mapping[float, torch.Tensor], K: int):
-    """K-step estimate from f' and f'' at the start points: sum_k f'(k/K)/K + f''(k/K)/(2K^2)."""
-    K = int(K)
-    tot = 0.0
-    for k in range(K):
-        a = round(k / K, 12)
-        tot = tot + d1[a] / K + d2[a] / (2 * K * K)
-    return tot
+    """K-step estimate from f' and f'' at the start points (keys k/K rounded to 12 digits),
+    by `methods.hvp.multistep_terms` (the rule's one implementation)."""
+    from ..methods.hvp import multistep_terms
+
+    pts = [round(k / int(K), 12) for k in range(int(K))]
+    first, second = multistep_terms(torch.stack([torch.as_tensor(d1[a]) for a in pts]),
+                                    torch.stack([torch.as_tensor(d2[a]) for a in pts]))
+    return first + second
 
 
 def ig_alphas(steps_list: Iterable[int], rule: str) -> list[float]:
@@ -159,15 +161,17 @@ def sff_from_scores(first, rho, exact, threshold: float, fix: str = "hvp", fixed
 
     Flag rho > threshold; flagged components take the fix's value, the rest keep the
     first-order estimate. fix="hvp" (the paper's fix): `fixed`, the (multi-step) HVP estimate
-    of every component; fix="exact" (named variant): the exact effect, so its error on the
+    of every component (flag: `methods.hvp.sff_flag`); fix="exact" (named variant): the exact effect, so its error on the
     flagged components is zero by construction. frac_fixed = fraction of components fixed.
     """
     if fix not in ("hvp", "exact"):
         raise ValueError(f"unknown fix {fix!r}; allowed: ['hvp', 'exact']")
     if fix == "hvp" and fixed is None:
         raise ValueError("fix='hvp' needs `fixed`, the HVP estimate of every component")
+    from ..methods.hvp import sff_flag
+
     f, r, x = _np(first), _np(rho), _np(exact)
-    flag = r > threshold
+    flag = sff_flag(r, threshold)
     est = np.where(flag, x if fix == "exact" else _np(fixed), f)
     return {
         "threshold": float(threshold), "fix": fix,

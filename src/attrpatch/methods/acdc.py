@@ -42,12 +42,10 @@ import pandas as pd
 import torch
 from ..progress import tqdm
 
-from ..circuits import inputs_of_any
 from ..graph import Graph
-from ..metrics import Metric, kl_metric, task_metric
+from ..metrics import Metric, kl_metric, resolve_metric, task_metric
 from ..patching import DEFAULT_DIRECTION, DIRECTIONS, Patcher
 from ..tasks.base import TaskBatch
-from .common import resolve_metric
 
 HISTORY_COLUMNS = ["step", "edge", "u", "v", "receiver", "loss_current", "loss_without", "delta", "removed"]
 
@@ -98,10 +96,7 @@ def make_patcher(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "
         if direction == "corrupt_into_clean":
             p = Patcher(model, graph, batch, task_metric(batch), direction=direction,
                         rows_per_forward=rows_per_forward)
-            m = kl_metric(batch, p.base_logits)
-            p.metric = m
-            p.base_values = m(p.base_logits)
-            p.base_value = float(p.base_values.mean())
+            p.use_metric(kl_metric(batch, p.base_logits))   # KL against the Patcher's own clean run
             return p
         with torch.no_grad():
             clean_logits = model(batch.clean)
@@ -116,15 +111,6 @@ def make_patcher(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "
 
 def _setup_passes(patcher: Patcher) -> int:
     return int(getattr(patcher, "setup_passes", 2))
-
-
-def _reach(graph: Graph, circuit: torch.Tensor) -> torch.Tensor:
-    """Bool [n_up + 1]: node has a path to logits (index n_up) through circuit edges."""
-    reach = torch.zeros(graph.n_up + 1, dtype=torch.bool)
-    reach[graph.n_up] = True
-    for u in range(graph.n_up - 1, -1, -1):
-        reach[u] = bool((circuit[u] & inputs_of_any(graph, reach)).any())
-    return reach
 
 
 def _universe(graph: Graph, edges) -> torch.Tensor:
@@ -156,7 +142,7 @@ def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: flo
     for v in range(graph.n_down - 1, -1, -1):
         for w in owners[v]:  # a GQA key/value input has several owners (its group's heads)
             if not known[w]:  # every edge out of w is decided by now: its reach is final
-                reach[w] = bool((circuit[w] & inputs_of_any(graph, reach)).any())
+                reach[w] = bool((circuit[w] & graph.inputs_of_any(reach)).any())
                 known[w] = True
         if not any(bool(reach[w]) for w in owners[v]):
             continue
@@ -179,8 +165,8 @@ def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: flo
 def _result(graph: Graph, tau: float, metric_name: str, out, n_tests: int, setup: int, wall: float,
             universe: torch.Tensor) -> AcdcResult:
     circuit, rows, loss_start, loss_current = out
-    final_reach = _reach(graph, circuit)
-    mask = circuit & inputs_of_any(graph, final_reach)[None, :]
+    final_reach = graph.reaches_logits(circuit)
+    mask = circuit & graph.inputs_of_any(final_reach)[None, :]
     return AcdcResult(
         mask=mask, forward_passes=setup + n_tests, n_edges=int(mask.sum()),
         history=pd.DataFrame(rows, columns=HISTORY_COLUMNS), tau=tau, metric=metric_name,

@@ -62,12 +62,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..activations import _as_nodes, check_finite
+from ..activations import _as_nodes
+from ..metrics import check_finite
 from ..graph import Graph
 from ..metrics import Metric
 from ..patching import DEFAULT_DIRECTION, base_and_source
 from ..tasks.base import TaskBatch
-from .common import check_metric_chunking, chunks, resolve_metric
+from ..metrics import resolve_metric
+from .common import check_metric_chunking, chunks
 
 KEY_MODES = ("per_position", "all")
 # GradDrop's unit: "block" (a block's whole residual contribution per pass, L passes: the

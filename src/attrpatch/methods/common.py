@@ -15,20 +15,9 @@ import torch
 
 from ..activations import capture_outputs, input_gradients, subtract_outputs_hooks
 from ..graph import Graph, InputHook
-from ..metrics import Metric, get_metric
+from ..metrics import Metric, resolve_metric
 from ..patching import DEFAULT_DIRECTION, base_and_source
 from ..tasks.base import TaskBatch
-
-
-def resolve_metric(model, batch: TaskBatch, metric: str | Metric) -> Metric:
-    """A Metric for `batch`: a name ("task", a metric kind, "kl") or a ready Metric."""
-    if isinstance(metric, Metric):
-        return metric
-    clean_logits = None
-    if metric == "kl":
-        with torch.no_grad():
-            clean_logits = model(batch.clean)
-    return get_metric(metric, batch, clean_logits)
 
 
 def chunks(batch: TaskBatch, batch_size: int | None) -> Iterator[tuple[TaskBatch, float]]:

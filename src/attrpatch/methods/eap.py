@@ -18,7 +18,8 @@ from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
 from ..activations import capture_outputs, input_gradients, subtract_outputs_hooks
 from ..patching import base_and_source
-from .common import ScoreAccumulator, check_metric_chunking, chunks, resolve_metric
+from ..metrics import resolve_metric
+from .common import ScoreAccumulator, check_metric_chunking, chunks
 
 
 def eap_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,

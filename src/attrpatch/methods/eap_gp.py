@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import torch
 
-from ..activations import EMBED_HOOK, check_finite
+from ..activations import EMBED_HOOK
+from ..metrics import check_finite
 from ..graph import Graph
 from ..metrics import Metric
 from ..patching import DEFAULT_DIRECTION

@@ -60,7 +60,8 @@ from ..graph import Graph
 from ..metrics import Metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
-from .common import PathContext, ScoreAccumulator, check_metric_chunking, chunks, gradient_scores, resolve_metric
+from ..metrics import resolve_metric
+from .common import PathContext, ScoreAccumulator, check_metric_chunking, chunks, gradient_scores
 
 VARIANTS = ("inputs", "activations", "clean-corrupted")
 POINTS = ("paper", "library")

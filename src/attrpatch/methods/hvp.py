@@ -79,12 +79,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from ..activations import capture_outputs, check_finite
+from ..activations import capture_outputs
 from ..graph import Graph
-from ..metrics import Metric
+from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION, Patcher, base_and_source
 from ..tasks.base import TaskBatch
-from .common import resolve_metric
+from ..stats import spearman
 
 COMPONENTS = ("edges", "nodes")
 # Screen-Flag-Fix: "hvp" is the paper's fix (the second-order / multi-step HVP estimate on the
@@ -93,9 +93,25 @@ FIXES = ("hvp", "exact")
 DEFAULT_FIX = "hvp"
 IG_RULES = ("left", "midpoint", "trapezoid")
 DEFAULT_IG_RULE = "midpoint"
-# Flag a component when the second-order term is more than a quarter of the first-order
-# one. [open]: the paper's value was not available; tune per task.
+# Flag a component when the second-order term is more than half the first-order one.
+# [open]: the paper's value was not available; tune per task.
 DEFAULT_THRESHOLD = 0.5     # rho > 0.5: the second-order term is over half the first; every profile uses it
+
+
+
+def multistep_terms(d1: torch.Tensor, d2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K-step rule (the one implementation): from f' and f'' at the start points k/K
+    (row k of ``d1``, ``d2`` [K, ...]), ``first = sum_k f'(k/K)/K`` and
+    ``second = sum_k f''(k/K)/(2K^2)``; the estimate is first + second."""
+    K = d1.shape[0]
+    return (d1 / K).sum(0), (d2 / (2 * K * K)).sum(0)
+
+
+def sff_flag(rho, threshold: float = DEFAULT_THRESHOLD):
+    """Screen-Flag-Fix's flag (the one rule): rho > threshold (tensor or numpy array; rho =
+    inf, a zero first-order term, is flagged). Flagged components take the fix, the rest
+    keep their first-order estimate."""
+    return rho > threshold
 
 
 @dataclass
@@ -294,8 +310,7 @@ def hvp_multistep_scores(model, graph: Graph, batch: TaskBatch, metric: str | Me
     d1, d2, passes = directional_derivatives(model, graph, base, diff, m, rep, alphas, components=components,
                                              rows_per_forward=rows_per_forward, extra_hooks=extra_hooks)
     d1, d2 = d1.reshape(K, k), d2.reshape(K, k)
-    first = (d1 / K).sum(0)
-    second = (d2 / (2 * K * K)).sum(0)
+    first, second = multistep_terms(d1, d2)
     rho = reliability(d1[0], 0.5 * d2[0])
     cost = {"forwards": 2, "hvp_passes": passes, "n_hvps": int(K * k), "steps": K}
     return HVPScores(graph, components, idx, names, first, second, first + second, rho, cost)
@@ -368,7 +383,7 @@ def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric 
     m = resolve_metric(model, batch, metric)
     sc = hvp_scores(model, graph, batch, m, components=components, direction=direction,
                     rows_per_forward=rows_per_forward, extra_hooks=extra_hooks)
-    flagged = sc.rho > threshold
+    flagged = sff_flag(sc.rho, threshold)
     est = sc.first_order.clone()
     cost = {"hvp_passes": sc.cost["hvp_passes"], "n_hvps": sc.cost["n_hvps"], "forwards": sc.cost["forwards"],
             "n_flagged": int(flagged.sum()), "n_components": int(flagged.numel()),
@@ -420,14 +435,13 @@ def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric 
             "mean_abs_error_estimate": float(df["error_estimate"].mean()),
             "mean_abs_error_corrected_all": float((sc.corrected - exact).abs().mean()),
             "full_exact_forwards": full.forward_passes,
-            "spearman_estimate_vs_exact": float(pd.Series(est.numpy()).corr(pd.Series(exact.numpy()),
-                                                                             method="spearman")),
+            "spearman_estimate_vs_exact": spearman(est, exact),
         })
     df.attrs["cost"] = cost
     df.attrs["summary"] = summary
     return df
 
 
-__all__ = ["HVPScores", "hvp_scores", "hvp_multistep_scores", "screen_flag_fix", "reliability",
-           "directional_derivatives", "per_component_ig_scores", "ig_points", "DEFAULT_THRESHOLD", "DEFAULT_FIX",
-           "IG_RULES", "DEFAULT_IG_RULE"]
+__all__ = ["multistep_terms", "sff_flag", "HVPScores", "hvp_scores", "hvp_multistep_scores", "screen_flag_fix",
+           "reliability", "directional_derivatives", "per_component_ig_scores", "ig_points", "DEFAULT_THRESHOLD",
+           "DEFAULT_FIX", "IG_RULES", "DEFAULT_IG_RULE"]

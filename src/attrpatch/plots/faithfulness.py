@@ -94,7 +94,7 @@ def _gain_axis(ax, x, tasks, values) -> None:
     ax.legend(fontsize=7, loc="upper left")
 
 
-def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float = 0.177, n_total: dict | None = None,
+def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float, n_total: dict | None = None,
               suptitle: str = "", ncols: int = 3):
     """Per-task curves (EAP-IG vs EAP-GP) and a bar chart of the AUC gains.
 
