@@ -73,7 +73,7 @@ def find_circuit(model, graph, batch, method: str, *, edges: int | None = None, 
 
 def evaluate(model, graph, batch, mask, metric: str = "task", patcher=None) -> dict:
     """Faithfulness of `mask` by exact patching (a new Patcher unless one is given)."""
-    from .methods.common import resolve_metric
+    from .metrics import resolve_metric
     from .patching import Patcher
 
     if patcher is None:

@@ -19,7 +19,7 @@ import difflib
 import importlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 REQUIRED = object()     # default of a key the profile must set
 
