@@ -8,7 +8,7 @@ with |exact single-edge effect| (same Patcher). EAP-IG is recomputed here (cheap
 than read from eapig_faith: the two rules stay independent.
 
 Gain of EAP-GP over EAP-IG. Whether the paper's 17.7% is relative or in faithfulness points
-is [open] (PAPERS.md), so both are reported:
+is [open] (docs/SOURCES.md), so both are reported:
   gain.<task>.auc_abs = AUC_GP - AUC_IG (AUC of F vs pruned-edge fraction, see
                         attrpatch.analysis.faithfulness.curve_auc; "points" of F);
   gain.<task>.auc_rel = (AUC_GP - AUC_IG) / |AUC_IG|;
@@ -123,7 +123,7 @@ def main(argv=None):
         "edge_counts": spec.get("edge_counts"), "pruned": True,
         "auc_definition": "trapezoid area under F vs pruned-edge fraction, anchored (0,0) and (1,1), x-range [0,1]",
         "gain_definition": {"auc_abs": "AUC_GP - AUC_IG", "auc_rel": "(AUC_GP - AUC_IG) / |AUC_IG|",
-                            "paper_17.7": "relative or points is [open] (PAPERS.md): both reported"},
+                            "paper_17.7": "relative or points is [open] (docs/SOURCES.md): both reported"},
         "tasks": tasks_out,
         "auc": {t: {m: d["auc"] for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
         "gain": gains,

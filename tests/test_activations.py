@@ -1,5 +1,5 @@
 """The memory-lean primitives give the same numbers as the plain ones (EAP at GPT-2 XL scale
-holds one [B,P,n_up,d] tensor: DESIGN "memory at scale", docs/PAPER_PROFILE.md)."""
+holds one [B,P,n_up,d] tensor: docs/PAPER_PROFILE.md, "Memory at scale")."""
 import torch
 
 from attrpatch.activations import capture_outputs, input_gradients, subtract_outputs_hooks

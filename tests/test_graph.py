@@ -14,7 +14,7 @@ def test_edge_count_closed_form(L, H, mlp):
 
 
 def test_published_counts():
-    # EAP-IG library counts (PAPERS.md): GPT-2 small 157 x 445 and 32,491 edges,
+    # EAP-IG library counts (docs/SOURCES.md): GPT-2 small 157 x 445 and 32,491 edges,
     # attn-only-4l 1,281, GPT-2 XL 2,235,025.
     g = Graph(12, 12)
     assert (g.n_up, g.n_down, g.n_edges) == (157, 445, 32491)

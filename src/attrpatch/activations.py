@@ -176,7 +176,7 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
 
     The gradient at a downstream input is d mean(metric) / d in_v, i.e. through v and
     everything after it (the input hooks return clones, so the MLP input's gradient does
-    not include the residual skip path: see DESIGN.md "Models").
+    not include the residual skip path: see docs/MODELS.md).
     With `on_input_grad(hook, grad, outputs)`, each input hook's gradient ([B,P,H,d] for
     q/k/v, [B,P,d] else) is handed to the callback with this run's upstream outputs
     [B,P,n_up,d], and not stored: the callback runs inside the backward, from a tensor

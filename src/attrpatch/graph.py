@@ -66,7 +66,7 @@ def enable_graph_hooks(model) -> None:
             f"{model_family(model)}: transformer_lens cannot split this model's q/k/v inputs "
             f"({str(e).splitlines()[0]}); the graph needs per-head q/k/v input hooks. "
             "Build the model from a Hugging Face checkpoint with TransformerBridge.boot_transformers "
-            "(see DESIGN.md, 'Models')."
+            "(see docs/MODELS.md)."
         ) from e
     model.set_use_attn_result(True)
     if not is_attn_only(model):

@@ -3,7 +3,7 @@
 The tiny models are Hugging Face GPT-2 checkpoints trained from scratch on the toy
 vocabulary (`attrpatch.tasks.vocab`), because transformer_lens 4.3 loads such checkpoints
 offline with `TransformerBridge.boot_transformers(dir)` and supports the split q/k/v
-hooks the graph needs (DESIGN.md, "Models"):
+hooks the graph needs (docs/MODELS.md):
 
 * ``tiny-gpt2``: GPT-2 with MLPs and LayerNorm, trained on a mixture of ioi, greater_than,
   sva, gender_bias, country_capital and hypernymy plus filler text (random sequences of

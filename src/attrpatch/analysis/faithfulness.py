@@ -19,7 +19,7 @@ score matrices; no model runs, no plotting.
 * `pearson`, `score_effect_correlation`: Pearson r of |score| with |exact single-edge
   effect| over the graph's edges (Hanna et al. report EAP 0.34-0.84, EAP-IG 0.88-0.98).
 * `gain`, `curve_gains`: EAP-GP vs. EAP-IG. Whether EAP-GP's "up to 17.7%" is relative or
-  in faithfulness points is [open] (PAPERS.md): both are returned, ``abs`` = new - base
+  in faithfulness points is [open] (docs/SOURCES.md): both are returned, ``abs`` = new - base
   (points of F or of AUC), ``rel`` = (new - base) / |base| (None where |base| < ``eps``).
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Pure computations on node-score vectors (no model): `experiments/gradrop.py` fee
 exact node effects (`patching.node_effects`) and the scores of ``atp``, ``atp_qk``,
 ``atp_graddrop``, ``atp_star`` (`attrpatch.attribute`).
 
-Definitions (ours; the paper's exact thresholds were not available, PAPERS.md [3p]):
+Definitions (ours; the paper's exact thresholds were not available, docs/SOURCES.md [3p]):
 
 * **important node**: ``|exact(n)| >= quantile(|exact|, exact_quantile)`` (``np.quantile``,
   linear interpolation) and ``|exact(n)| > 0``. ``k`` = number of important nodes.

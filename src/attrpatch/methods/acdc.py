@@ -1,6 +1,6 @@
 """ACDC: automatic circuit discovery by greedy edge pruning (Conmy et al. 2023).
 
-Algorithm (PAPERS.md "ACDC", from the authors' code):
+Algorithm (docs/SOURCES.md "ACDC", from the authors' code):
 
 * The circuit starts as every edge (or the subgraph `edges`, for EAP -> ACDC; edges outside
   it are patched throughout). Its loss is the metric in "lower is better" form

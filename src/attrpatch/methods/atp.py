@@ -47,7 +47,7 @@ node's output replaced by its source value (`patching.node_effects`), per pair
   ``AtP_l(v) + QK_l(q) + QK_l(k)`` uses that pass's gradients at the pattern and the
   values (other nodes: AtP_l at the output), then ``(1/max(L-1,1)) sum_l |.|`` per pair.
 
-What is a reconstruction (PAPERS.md reads the paper's QK fix and GradDrop at [3p]): the
+What is a reconstruction (docs/SOURCES.md reads the paper's QK fix and GradDrop at [3p]): the
 head-level sum of the q/k/v parts, the all-keys variant, the 1/max(L-1,1) for L = 1, and the
 AtP* combination above. Edge-level versions are not implemented. Known limitation (tested):
 the node-level QK fix repairs a head's own q/k; a node *upstream* of a saturated head's

@@ -6,7 +6,7 @@ not be read here (searched the stored docs/pages/code/issues corpora for "EAP-GP
 * [abs] EAP-IG's straight path can run through saturated regions; GradPath starts from the
   input and follows, adaptively, the direction that makes the model's output approach the
   corrupted one; scores are EAP-style (activation difference x mean gradient on the path).
-* [3p, PAPERS.md: two reimplementations agree] the path, in token-embedding space, one path
+* [3p, docs/SOURCES.md: two reimplementations agree] the path, in token-embedding space, one path
   per example shared by all edges (``path="shared"``; a path per upstream node is [open]
   and not implemented):
 

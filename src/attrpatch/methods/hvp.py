@@ -11,7 +11,7 @@ score that flags untrustworthy first-order estimates, (ii) error bounds, (iii) a
 Hessian-vector-product correction that removes the leading-order error "with only one
 additional backward pass"; a multi-step HVP variant matches or beats Integrated Gradients
 at lower compute; a Screen-Flag-Fix workflow spends compute only on flagged components.
-Reconstructed (the project's [3p] reading in PAPERS.md; formulas below are ours, the body
+Reconstructed (the project's [3p] reading in docs/SOURCES.md; formulas below are ours, the body
 of the paper was not available): the second-order estimate, the reliability ratio
 ``rho``, the Screen-Flag-Fix steps. [open]: the flag threshold (a parameter here, default
 `DEFAULT_THRESHOLD`), the multi-step scheme, the error bounds (not implemented).

@@ -100,7 +100,7 @@ def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float, n_tota
 
     gains[task] = {"auc_rel": r, "auc_abs": a[, "auc_log_rel": l]}; relative gains (% of EAP-IG's AUC)
     and absolute gains (AUC units) on two axes, each with the paper's "up to 17.7%" read its way
-    (PAPERS.md: relative or points is [open]).
+    (docs/SOURCES.md: relative or points is [open]).
     """
     sns.set_style("whitegrid")
     tasks = list(curves)
