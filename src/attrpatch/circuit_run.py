@@ -24,7 +24,7 @@ def edge_methods() -> list[str]:
     """Methods that can find a circuit here: edge scorers, and ACDC."""
     from .attribute import METHODS
 
-    return [m for m, s in METHODS.items() if s.level == "edges"] + list(ACDC_METHODS)
+    return [m for m, s in METHODS.items() if s.level == "edges" and s.kind == "scorer"] + list(ACDC_METHODS)
 
 
 def threshold_mask(scores: torch.Tensor, graph, tau: float, do_prune: bool = True) -> torch.Tensor:

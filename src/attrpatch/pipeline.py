@@ -48,8 +48,8 @@ def known_methods() -> set[str]:
 
 def known_scorers() -> set[str]:
     """Methods `attribute` scores with (the procedures acdc_task/acdc_kl/eap_acdc are not)."""
-    from .attribute import METHODS
-    return set(METHODS)
+    from .attribute import SCORERS
+    return set(SCORERS)
 
 
 def trainable_models() -> list[str]:

@@ -34,6 +34,13 @@ def integer(name: str, value, *, minimum: int = 1, none_ok: bool = False, where:
     return int(value)
 
 
+def _finite(name: str, value, *, where: str = "") -> float:
+    at = f"{where}: " if where else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{at}{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def positive_number(name: str, value, *, where: str = "") -> float:
     at = f"{where}: " if where else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
@@ -150,6 +157,8 @@ OPTIONS: dict[str, Option] = {
     "key_mode": Option("AtP QK fix: how keys are patched", _choices("methods.atp", "KEY_MODES", "key_mode")),
     "return_details": Option("AtP GradDrop: also return per-layer details (true/false)",
                              lambda v, where="": boolean("return_details", v, where=where), api_only=True),
+    "tau": Option("ACDC: an edge is removed when the loss rises by less than tau (a finite number)",
+                  lambda v, where="": _finite("tau", v, where=where)),
     "extra_hooks": Option("more (hook name, function) pairs for every forward", _hooks, api_only=True),
 }
 
