@@ -23,7 +23,6 @@ from attrpatch.methods.eap import eap_scores
 from attrpatch.methods.eap_gp import eap_gp_scores
 from attrpatch.methods.eap_ig import eap_ig_scores
 
-from .before_fix import OldScoreAccumulator, eap_gp_separate_steps
 from .common import Shape, build_model, interleaved_times, median, random_batch
 
 
@@ -48,33 +47,22 @@ def run(shape: Shape, *, steps: int = 5, repeats: int = 3, warmup: int = 1, thre
     def fwdbwd():
         input_gradients(model, graph, batch.clean, metric, on_input_grad=_noop)
 
-    def eap_before_fix():  # eap_scores' body with the accumulator as it was before the fix
-        acc = OldScoreAccumulator(graph)
-        _, src_out = capture_outputs(model, graph, batch.corrupt)
-        input_gradients(model, graph, batch.clean, metric, on_input_grad=acc.callback(source=src_out))
-        return acc.result()
-
     fns = {
         "fb": fb,
         "fwdbwd": fwdbwd,
         "eap": lambda: eap_scores(model, graph, batch),
-        "eap_before_fix": eap_before_fix,
     }
     cheap = interleaved_times(fns, repeats=repeats, warmup=warmup)
     expensive = {
         "eap_ref": lambda: eap_scores(model, graph, batch),
         "eap_ig": lambda: eap_ig_scores(model, graph, batch, steps=steps),
         "eap_gp": lambda: eap_gp_scores(model, graph, batch, steps=steps),
-        "eap_gp_before_fix": lambda: eap_gp_separate_steps(model, graph, batch, steps),
     }
     if include_atp:
         expensive["fwdbwd_ref"] = fwdbwd
         expensive["atp_graddrop"] = lambda: atp_graddrop_node_scores(model, graph, batch, return_details=True)
         expensive["atp_star"] = lambda: atp_star_node_scores(model, graph, batch, return_details=True)
     heavy = interleaved_times(expensive, repeats=heavy_repeats or repeats, warmup=0)
-    new, old = eap_scores(model, graph, batch), eap_before_fix()
-    score_diff = float((new - old).abs().max())
-    score_rel = score_diff / max(float(old.abs().max()), 1e-30)
     t = {k: median(v) for k, v in {**cheap, **heavy}.items()}
     n_edges = int(graph.edge_mask.sum())
     ctx = f"{shape.name}, {n_edges} edges, B={shape.batch} x P={shape.seq}, fp32, {threads} threads"
@@ -82,10 +70,6 @@ def run(shape: Shape, *, steps: int = 5, repeats: int = 3, warmup: int = 1, thre
         dict(id="eap_overhead", measurement="EAP time / (2 fwd + 1 bwd, same hooks, no scoring)",
              value=t["eap"] / t["fb"], target="<= 1.3", ok=t["eap"] / t["fb"] <= 1.3,
              context=f"{ctx}; EAP {t['eap']:.2f} s, passes alone {t['fb']:.2f} s, fwd+bwd alone {t['fwdbwd']:.2f} s"),
-        dict(id="eap_overhead_before_fix", measurement="same, with the pre-fix ScoreAccumulator",
-             value=t["eap_before_fix"] / t["fb"], target="context", ok=None,
-             context=f"EAP before fix {t['eap_before_fix']:.2f} s; max |score difference| {score_diff:.1e} "
-                     f"(relative to max |score| {score_rel:.1e})"),
         dict(id="eap_ig_cost", measurement=f"EAP-IG (inputs, m={steps}) time / (m x EAP time)",
              value=t["eap_ig"] / (steps * t["eap_ref"]), target="<= 1.2",
              ok=t["eap_ig"] / (steps * t["eap_ref"]) <= 1.2,
@@ -95,9 +79,6 @@ def run(shape: Shape, *, steps: int = 5, repeats: int = 3, warmup: int = 1, thre
              ok=t["eap_gp"] / (steps * t["eap_ref"]) <= 1.2,
              context=f"EAP-GP {t['eap_gp']:.2f} s; k+4 forwards, 2k backwards (each path step shares the "
                      f"forward of a metric gradient)"),
-        dict(id="eap_gp_cost_before_fix", measurement=f"same, path steps in their own passes (before the fix)",
-             value=t["eap_gp_before_fix"] / (steps * t["eap_ref"]), target="context", ok=None,
-             context=f"EAP-GP before fix {t['eap_gp_before_fix']:.2f} s; 2k+3 forwards, 2k backwards"),
     ]
     if include_atp:
         den = (L + 1) * t["fwdbwd_ref"]

@@ -5,8 +5,7 @@ default ``rows_per_forward`` (`patching.default_rows_per_forward`: 256 rows on a
 patched copies per forward; 2048, the default before 2026-11-24, timed beside it), the loop with
 ``rows_per_forward = batch size`` (one patched copy, i.e. one edge, per forward). The two
 must give the same effects (checked, max abs difference reported). Also timed: 8 edges per
-forward, and the default batching with the patch hooks as they were before the fix
-(`before_fix.old_patched_logits`).
+forward. (Timings from before the fixes are in the dated results under benchmarks/results/.)
 """
 from __future__ import annotations
 
@@ -36,8 +35,6 @@ def run(*, n: int = 32, repeats: int = 3, threads: int = 2, max_edges: int | Non
         use_tiny: bool = True) -> list[dict]:
     from attrpatch import patching
 
-    from .before_fix import old_patched_logits
-
     torch.set_num_threads(threads)
     model, batch, label = _model_and_batch(n, use_tiny)
     graph = Graph.from_model(model)
@@ -50,7 +47,6 @@ def run(*, n: int = 32, repeats: int = 3, threads: int = 2, max_edges: int | Non
         "batched 8 edges/forward": (8 * B, patching.patched_logits),
         default: (D, patching.patched_logits),
         "batched 2048 rows": (2048, patching.patched_logits),
-        "batched 2048 rows, before fix": (2048, old_patched_logits),
     }
     patchers = {k: Patcher(model, graph, batch, rows_per_forward=r) for k, (r, _) in configs.items()}
     res = {}
@@ -83,9 +79,6 @@ def run(*, n: int = 32, repeats: int = 3, threads: int = 2, max_edges: int | Non
              context=base + "; " + ", ".join(f"{k}: {r:.0f} edges/s" for k, r in rate.items())),
         dict(id="patching_speedup_best", measurement=f"exact edge patching: best batching ({best}) / loop",
              value=rate[best] / rate[loop], target=">= 10", ok=rate[best] / rate[loop] >= 10, context=label),
-        dict(id="patching_speedup_before_fix",
-             measurement="same, 2048 rows (the default before 2026-11-24) with the pre-fix patch hooks / loop",
-             value=rate["batched 2048 rows, before fix"] / rate[loop], target="context", ok=None, context=label),
     ]
     for k, r in rate.items():
         rows.append(dict(id="patching_rate_" + "_".join(k.replace(",", "").replace("/", " per ").split(" (")[0].split()),

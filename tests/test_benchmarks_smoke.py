@@ -9,8 +9,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 EXPECTED = {
-    "gradient": {"eap_overhead", "eap_overhead_before_fix", "eap_ig_cost", "eap_gp_cost", "eap_gp_cost_before_fix", "atp_graddrop_cost", "atp_star_cost"},
-    "patching": {"patching_speedup", "patching_speedup_best", "patching_speedup_before_fix",
+    "gradient": {"eap_overhead", "eap_ig_cost", "eap_gp_cost", "atp_graddrop_cost", "atp_star_cost"},
+    "patching": {"patching_speedup", "patching_speedup_best",
                  "patching_rate_loop", "patching_rate_batched_default"},
     "prefix": {"patching_gpt2_speedup", "patching_gpt2_speedup_prefix_alone", "patching_gpt2_speedup_batching_alone",
                "patching_gpt2_rate_loop", "patching_gpt2_rate_both", "acdc_gpt2_rate", "acdc_gpt2_first_tests"},
