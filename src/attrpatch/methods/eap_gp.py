@@ -148,7 +148,7 @@ def path_diagnostics(model, graph: Graph, batch: TaskBatch, steps: int = 5, *, s
     distance to the corrupted input's embeddings (``embed_distance``, j = 0..k) and of the
     output distance ||G(gamma_j) - G(x_source)|| (``logit_distance``, j = 0..k-1), plus the
     fraction of examples whose path ends closer to the corrupted input than it starts."""
-    from .common import resolve_metric
+    from ..metrics import resolve_metric
 
     ctx = PathContext(model, graph, batch, resolve_metric(model, batch, metric), direction)
     info = None
