@@ -10,6 +10,7 @@ from attrpatch.pipeline import load_profile, missing_pretrained, missing_paper_d
 from attrpatch.claims import load_claims
 from attrpatch.claims_exit import parse_strict
 from attrpatch.config import config_hash
+from attrpatch.circuit_run import DAG_CIRCUIT_EXPERIMENTS, dag_circuit_paths
 
 PROFILE = config.get("profile", "tiny")
 CFG = load_profile(PROFILE, root=config_root(PROFILE, Path.cwd()))          # fails before any work, naming the entry
@@ -127,6 +128,22 @@ def exp_inputs(exp):
     return f
 
 
+def circuit_outputs(exp):
+    """Per task and method, the circuit JSON and drawing eap_roc / eapig_faith save
+    (attrpatch.circuit_run.dag_circuit_paths); the drawings go into the HTML report."""
+    if exp not in DAG_CIRCUIT_EXPERIMENTS:
+        return {}
+    spec = CFG["experiments"][exp]
+    if "methods" not in spec:
+        raise WorkflowError(f"experiments.{exp}: list its methods; the DAG declares one circuit file per task and method")
+    methods = spec["methods"]
+    paths = [dag_circuit_paths(f"{R}/{exp}.json", f"{F}/{exp}.png", exp, t, m)
+             for t in spec.get("tasks", {}) for m in methods]
+    return {"circuits": [str(p["json"]) for p in paths],
+            "circuit_figures": [report(str(p["png"]), category="circuits", subcategory=exp,
+                                       caption="report/circuits.rst") for p in paths]}
+
+
 for _exp in ["graph_counts"]:
     rule:
         name: _exp
@@ -145,6 +162,7 @@ for _exp in FIGURE_EXPS:
             json=f"{R}/{_exp}.json",
             png=report(f"{F}/{_exp}.png", category="figures", caption=f"report/{_exp}.rst"),
             pdf=f"{F}/{_exp}.pdf",
+            **circuit_outputs(_exp),
         params: h=spec_hash(_exp), exp=_exp
         threads: 1
         resources: **res(_exp)

@@ -10,15 +10,24 @@ every method of Fig. 2; `attrpatch.analysis.roc.DEFAULT_AUC_RULE` says where it 
 Tiny profile: the reference is exact patching on
 held-out prompts ("reference: exact patching"), so the ``exact`` curve is the same method
 on other prompts and is expected on top.
+
+Circuits: per task and method, one circuit of spec.circuit_edges edges (default 30,
+`circuit_run.DAG_CIRCUIT_EDGES`, declared in `settings.py`): EAP and exact patching by EAP-IG's greedy selection,
+pruned; ACDC the circuit of its tau sweep closest to that size. Each is measured by exact
+patching on the same prompts, saved and drawn (`circuit_run.dag_circuit_paths`);
+circuits.<task>.<method> in the JSON.
 """
 import sys
 
 import pandas as pd
+import torch
+
 from attrpatch.progress import tqdm
 
 from attrpatch.analysis.roc import (EXACT_SUBSET_RULE, acdc_universe, check_auc_rule, circuit_roc, exact_edge_subset,
                                     score_roc, taus_from_spec)
 from attrpatch.attribute import attribute
+from attrpatch.circuit_run import closest_circuit, save_dag_circuits, sized_circuit
 from attrpatch.io import save_figure, write_json
 from attrpatch.paper_numbers import paper_numbers
 from attrpatch.methods.acdc import acdc_sweep
@@ -35,11 +44,12 @@ def main(argv=None):
     methods = list(spec["methods"])
     taus = taus_from_spec(spec["taus"])
     n = spec["n"]
+    circuit_edges = spec["circuit_edges"]
     rule = check_auc_rule(spec["auc_rule"])
     out = {"reference_label": LABEL, "settings": {"n": n, "seed": ctx.seed, "taus": taus, "methods": methods,
-                                                  "auc_rule": rule},
+                                                  "auc_rule": rule, "circuit_edges": circuit_edges},
            "reference": {}, "auc": {}, "auc_trapezoid": {}, "auc_pessimistic": {}, "curves": {}, "acdc": {},
-           "paper_auc": PAPER_AUC}
+           "paper_auc": PAPER_AUC, "circuits": {}}
     for task, model_name in tqdm(ctx.task_models().items(), desc="eap_roc tasks"):
         run = ctx.task(task, model_name)
         model, graph, st, batch = run.model, run.graph, run.settings, run.batch
@@ -49,19 +59,24 @@ def main(argv=None):
             out["settings"].setdefault("n_by_task", {})[task] = st["n"]
         out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()),
                                   "source": str(ref_df["source"].iloc[0]), "model": model_name}
-        curves, acdc_info = {}, {}
+        curves, acdc_info, found = {}, {}, {}
         eap = None
         if "eap" in methods or st["max_edges"] or st["acdc_max_edges"]:
             eap = attribute(model, batch, method="eap", graph=graph, **run.opts)
         for method in methods:
             if method == "eap":
                 curves[method] = score_roc(eap, ref, graph, auc_rule=rule)
+                found[method] = (sized_circuit(eap, graph, circuit_edges), eap,
+                                 {"selection": "greedy", "n_requested": circuit_edges, "pruned": True})
             elif method == "exact":
                 # max_edges (paper_random): exact patching and its ROC only on that edge subset
                 sub = exact_edge_subset(eap, graph, st["max_edges"], seed=ctx.seed) if eap is not None else None
                 scores = attribute(model, batch, method="exact", graph=graph,
                                    **({} if sub is None else {"edges": sub}))
                 curves[method] = score_roc(scores, ref, graph, edges=sub, auc_rule=rule)
+                found[method] = (sized_circuit(scores, graph, circuit_edges), scores,
+                                 {"selection": "greedy", "n_requested": circuit_edges, "pruned": True,
+                                  **({} if sub is None else {"scored_edges": len(sub)})})
                 if sub is not None:
                     curves[method]["limited"] = f"exact patching on {len(sub)} of {graph.n_edges} edges ({EXACT_SUBSET_RULE})"
             else:
@@ -69,6 +84,14 @@ def main(argv=None):
                 uni = acdc_universe(eap, graph, st["acdc_max_edges"]) if eap is not None else None
                 sw = acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni)
                 curves[method] = circuit_roc(sw.masks, ref, graph, taus=taus, auc_rule=rule)
+                k = closest_circuit(sw.masks, circuit_edges)
+                acdc_scores = torch.full((graph.n_up, graph.n_down), float("nan"), dtype=torch.float64)
+                for u, v, d in sw.results[k].history[["u", "v", "delta"]].itertuples(index=False):
+                    acdc_scores[int(u), int(v)] = float(d)
+                found[method] = (sw.masks[k], acdc_scores,
+                                 {"selection": f"ACDC tau={taus[k]:g}, the sweep's circuit closest to "
+                                               f"{circuit_edges} edges", "tau": taus[k],
+                                  "score": "ACDC's loss change when the edge was tested"})
                 acdc_info[method] = {"tau": taus, "forward_passes": [r.forward_passes for r in sw.results],
                                      "n_edges": [r.n_edges for r in sw.results],
                                      "total_forward_passes": sw.forward_passes, "wall_s": sw.wall_s}
@@ -76,6 +99,8 @@ def main(argv=None):
                     acdc_info[method]["limited"] = (f"ACDC over the {int(uni.sum())} edges of largest |EAP| "
                                                     f"of {graph.n_edges}")
         out["curves"][task] = curves
+        out["circuits"][task] = save_dag_circuits(model, graph, batch, found, exp="eap_roc", task=task,
+                                                  model_name=model_name, out_json=args.out, figure_png=args.figure)
         out["acdc"][task] = acdc_info
         out["auc"][task] = {m: c["auc"] for m, c in curves.items()}
         out["auc_trapezoid"][task] = {m: c["auc_trapezoid"] for m, c in curves.items()}

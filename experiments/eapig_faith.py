@@ -17,13 +17,20 @@ min_edges_for_f085, pearson, pearson_signed, spearman}; shortcuts auc.<task>.<me
 pearson.<task>.<method>; summary.{mean_auc, mean_auc_log, mean_pearson, min_pearson,
 max_pearson}.<method>, summary.n_tasks_ig_beats_eap (EAP-IG AUC >= EAP AUC),
 summary.n_tasks_igact_beats_eap, summary.n_tasks_ig_beats_eap_log, summary.n_tasks.
+
+Circuits: per task and method, the circuit of spec.circuit_edges edges (default 30,
+`circuit_run.DAG_CIRCUIT_EDGES`, declared in `settings.py`; same selection, pruned), measured by exact patching on the
+same prompts, saved and drawn (`circuit_run.dag_circuit_paths`); tasks.<task>.circuits.<method>.
 """
 import sys
 import time
 
+import torch
+
 from attrpatch.progress import tqdm
 
 from attrpatch.analysis import faithfulness as F
+from attrpatch.circuit_run import save_dag_circuits, sized_circuit
 from attrpatch.io import save_figure, write_json
 from attrpatch.paper_numbers import paper_numbers
 from attrpatch.pipeline import Context
@@ -36,6 +43,7 @@ def main(argv=None):
     spec = ctx.spec
     methods = list(spec["methods"])
     steps, n, selection = spec["steps"], spec["n"], spec["selection"]
+    circuit_edges = spec["circuit_edges"]
     t_start = time.perf_counter()
 
     tasks_out, curves, aucs, n_total = {}, {}, {}, {}
@@ -50,6 +58,14 @@ def main(argv=None):
         summ = F.task_summary(res, st["edge_counts"])
         summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"], data=describe(batch))
         summ["forward_passes"] = res["forward_passes"]
+        summ["circuits"] = save_dag_circuits(
+            run.model, run.graph, run.batch,
+            {m: (sized_circuit(run.graph.matrix_from_edges(torch.as_tensor(d["scores"])), run.graph, circuit_edges,
+                               selection),
+                 run.graph.matrix_from_edges(torch.as_tensor(d["scores"])),
+                 {"selection": selection, "n_requested": circuit_edges, "pruned": True, "steps": steps})
+             for m, d in res["methods"].items()},
+            exp="eapig_faith", task=task, model_name=model_name, out_json=args.out, figure_png=args.figure)
         tasks_out[task] = summ
         curves[task] = {m: d["curve"] for m, d in summ["methods"].items()}
         aucs[task] = {m: d["auc"] for m, d in summ["methods"].items()}
@@ -84,6 +100,7 @@ def main(argv=None):
 
     out = {
         "profile": ctx.profile, "n": n, "steps": steps, "selection": selection, "methods": methods,
+        "circuit_edges": circuit_edges,
         "edge_counts": spec.get("edge_counts"), "pruned": True,
         "auc_definition": "trapezoid area under F vs pruned-edge fraction, anchored (0,0) and (1,1), x-range [0,1]",
         "tasks": tasks_out,

@@ -78,3 +78,10 @@ def test_empty_circuit_draws_a_figure_that_says_so(tmp_path):
     c = _circuit()
     png, svg = D.draw_circuit(Circuit(c.graph, torch.zeros_like(c.mask)), tmp_path / "e")
     assert png.exists() and 'id="node-' not in svg.read_text()
+
+
+def test_dotted_names_keep_their_dots(tmp_path):
+    c = _circuit()
+    assert D.draw_circuit(c, tmp_path / "ioi.eap_ig.png") == [tmp_path / "ioi.eap_ig.png", tmp_path / "ioi.eap_ig.svg"]
+    assert D.draw_circuit(c, tmp_path / "ioi.eap", formats=("svg",)) == [tmp_path / "ioi.eap.svg"]
+    assert (tmp_path / "ioi.eap.svg").exists() and not (tmp_path / "ioi.svg").exists()

@@ -63,6 +63,18 @@ def test_smoke_dag_end_to_end(tmp_path):
         assert (tmp_path / "figures" / "smoke" / f"{exp}.png").stat().st_size > 1000, exp
         assert (tmp_path / "figures" / "smoke" / f"{exp}.pdf").exists(), exp
         json.loads((tmp_path / "results" / "smoke" / f"{exp}.json").read_text())
+    from attrpatch.circuit_file import load_circuit
+    for exp in ("eap_roc", "eapig_faith"):            # one circuit file and drawing per task and method
+        res = json.loads((tmp_path / "results" / "smoke" / f"{exp}.json").read_text())
+        saved = [(t, m, d) for t, ms in (res["circuits"] if exp == "eap_roc" else
+                                         {t: v["circuits"] for t, v in res["tasks"].items()}).items()
+                 for m, d in ms.items()]
+        assert len(saved) == 12 if exp == "eap_roc" else len(saved) == 18
+        for task, method, d in saved:
+            c = load_circuit(tmp_path / d["json"])
+            assert (c.task, c.method) == (task, method) and c.n_edges == d["n_edges"]
+            assert method.startswith("acdc") or c.n_edges <= 30      # ACDC: its tau closest to 30 edges
+            assert (tmp_path / d["png"]).stat().st_size > 1000
     report = (tmp_path / "results" / "smoke" / "claims_report.md").read_text()
     assert "passed" in report and "| " in report
     assert (tmp_path / "results" / "smoke" / "claims_report.xml").exists()

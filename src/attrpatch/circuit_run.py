@@ -7,6 +7,14 @@ DAG's eap_roc / eapig_faith share.
   measured when ACDC tested the edge (NaN for edges it never tested).
 * `evaluate`: faithfulness by exact patching (`circuits.circuit_faithfulness`).
 * `write_circuit`: the circuit file and its drawing, side by side (`circuit_paths`).
+* DAG: eap_roc and eapig_faith save, per task and method, one circuit of
+  ``circuit_edges`` edges (experiment setting, default `DAG_CIRCUIT_EDGES` = 30: readable
+  when drawn, and inside the range where the methods' faithfulness curves differ). Scoring
+  methods: `sized_circuit` (the experiment's selection, greedy by default, pruned, so it may
+  keep fewer); ACDC: the circuit of its tau sweep whose size is closest to that
+  (`closest_circuit`). Each is measured by exact patching on the experiment's prompts and
+  written by `save_dag_circuits` to `dag_circuit_paths` (JSON under results/, PNG under
+  figures/, both named ``<task>.<method>``), which the Snakefile declares as outputs.
 """
 from __future__ import annotations
 
@@ -97,5 +105,57 @@ def write_circuit(circuit: Circuit, out_dir, name: str = "circuit", formats=("pn
 
     paths = circuit_paths(out_dir, name)
     save_circuit(paths["json"], circuit)
-    draw_circuit(circuit, paths["json"].with_suffix(""), formats=formats, backend=backend)
+    draw_circuit(circuit, paths["png"], formats=formats, backend=backend)
     return {k: paths[k] for k in ("json", *formats)}
+
+
+# ---- the DAG's circuits ------------------------------------------------------------------------
+DAG_CIRCUIT_EDGES = 30
+DAG_CIRCUIT_EXPERIMENTS = ("eap_roc", "eapig_faith")
+
+
+def dag_circuit_paths(out_json, figure_png, exp: str, task: str, method: str) -> dict[str, Path]:
+    """JSON beside the experiment's result (``<results>/circuits/<exp>/<task>.<method>.json``),
+    PNG beside its figure (``<figures>/circuits/<exp>/<task>.<method>.png``; beside the JSON
+    when the experiment draws no figure)."""
+    res = Path(out_json).parent / "circuits" / exp
+    fig = Path(figure_png).parent / "circuits" / exp if figure_png else res
+    stem = f"{task}.{method}"
+    return {"json": res / f"{stem}.json", "png": fig / f"{stem}.png"}
+
+
+def sized_circuit(scores: torch.Tensor, graph, n: int, selection: str = "greedy") -> torch.Tensor:
+    """`circuits.select` of n edges, pruned; unmeasured (NaN) scores count as 0."""
+    s = torch.nan_to_num(torch.as_tensor(scores).detach().cpu().double(), nan=0.0)
+    return C.select(s, graph, n, selection)
+
+
+def closest_circuit(masks, n: int) -> int:
+    """Index of the circuit whose edge count is closest to n (the first of equals)."""
+    sizes = [int(torch.as_tensor(m).sum()) for m in masks]
+    return min(range(len(sizes)), key=lambda i: (abs(sizes[i] - n), i))
+
+
+def save_dag_circuits(model, graph, batch, circuits: dict, *, exp: str, task: str, model_name: str, out_json,
+                      figure_png, metric: str = "task") -> dict:
+    """Measure (exact patching on `batch`, one shared Patcher), save and draw an experiment's
+    circuits of one task. circuits: {method: (mask, scores, info)}. Returns {method: summary}
+    for the experiment's JSON."""
+    from .methods.common import resolve_metric
+    from .patching import Patcher
+    from .plots.circuit import draw_circuit
+
+    if not circuits:
+        return {}
+    patcher = Patcher(model, graph, batch, resolve_metric(model, batch, metric))
+    out = {}
+    for method, (mask, scores, info) in circuits.items():
+        faith = evaluate(model, graph, batch, mask, metric, patcher=patcher)
+        c = Circuit(graph, mask, scores, method=method, model=model_name, task=task,
+                    info=dict(info, faithfulness=faith, experiment=exp))
+        paths = dag_circuit_paths(out_json, figure_png, exp, task, method)
+        save_circuit(paths["json"], c)
+        draw_circuit(c, paths["png"], formats=("png",))
+        out[method] = {"n_edges": c.n_edges, "n_nodes": len(c.nodes), "faithfulness": faith["faithfulness"],
+                       "selection": info.get("selection"), "json": str(paths["json"]), "png": str(paths["png"])}
+    return out

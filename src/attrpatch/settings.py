@@ -322,6 +322,8 @@ def _faith(methods: list[str]) -> dict[str, Setting]:
                    batch_size=BATCH_SIZE, exact=EXACT, models=EXTRA_MODELS)
 
 
+CIRCUIT_EDGES = Setting(POS, Ref("attrpatch.circuit_run", "DAG_CIRCUIT_EDGES"),
+                        "edges of the circuit saved and drawn per task and method (ACDC: its tau closest to it)")
 ROC_METHODS = ("eap", "acdc_task", "acdc_kl", "exact")
 ATP_METHODS = ("atp", "atp_qk", "atp_graddrop", "atp_star")
 
@@ -342,7 +344,8 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                        batch_size=BATCH_SIZE, max_edges=MAX_EDGES, acdc_max_edges=ACDC_MAX_EDGES,
                        auc_rule=Setting(Choice("pessimistic", "trapezoid"),
                                         Ref("attrpatch.analysis.roc", "DEFAULT_AUC_RULE"),
-                                        "AUC written as `auc` (both always written; default: the authors' rule)")),
+                                        "AUC written as `auc` (both always written; default: the authors' rule)"),
+                       circuit_edges=CIRCUIT_EDGES),
     "eap_r2": _common(40, tasks=Setting(TaskModels(max_len=1), REQUIRED, "the one task (the paper's Docstring)"),
                       alphas=Setting(Int(lo=2), 21, "points on the interpolation curve of the worst edge"),
                       pairing=Setting(Choice("authors", "signed", "abs"),
@@ -364,7 +367,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                        graddrop_layer=Setting(Choice("block", "sublayer"), "block",
                                               "GradDrop unit: a whole block or attention/MLP sublayers per pass"),
                        qk_nodes=Setting(Bool(), True, "also score per-head query/key nodes against exact q/k patching")),
-    "eapig_faith": _faith(["eap", "eap_ig", "eap_ig_activations"]),
+    "eapig_faith": {**_faith(["eap", "eap_ig", "eap_ig_activations"]), "circuit_edges": CIRCUIT_EDGES},
     "eapgp_gain": {**_faith(["eap_ig", "eap_gp"]),
                    "gp_step": Setting(Choice("relative", "unit"), Ref("attrpatch.methods.eap_gp", "DEFAULT_STEP"),
                                       "EAP-GP step length (methods.eap_gp)")},

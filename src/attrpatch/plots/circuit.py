@@ -228,9 +228,11 @@ def _paths(path, formats) -> dict[str, Path]:
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown drawing format(s) {bad}; allowed: {list(FORMATS)}")
-    p = Path(path)
-    base = p.with_suffix("") if p.suffix.lstrip(".") in FORMATS else p
-    return {f: base.with_suffix(f".{f}") for f in formats}
+    p = str(path)
+    for f in FORMATS:                         # only a drawing suffix is replaced: "ioi.eap" keeps its dot
+        if p.endswith(f".{f}"):
+            p = p[: -len(f) - 1]
+    return {f: Path(f"{p}.{f}") for f in formats}
 
 
 def draw_circuit(circuit: Circuit, path, *, formats=FORMATS, backend: str = "matplotlib",
