@@ -35,7 +35,7 @@ def test_layers_go_up_and_logits_on_top():
     y = {n: p[1] for n, p in pos.items()}
     assert y["logits"] == max(y.values()) and y["input"] == 0
     for e in c.edge_rows():                                 # every edge points upward
-        assert y[e["sender"]] < y[e["receiver"]]
+        assert all(y[e["sender"]] < y[w] for w in e["receivers"])
     assert rows == sorted(rows) and len(rows) == len(set(y.values()))
 
 
@@ -85,3 +85,14 @@ def test_dotted_names_keep_their_dots(tmp_path):
     assert D.draw_circuit(c, tmp_path / "ioi.eap_ig.png") == [tmp_path / "ioi.eap_ig.png", tmp_path / "ioi.eap_ig.svg"]
     assert D.draw_circuit(c, tmp_path / "ioi.eap", formats=("svg",)) == [tmp_path / "ioi.eap.svg"]
     assert (tmp_path / "ioi.eap.svg").exists() and not (tmp_path / "ioi.svg").exists()
+
+
+def test_gqa_circuit_draws_one_arrow_per_head_of_a_shared_key_value_input(tmp_path):
+    g = Graph(2, 4, n_kv_heads=2, d_model=8)
+    kv = "input->a1.kv1<k>"                                  # feeds query heads a1.h2 and a1.h3
+    c = Circuit(g, g.edge_set_mask([kv, "a1.h2->logits", "a1.h3->logits"]), g.edge_mask.double())
+    assert c.nodes == ["input", "a1.h2", "a1.h3", "logits"]
+    _, svg = D.draw_circuit(c, tmp_path / "gqa")
+    text = svg.read_text()
+    assert sorted(re.findall(r'<g id="node-([^"]+)"', text)) == sorted(c.nodes)
+    assert len(re.findall(r'<g id="edge-[\d-]+"', text)) == 4   # 2 arrows for the shared input, 1 each to logits

@@ -183,3 +183,27 @@ def test_nan_scores_are_null_and_mark_the_file_incompatible(tmp_path):
 
 def test_graph_without_d_model_is_not_eap_ig_loadable():
     assert "d_model" in eap_ig_incompatibility(Graph(1, 1))
+
+
+def test_parallel_blocks_map_onto_eap_ig_parallel_attn_mlp(tmp_path):
+    g = Graph(2, 2, parallel_blocks=True, d_model=8)
+    d = json.loads(save_circuit(tmp_path / "p.json", Circuit(g, C.top_n(_scores(g), g, 4), _scores(g))).read_text())
+    assert d["cfg"]["parallel_attn_mlp"] is True and d["attrpatch"]["eap_ig_compatible"]
+    _, seq = _hand_eap_ig_names(2, 2)
+    assert set(d["edges"]) == {e for e in seq if e not in ("a0.h0->m0", "a0.h1->m0", "a1.h0->m1", "a1.h1->m1")}
+    del d["attrpatch"]
+    (tmp_path / "e.json").write_text(json.dumps(d))
+    assert load_circuit(tmp_path / "e.json", graph=g).n_edges == 4
+    with pytest.raises(CircuitFileError, match="parallel_attn_mlp: file True, model False"):
+        load_circuit(tmp_path / "e.json", graph=Graph(2, 2, d_model=8))
+
+
+def test_gqa_graph_round_trips_and_is_marked_not_eap_ig(tmp_path):
+    g = Graph(2, 4, n_kv_heads=2, d_model=8)
+    c = Circuit(g, C.top_n(_scores(g), g, 6), _scores(g))
+    back = load_circuit(save_circuit(tmp_path / "g.json", c))
+    assert back.same_as(c) and back.graph.n_kv_heads == 2
+    why = eap_ig_incompatibility(g)
+    assert why is not None and "kv" in why
+    with pytest.raises(CircuitFileError, match=r"n_kv_heads: file 2, model 4"):
+        load_circuit(tmp_path / "g.json", graph=Graph(2, 4, d_model=8))

@@ -207,17 +207,18 @@ class Circuit:
         used = set()
         for u, v in self.mask.nonzero().tolist():
             used.add(self.graph.upstream[u])
-            used.add(self.graph.receiver_node(v))
+            used.update(self.graph.receiver_nodes(v))
         return [n for n in self.graph.nodes if n in used]
 
     def edge_rows(self) -> list[dict]:
-        """One dict per circuit edge: edge, sender, receiver (node), kind, score."""
+        """One dict per circuit edge: edge, sender, receivers (the nodes that own its input:
+        one, or a GQA key/value head's group of query heads), kind, score."""
         rows = []
         for u, v in self.mask.nonzero().tolist():
             d = self.graph.downstream[v]
             s = float(self.scores[u, v]) if self.scores is not None else float("nan")
             rows.append({"edge": f"{self.graph.upstream[u]}->{d}", "sender": self.graph.upstream[u],
-                         "receiver": self.graph.receiver_node(v), "kind": edge_kind(d), "score": s})
+                         "receivers": self.graph.receiver_nodes(v), "kind": edge_kind(d), "score": s})
         return rows
 
     def same_as(self, other: "Circuit") -> bool:

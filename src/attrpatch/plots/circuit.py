@@ -7,7 +7,8 @@ Two backends, both writing SVG and PNG:
 * ``matplotlib`` (default; needs no system package): a layered layout built on a networkx
   DiGraph, one row per occupied rank (input; per layer its heads, then its MLP; logits),
   nodes in a row ordered by a few barycenter sweeps to cut crossings. Every node is one
-  rounded box whose SVG group id is ``node-<name>``, every edge one arrow ``edge-<i>``.
+  rounded box whose SVG group id is ``node-<name>``, every edge one arrow ``edge-<i>`` (a
+  GQA key/value edge, which feeds a group of query heads, one arrow per head ``edge-<i>-<j>``).
 * ``graphviz``: the same styling as DOT, laid out by Graphviz's ``dot`` program when it is
   installed (a clear error says how to get it when it is not).
 """
@@ -77,7 +78,8 @@ def _digraph(circuit: Circuit) -> nx.MultiDiGraph:
     g = nx.MultiDiGraph()
     g.add_nodes_from(circuit.nodes)
     for r in circuit.edge_rows():
-        g.add_edge(r["sender"], r["receiver"], **r)
+        for w in r["receivers"]:
+            g.add_edge(r["sender"], w, **r)
     return g
 
 
@@ -174,22 +176,24 @@ def figure(circuit: Circuit, title: str | None = None):
     rows_e = sorted(circuit.edge_rows(), key=lambda r: abs(r["score"]) if r["score"] == r["score"] else 0.0)
     smax = max((abs(r["score"]) for r in rows_e if r["score"] == r["score"]), default=0.0)
     long_count: dict[str, int] = {}
-    for i, r in enumerate(rows_e):
+    # a GQA key/value edge feeds every query head of its group: one arrow to each
+    arrows = [(i, j, r, w) for i, r in enumerate(rows_e) for j, w in enumerate(r["receivers"])]
+    for i, j, r, w in arrows:
         st = _edge_style(r["kind"], r["score"], smax)
-        (xs_, ys_), (xr_, yr_) = pos[r["sender"]], pos[r["receiver"]]
+        (xs_, ys_), (xr_, yr_) = pos[r["sender"]], pos[w]
         rad = ARC.get(r["kind"], 0.0)
         if yr_ - ys_ > 1:
             # an edge that skips rows bows out (more the longer it is), alternately left and
             # right of a straight line, so it does not run through the nodes between
-            k = long_count.get(r["receiver"], 0)
-            long_count[r["receiver"]] = k + 1
+            k = long_count.get(w, 0)
+            long_count[w] = k + 1
             side = (1 if xs_ < xr_ else -1) if abs(xs_ - xr_) > 0.5 else (1 if k % 2 == 0 else -1)
             rad += side * min(0.45, 0.1 + 0.035 * (yr_ - ys_) + 0.03 * (k // 2))
-        a = FancyArrowPatch(pos[r["sender"]], pos[r["receiver"]], patchA=boxes[r["sender"]],
-                            patchB=boxes[r["receiver"]], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+        a = FancyArrowPatch(pos[r["sender"]], pos[w], patchA=boxes[r["sender"]],
+                            patchB=boxes[w], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
                             mutation_scale=7 + st["lw"], color=st["color"], lw=st["lw"], ls=st["ls"],
                             alpha=0.9, zorder=2, shrinkA=1, shrinkB=1)
-        a.set_gid(f"edge-{i}")
+        a.set_gid(f"edge-{i}" if len(r["receivers"]) == 1 else f"edge-{i}-{j}")
         ax.add_patch(a)
     used = sorted({r["kind"] for r in rows_e}, key=list(KIND_COLORS).index)
     handles = [Line2D([], [], color=KIND_COLORS[k][0], lw=2.5, label=KIND_LABELS[k]) for k in used]
@@ -218,8 +222,9 @@ def to_dot(circuit: Circuit, title: str | None = None) -> str:
     for r in rows_e:
         st = _edge_style(r["kind"], r["score"], smax)
         style = "solid" if st["ls"] == "-" else "dashed"
-        lines.append(f"  {q(r['sender'])} -> {q(r['receiver'])} [color={q(st['color'])}, penwidth={st['lw']:.2f}, "
-                     f"style={style}, tooltip={q(r['edge'])}];")
+        for w in r["receivers"]:
+            lines.append(f"  {q(r['sender'])} -> {q(w)} [color={q(st['color'])}, penwidth={st['lw']:.2f}, "
+                         f"style={style}, tooltip={q(r['edge'])}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
