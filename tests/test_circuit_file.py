@@ -207,3 +207,15 @@ def test_gqa_graph_round_trips_and_is_marked_not_eap_ig(tmp_path):
     assert why is not None and "kv" in why
     with pytest.raises(CircuitFileError, match=r"n_kv_heads: file 2, model 4"):
         load_circuit(tmp_path / "g.json", graph=Graph(2, 4, d_model=8))
+
+
+def test_file_from_a_version_without_a_later_default_field_still_loads(tmp_path):
+    """A field added to Graph later (at its default) is not a difference; the edges decide."""
+    g = Graph(2, 2, d_model=8)
+    p = save_circuit(tmp_path / "c.json", Circuit(g, C.top_n(_scores(g), g, 3), _scores(g)))
+    d = json.loads(p.read_text())
+    del d["attrpatch"]["graph"]["fields"]["n_kv_heads"], d["attrpatch"]["graph"]["fields"]["parallel_blocks"]
+    p.write_text(json.dumps(d))
+    assert load_circuit(p).n_edges == 3 and load_circuit(p, graph=g).n_edges == 3
+    with pytest.raises(CircuitFileError, match="edge list"):
+        load_circuit(p, graph=Graph(2, 2, parallel_blocks=True, d_model=8))

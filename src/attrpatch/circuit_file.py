@@ -73,8 +73,9 @@ def graph_convention(graph: Graph) -> dict:
 
 def graph_from_convention(conv: dict) -> Graph:
     """Rebuild the Graph a file was written for (its recorded constructor fields)."""
+    known = {f.name for f in dataclasses.fields(Graph) if f.init}
     try:
-        g = Graph(**conv["fields"])
+        g = Graph(**{k: v for k, v in conv["fields"].items() if k in known or v not in (None, False)})
     except TypeError as e:
         raise CircuitFileError(f"the file's graph fields {sorted(conv['fields'])} do not build a Graph here ({e}); "
                                f"this version's Graph takes {[f.name for f in dataclasses.fields(Graph) if f.init]}") from None
@@ -86,8 +87,8 @@ def convention_differences(conv: dict, graph: Graph) -> list[str]:
     mine = graph_convention(graph)
     diffs = []
     ff, gf = conv.get("fields", {}), mine["fields"]
-    for k in sorted(set(ff) | set(gf)):
-        a, b = ff.get(k, "<absent>"), gf.get(k, "<absent>")
+    for k in sorted(set(ff) & set(gf)):   # a field one side lacks (another version) is judged by the edges
+        a, b = ff[k], gf[k]
         if k == "d_model" and (a is None or b is None):
             continue                  # a graph built without a model does not know d_model
         if a != b:
