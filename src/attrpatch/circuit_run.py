@@ -141,7 +141,7 @@ def save_dag_circuits(model, graph, batch, circuits: dict, *, exp: str, task: st
     """Measure (exact patching on `batch`, one shared Patcher), save and draw an experiment's
     circuits of one task. circuits: {method: (mask, scores, info)}. Returns {method: summary}
     for the experiment's JSON."""
-    from .methods.common import resolve_metric
+    from .metrics import resolve_metric
     from .patching import Patcher
     from .plots.circuit import draw_circuit
 
