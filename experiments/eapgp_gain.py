@@ -65,7 +65,7 @@ def main(argv=None):
                            for s_ in dict.fromkeys([gp_step, "unit"])}
             summ = F.task_summary(res, st["edge_counts"])
             summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"],
-                        forward_passes=res["forward_passes"], data=describe(batch))
+                        forward_passes=res["forward_passes"], data=describe(run.batch))
             tasks_out[task] = summ
             mm = summ["methods"]
             g_auc = F.gain(mm[NEW]["auc"], mm[BASE]["auc"])

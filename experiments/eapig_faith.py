@@ -56,7 +56,7 @@ def main(argv=None):
         res = F.method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps, selection=selection,
                               exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str)
         summ = F.task_summary(res, st["edge_counts"])
-        summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"], data=describe(batch))
+        summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"], data=describe(run.batch))
         summ["forward_passes"] = res["forward_passes"]
         summ["circuits"] = save_dag_circuits(
             run.model, run.graph, run.batch,
