@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .graph import QKV, Graph
-from .io import atomic_path
+from .io import atomic_path, json_safe
 
 FORMAT = "attrpatch.circuit"
 VERSION = 1
@@ -264,7 +264,7 @@ def save_circuit(path, circuit: Circuit) -> Path:
     """Write `circuit` to `path` (JSON, atomically): one line per node and per edge."""
     d = to_dict(circuit)
     dumps = lambda o: json.dumps(o, allow_nan=False)  # noqa: E731  (NaN never reaches the file)
-    lines = ["{", f'"attrpatch": {json.dumps(_jsonable(d["attrpatch"]), indent=1, allow_nan=False)},',
+    lines = ["{", f'"attrpatch": {json.dumps(json_safe(d["attrpatch"]), indent=1, allow_nan=False)},',
              f'"cfg": {dumps(d["cfg"])},', '"nodes": {']
     lines.append(",\n".join(f"  {dumps(k)}: {dumps(v)}" for k, v in d["nodes"].items()))
     lines += ["},", '"edges": {']
@@ -274,18 +274,6 @@ def save_circuit(path, circuit: Circuit) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ---- reading ------------------------------------------------------------------------------------------

@@ -70,14 +70,14 @@ def atomic_path(path, suffix: str | None = None):
             os.unlink(tmp)
 
 
-def _clean(obj):
+def json_safe(obj):
     """JSON-safe: numpy/torch scalars to float, NaN/inf to None."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "tolist"):
-        return _clean(obj.tolist())
+        return json_safe(obj.tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
@@ -85,7 +85,7 @@ def _clean(obj):
 
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")
 
 
 def write_csv(path, frame) -> None:
