@@ -274,6 +274,13 @@ def roc_points(scores: torch.Tensor, reference_mask: torch.Tensor, graph: Graph,
     ref = graph.edges_from_matrix(_as_mask(reference_mask, graph)).numpy()
     if edges is not None:
         key, ref = key[idx.numpy()], ref[idx.numpy()]
+    return roc_points_flat(key, ref)
+
+
+def roc_points_flat(key, ref) -> pd.DataFrame:
+    """`roc_points` over a flat list of items: key [n] (higher = predicted first), ref bool [n].
+    Used where the ranked items are not only the graph's edges (`attrpatch.qkv_direct`)."""
+    key, ref = np.asarray(key, dtype=float), np.asarray(ref, dtype=bool)
     P, N = int(ref.sum()), int((~ref).sum())
     if P == 0 or N == 0:
         raise ValueError(f"ROC needs positive and negative reference edges, got {P} and {N}")
@@ -303,12 +310,22 @@ def roc_from_circuits(masks: Sequence[torch.Tensor] | torch.Tensor, reference_ma
     P, N = int(ref.sum()), int((uni & ~ref).sum())
     if P == 0 or N == 0:
         raise ValueError(f"ROC needs positive and negative reference edges, got {P} and {N}")
+    return roc_from_flat_circuits([torch.as_tensor(m).bool().cpu()[uni] for m in masks], ref[uni], pad)
+
+
+def roc_from_flat_circuits(masks, reference, pad: bool = True) -> pd.DataFrame:
+    """`roc_from_circuits` over flat item lists: masks a sequence of bool [n], reference bool [n]
+    (every item counts). Used where the items are not only the graph's edges (`qkv_direct`)."""
+    ref = torch.as_tensor(reference).bool().cpu()
+    P, N = int(ref.sum()), int((~ref).sum())
+    if P == 0 or N == 0:
+        raise ValueError(f"ROC needs positive and negative reference edges, got {P} and {N}")
     rows = [(-1, 0, 0.0, 0.0)] if pad else []
     for i, m in enumerate(masks):
-        m = torch.as_tensor(m).bool().cpu() & uni
+        m = torch.as_tensor(m).bool().cpu()
         rows.append((i, int(m.sum()), int((m & ~ref).sum()) / N, int((m & ref).sum()) / P))
     if pad:
-        rows.append((-1, int(uni.sum()), 1.0, 1.0))
+        rows.append((-1, int(ref.numel()), 1.0, 1.0))
     return pd.DataFrame(rows, columns=["circuit", "n_edges", "fpr", "tpr"])
 
 

@@ -66,3 +66,54 @@ def first_order_direct_scores(graph: Graph, scores: torch.Tensor) -> torch.Tenso
     input's incoming edge scores (EAP: (in_v(src) - in_v(base)) . dM/d in_v, exactly)."""
     s = torch.as_tensor(scores).double().cpu() * graph.edge_mask
     return s[:, direct_inputs(graph)].sum(0)
+
+
+# ---- scores of the direct edges -------------------------------------------------------------
+def direct_effects(patcher, graph: Graph) -> torch.Tensor:
+    """[n_direct]: exact effect of removing each direct edge alone (metric(patched) - metric(base)),
+    i.e. of patching its whole q/k/v input; one patched row per direct edge, through the Patcher."""
+    n = int(direct_inputs(graph).numel())
+    masks = torch.stack([direct_patch_mask(graph, torch.arange(n) == i) for i in range(n)]).double()
+    return (patcher.metric_of_masks(masks).double().cpu() - float(patcher.base_value)).reshape(n)
+
+
+def direct_atp_scores(model, graph: Graph, batch, metric="task", *, direction: str | None = None) -> torch.Tensor:
+    """[n_direct]: EAP's score of each direct edge as the EAP paper's code computes it
+    (Aaquib111/acdcpp ``utils/prune_utils.py``, edge mode: a DIRECT_COMPUTATION receiver
+    ``hook_q[h]`` is scored at itself): (x_src - x_base) . dM/dx at the head's q, k or v
+    activation x (every position), the mean over prompts. It differs from
+    `first_order_direct_scores` (the gradient at the input, before ln1 and W_q) by the
+    linearisation point. Needs the q/k/v head hooks (`methods.atp.check_head_parts`)."""
+    from .methods.atp import _forward, _per_pair, check_head_parts
+    from .metrics import resolve_metric
+    from .patching import DEFAULT_DIRECTION, base_and_source
+
+    check_head_parts(model, graph, "qkv")
+    m = resolve_metric(model, batch, metric)
+    base, src_tokens = base_and_source(batch, direction or DEFAULT_DIRECTION)
+    src = _forward(model, graph, src_tokens)
+    run = _forward(model, graph, base, m)
+    out = []
+    for v in direct_inputs(graph).tolist():
+        name = graph.downstream[v]                      # a{l}.h{h}<q|k|v>
+        l, rest = name[1:].split(".h")
+        h, kind = int(rest.split("<")[0]), rest[-2]
+        x_src, x, grad = (getattr(src, kind)[int(l)], getattr(run, kind)[int(l)],
+                          getattr(run, f"{kind}_grads")[int(l)])
+        out.append(_per_pair(x_src[:, :, h:h + 1] - x[:, :, h:h + 1], grad[:, :, h:h + 1]).mean(0).sum())
+    return torch.stack(out).double().cpu()
+
+
+# ---- the ranked items of ACDC's graph: edges + direct edges ---------------------------------
+def flat_scores(graph: Graph, scores: torch.Tensor, direct_scores: torch.Tensor) -> torch.Tensor:
+    """[n_edges + n_direct]: edge scores (edge order) then direct-edge scores."""
+    e = graph.edges_from_matrix(torch.as_tensor(scores).detach().double().cpu())
+    return torch.cat([e, torch.as_tensor(direct_scores).detach().double().cpu().reshape(-1)])
+
+
+def flat_circuit(graph: Graph, mask: torch.Tensor, direct: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool [n_edges + n_direct]: a circuit on ACDC's graph. direct: its kept direct edges (an
+    ACDC run's own); None: ACDC's counting rule (`direct_in_circuit`), as for the reference."""
+    m = torch.as_tensor(mask).bool().cpu() & graph.edge_mask
+    d = direct_in_circuit(graph, m) if direct is None else torch.as_tensor(direct).bool().cpu().reshape(-1)
+    return torch.cat([graph.edges_from_matrix(m), d])

@@ -26,6 +26,23 @@ own) + 1 if `edges` restricts the start (the subgraph's loss) + one per tested e
 ``metric="kl"`` and the default direction the reference distribution is the cached clean
 run's logits (no extra forward); with ``clean_into_corrupt`` one clean forward is added.
 
+q/k/v direct edges (``direct=True``; `attrpatch.qkv_direct`, docs/SOURCES.md "ACDC's q/k/v
+direct edges"): ACDC's own graph has, per head, an edge from each q/k/v input node to the
+head's q/k/v (``hook_q_input[h] -> hook_q[h]``), and its walk visits those receivers
+(``hook_v``, ``hook_k``, ``hook_q``; last head first) after the layer's MLP input and before
+the layer's q/k/v input nodes. So with ``direct=True``, per layer, before the first incoming
+edge of any q/k/v input of that layer is tested, each of the layer's q/k/v inputs (same order:
+``<v>`` heads last first, then ``<k>``, then ``<q>``) whose head still reaches ``logits``
+gets one test: its whole input patched (every remaining incoming edge at once, the direct
+edge removed: the head's q takes its corrupted value). Removed (delta < tau): the input's
+incoming edges are all removed with it and never tested (ACDC: the input node has no child
+left, so its incoming edges go without a test). Kept: its incoming edges are tested one by
+one as usual, and the direct edge stays in the circuit even if they all go (ACDC counts it
+then too). An input with no remaining incoming edge costs no forward: its test's delta is 0.
+History rows of direct tests have ``direct`` True, ``u`` -1 and the edge named
+``a{l}.h{h}<q>.input->a{l}.h{h}<q>``; `AcdcResult.direct` is the kept direct edges
+(`qkv_direct.direct_inputs` order) and ``n_edges_with_direct`` counts them as ACDC does.
+
 The returned ``mask`` drops the edges into nodes left without a path to logits (ACDC never
 tests them, and they cannot change the output: it is the same function up to float
 rounding); ``raw_mask`` keeps them. `attrpatch.circuits.prune` also drops nodes without
@@ -45,9 +62,11 @@ from ..progress import tqdm
 from ..graph import Graph
 from ..metrics import Metric, kl_metric, resolve_metric, task_metric
 from ..patching import DEFAULT_DIRECTION, DIRECTIONS, Patcher
+from ..qkv_direct import direct_inputs
 from ..tasks.base import TaskBatch
 
-HISTORY_COLUMNS = ["step", "edge", "u", "v", "receiver", "loss_current", "loss_without", "delta", "removed"]
+HISTORY_COLUMNS = ["step", "edge", "u", "v", "receiver", "loss_current", "loss_without", "delta", "removed",
+                   "direct"]
 
 
 @dataclass
@@ -58,7 +77,8 @@ class AcdcResult:
     circuit as the loop left it; forward_passes: patched + cached forwards this run cost
     (see module docstring); n_edges: edges in `mask`; history: one row per tested edge
     (HISTORY_COLUMNS); loss_start/loss_final: loss of the starting and final circuit as
-    tracked by the loop.
+    tracked by the loop; direct: with ``direct=True``, bool [n_direct] kept q/k/v direct edges
+    (`qkv_direct.direct_inputs` order; None without).
     """
 
     mask: torch.Tensor
@@ -72,6 +92,13 @@ class AcdcResult:
     raw_mask: torch.Tensor | None = None
     wall_s: float = 0.0
     extra: dict = field(default_factory=dict)
+    direct: torch.Tensor | None = None
+
+    @property
+    def n_edges_with_direct(self) -> int:
+        """Edges counted as ACDC counts them (residual edges + kept q/k/v direct edges); equals
+        n_edges for a run without direct edges."""
+        return self.n_edges + (int(self.direct.sum()) if self.direct is not None else 0)
 
     @property
     def n_tested(self) -> int:
@@ -122,12 +149,13 @@ def _universe(graph: Graph, edges) -> torch.Tensor:
     return graph.edge_mask & edges
 
 
-def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: float):
+def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: float, direct: bool = False):
     """ACDC as a coroutine: yields the patch mask whose loss it needs next, receives that
-    loss, and finally returns (circuit, history rows, loss_start, loss_current).
+    loss, and finally returns (circuit, history rows, loss_start, loss_current, direct kept).
 
     Written this way so that one run (`acdc`) or many runs in lockstep (`acdc_sweep`, all
     taus' next tests stacked into one batched forward) execute the identical algorithm.
+    direct: test each q/k/v input's direct edge first (module docstring).
     """
     edge_mask = graph.edge_mask
     owners = graph.input_owners
@@ -138,13 +166,48 @@ def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: flo
     reach = torch.zeros(graph.n_up + 1, dtype=torch.bool)
     known = torch.zeros(graph.n_up + 1, dtype=torch.bool)
     reach[graph.n_up] = known[graph.n_up] = True
+    d_idx = direct_inputs(graph).tolist() if direct else []
+    layer_of = {v: int(graph.downstream[v][1:].split(".")[0]) for v in d_idx}   # "a{l}.h{h}<q>" -> l
+    d_pos = {v: i for i, v in enumerate(d_idx)}
+    d_kept = torch.zeros(len(d_idx), dtype=torch.bool)
+    d_cut: set[int] = set()      # inputs whose direct edge was removed (incoming edges gone untested)
+    d_layers_done: set[int] = set()
     rows = []
-    for v in range(graph.n_down - 1, -1, -1):
+
+    def update_reach(v):
         for w in owners[v]:  # a GQA key/value input has several owners (its group's heads)
             if not known[w]:  # every edge out of w is decided by now: its reach is final
                 reach[w] = bool((circuit[w] & graph.inputs_of_any(reach)).any())
                 known[w] = True
-        if not any(bool(reach[w]) for w in owners[v]):
+        return any(bool(reach[w]) for w in owners[v])
+
+    for v in range(graph.n_down - 1, -1, -1):
+        if v in d_pos and layer_of[v] not in d_layers_done:
+            # ACDC's hook_v/hook_k/hook_q receivers of this layer: one direct-edge test per input
+            layer = layer_of[v]
+            d_layers_done.add(layer)
+            for w in [x for x in d_idx[::-1] if layer_of[x] == layer]:
+                if not update_reach(w):
+                    continue
+                name = f"{graph.downstream[w]}.input->{graph.downstream[w]}"
+                if not bool(circuit[:, w].any()):
+                    loss_without = loss_current        # nothing left to patch: the same circuit
+                else:
+                    saved = circuit[:, w].clone()
+                    circuit[:, w] = False
+                    loss_without = yield edge_mask & ~circuit
+                    circuit[:, w] = saved
+                delta = loss_without - loss_current
+                removed = delta < tau
+                rows.append((len(rows), name, -1, w, graph.downstream[w], loss_current, loss_without, delta,
+                             bool(removed), True))
+                if removed:
+                    loss_current = loss_without
+                    circuit[:, w] = False
+                    d_cut.add(w)
+                else:
+                    d_kept[d_pos[w]] = True
+        if not update_reach(v) or v in d_cut:
             continue
         for u in range(n_par[v] - 1, -1, -1):
             if not circuit[u, v]:
@@ -154,33 +217,37 @@ def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: flo
             delta = loss_without - loss_current
             removed = delta < tau
             rows.append((len(rows), f"{graph.upstream[u]}->{graph.downstream[v]}", u, v, graph.downstream[v],
-                         loss_current, loss_without, delta, bool(removed)))
+                         loss_current, loss_without, delta, bool(removed), False))
             if removed:
                 loss_current = loss_without
             else:
                 circuit[u, v] = True
-    return circuit, rows, loss_start, loss_current
+    return circuit, rows, loss_start, loss_current, (d_kept if direct else None)
 
 
 def _result(graph: Graph, tau: float, metric_name: str, out, n_tests: int, setup: int, wall: float,
             universe: torch.Tensor) -> AcdcResult:
-    circuit, rows, loss_start, loss_current = out
+    circuit, rows, loss_start, loss_current, kept = out
     final_reach = graph.reaches_logits(circuit)
     mask = circuit & graph.inputs_of_any(final_reach)[None, :]
-    return AcdcResult(
+    res = AcdcResult(
         mask=mask, forward_passes=setup + n_tests, n_edges=int(mask.sum()),
         history=pd.DataFrame(rows, columns=HISTORY_COLUMNS), tau=tau, metric=metric_name,
         loss_start=loss_start, loss_final=loss_current, raw_mask=circuit, wall_s=wall,
-        extra={"n_start_edges": int(universe.sum())},
+        extra={"n_start_edges": int(universe.sum())}, direct=kept,
     )
+    if kept is not None:
+        res.extra["n_edges_with_direct"] = res.n_edges_with_direct
+    return res
 
 
-def _run_lockstep(patcher: Patcher, graph: Graph, universes: list, taus: list, progress: bool, desc: str):
+def _run_lockstep(patcher: Patcher, graph: Graph, universes: list, taus: list, progress: bool, desc: str,
+                  direct: bool = False):
     """Run several ACDC coroutines together; each step's pending tests share one batched forward."""
     m = patcher.metric
     sign = -1.0 if m.higher_is_better else 1.0
     loss_full = sign * patcher.base_value
-    gens = [_acdc_steps(graph, uni, tau, loss_full) for uni, tau in zip(universes, taus)]
+    gens = [_acdc_steps(graph, uni, tau, loss_full, direct) for uni, tau in zip(universes, taus)]
     pending: dict[int, torch.Tensor] = {}
     outs: dict[int, tuple] = {}
     n_tests = [0] * len(gens)
@@ -208,13 +275,15 @@ def _run_lockstep(patcher: Patcher, graph: Graph, universes: list, taus: list, p
 
 def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Metric = "task",
          direction: str = DEFAULT_DIRECTION, edges: torch.Tensor | None = None, progress: bool = True,
-         patcher: Patcher | None = None) -> AcdcResult:
+         patcher: Patcher | None = None, direct: bool = False) -> AcdcResult:
     """Run ACDC with threshold `tau` (see the module docstring for order and cost).
 
     metric: "task" (the task metric, negated as the loss), "kl" (KL(clean || patched)), a
     metric kind, or a ready Metric. edges: bool [n_up, n_down] subgraph to start from
     (edges outside stay patched). patcher: reuse a Patcher (its cached clean/corrupted runs
     and metric; `metric` and `direction` are then ignored), as `acdc_sweep` does.
+    direct: ACDC's q/k/v direct edges, each tested before its input's incoming edges (module
+    docstring); False: our graph's edges only.
     """
     tau = float(tau)
     if not np.isfinite(tau):
@@ -223,7 +292,7 @@ def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Met
     if patcher is None:
         patcher = make_patcher(model, graph, batch, metric, direction=direction)
     universe = _universe(graph, edges)
-    (out,), (n,) = _run_lockstep(patcher, graph, [universe], [tau], progress, f"ACDC tau={tau:g}")
+    (out,), (n,) = _run_lockstep(patcher, graph, [universe], [tau], progress, f"ACDC tau={tau:g}", direct)
     # a shared Patcher's setup forwards (clean/corrupted runs) are counted in every run, so a
     # run's count is that of a standalone run
     return _result(graph, tau, patcher.metric.name, out, n, _setup_passes(patcher), time.perf_counter() - t0, universe)
@@ -231,7 +300,7 @@ def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Met
 
 def eap_then_acdc(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tensor, eap_threshold: float,
                   tau: float, *, metric: str | Metric = "task", direction: str = DEFAULT_DIRECTION,
-                  progress: bool = True, patcher: Patcher | None = None) -> AcdcResult:
+                  progress: bool = True, patcher: Patcher | None = None, direct: bool = False) -> AcdcResult:
     """EAP -> ACDC: delete edges with |EAP score| < eap_threshold, run ACDC on the rest.
 
     Deleted edges stay patched (corrupted) throughout; only the kept ones are tested, so
@@ -243,21 +312,23 @@ def eap_then_acdc(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tenso
         raise ValueError(f"eap_scores must be [{graph.n_up}, {graph.n_down}], got {tuple(s.shape)}")
     keep = graph.edge_mask & (s.abs() >= float(eap_threshold))
     res = acdc(model, graph, batch, tau=tau, metric=metric, direction=direction,
-               edges=None if bool((keep == graph.edge_mask).all()) else keep, progress=progress, patcher=patcher)
+               edges=None if bool((keep == graph.edge_mask).all()) else keep, progress=progress, patcher=patcher,
+               direct=direct)
     res.extra.update(eap_threshold=float(eap_threshold), n_edges_after_eap=int(keep.sum()))
     return res
 
 
 def eap_then_acdc_sweep(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tensor, eap_threshold: float,
                         taus: Iterable[float], *, metric: str | Metric = "task", direction: str = DEFAULT_DIRECTION,
-                        progress: bool = False, patcher: Patcher | None = None) -> list[AcdcResult]:
+                        progress: bool = False, patcher: Patcher | None = None,
+                        direct: bool = False) -> list[AcdcResult]:
     """`eap_then_acdc` at several taus, run in lockstep (one batched forward per step);
     each result equals the standalone `eap_then_acdc` run and reports its forward count."""
     s = torch.as_tensor(eap_scores).detach().cpu().double()
     keep = graph.edge_mask & (s.abs() >= float(eap_threshold))
     edges = None if bool((keep == graph.edge_mask).all()) else keep
     sweep = acdc_sweep(model, graph, batch, taus, metric=metric, direction=direction, edges=edges,
-                       progress=progress, patcher=patcher)
+                       progress=progress, patcher=patcher, direct=direct)
     for r in sweep.results:
         r.extra.update(eap_threshold=float(eap_threshold), n_edges_after_eap=int(keep.sum()))
     return sweep.results
@@ -293,7 +364,7 @@ class AcdcSweep:
 
 def acdc_sweep(model, graph: Graph, batch: TaskBatch, taus: Iterable[float], *, metric: str | Metric = "task",
                direction: str = DEFAULT_DIRECTION, edges: torch.Tensor | None = None, progress: bool = True,
-               patcher: Patcher | None = None) -> AcdcSweep:
+               patcher: Patcher | None = None, direct: bool = False) -> AcdcSweep:
     """One ACDC run per tau (e.g. 10**(-k/5), k = 0..30, for ROC), sharing the cached runs.
 
     The runs advance in lockstep: at each step every still-running tau's next test is
@@ -308,7 +379,8 @@ def acdc_sweep(model, graph: Graph, batch: TaskBatch, taus: Iterable[float], *, 
     if not all(np.isfinite(taus)):
         raise ValueError(f"taus must be finite, got {taus}")
     universe = _universe(graph, edges)
-    outs, ns = _run_lockstep(patcher, graph, [universe] * len(taus), taus, progress, f"ACDC x{len(taus)} taus")
+    outs, ns = _run_lockstep(patcher, graph, [universe] * len(taus), taus, progress, f"ACDC x{len(taus)} taus",
+                             direct)
     wall = time.perf_counter() - t0
     results = [_result(graph, t, patcher.metric.name, o, n, _setup_passes(patcher), wall, universe)
                for t, o, n in zip(taus, outs, ns)]
