@@ -84,7 +84,8 @@ def main(argv=None) -> list[dict]:
         rows += mrows
     if "peer" in parts:
         py = args.peer_python if args.peer_python and Path(args.peer_python).exists() else None
-        rows += peer.run(py)
+        small = dict(batch=shape.batch, seq=shape.seq, steps=2, n_exact=None, tiny=False) if args.quick else {}
+        rows += peer.run(py, shape, threads=args.threads, **small)
     for r in rows:
         r.setdefault("unit", "x")
     import torch
