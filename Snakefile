@@ -108,7 +108,7 @@ rule train:
     threads: 1
     resources: **res("train")
     log: f"logs/{PROFILE}/train_{{model}}.log"
-    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.train --model {params.name} --out {output} --seed {params.seed} {params.steps} --threads {threads} 3>&2 > {log} 2>&1"
+    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.models.train --model {params.name} --out {output} --seed {params.seed} {params.steps} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule reference:

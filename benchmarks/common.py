@@ -54,7 +54,7 @@ def random_batch(B: int, P: int, V: int, seed: int = 0, corrupt_positions=(1, 3)
 
 
 def build_model(shape: Shape, dtype=torch.float32, seed: int = 0):
-    from attrpatch.random_models import random_bridge
+    from attrpatch.models.random import random_bridge
 
     return random_bridge(n_layer=shape.n_layer, n_head=shape.n_head, n_embd=shape.n_embd,
                          vocab_size=shape.vocab_size, seed=seed, dtype=dtype)

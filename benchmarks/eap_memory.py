@@ -26,7 +26,7 @@ def child(shape: dict, method: str, B: int) -> dict:
     from attrpatch.graph import Graph
     from attrpatch.methods.eap import eap_scores
     from attrpatch.methods.eap_ig import eap_ig_scores
-    from attrpatch.random_models import random_bridge
+    from attrpatch.models.random import random_bridge
     from attrpatch.tasks.base import TaskBatch
 
     def batch(n):

@@ -82,7 +82,7 @@ def _peak_mb() -> float:
 
 
 def save_checkpoint(shape, out_dir) -> str:
-    from attrpatch.random_models import save_random_gpt2
+    from attrpatch.models.random import save_random_gpt2
 
     return str(save_random_gpt2(out_dir, n_layer=shape.n_layer, n_head=shape.n_head, n_embd=shape.n_embd,
                                 vocab_size=shape.vocab_size, n_positions=max(64, 2 * shape.seq)))

@@ -25,7 +25,7 @@ def _model_and_batch(n: int, use_tiny: bool = True):
 
         model = load_model(TINY_GPT2)
         return model, make_batch("ioi", n, 0, tokenizer=model.attrpatch_tokenizer), "trained tiny-gpt2 (3L x 4H x d64), IOI"
-    from attrpatch.random_models import random_bridge
+    from attrpatch.models.random import random_bridge
     batch = make_batch("ioi", n, 0)  # the toy tokenizer of the tiny models
     model = random_bridge(n_layer=3, n_head=4, n_embd=64, vocab_size=int(batch.n_vocab), seed=0)
     return model, batch, "random 3L x 4H x d64 (tiny-gpt2 not built), IOI"

@@ -5,7 +5,7 @@
 
 Both models have attn-only-4l's shape (4 layers, 8 heads, d_model 512, its vocabulary of
 48,262 tokens) and random weights: `shortformer.random_shortformer` and a GPT-2-architecture
-`TransformerBridge` (`random_models.random_bridge`, attention-only: MLPs zeroed, as the project's
+`TransformerBridge` (`models.random.random_bridge`, attention-only: MLPs zeroed, as the project's
 attention-only GPT-2 checkpoints are; they still run). The batch is the paper's Docstring size,
 50 prompts of 26 tokens (our Docstring prompt). Ratio = median EAP time on the shortformer /
 median EAP time on the bridge (one source forward + one forward/backward each, same graph
@@ -38,7 +38,7 @@ TARGET = 1.5
 def run(shape: dict, *, repeats: int = 3, warmup: int = 1, threads: int = 2) -> list[dict]:
     from attrpatch.graph import Graph, enable_graph_hooks
     from attrpatch.methods.eap import eap_scores
-    from attrpatch.random_models import random_bridge
+    from attrpatch.models.random import random_bridge
     from attrpatch.shortformer import random_shortformer
 
     torch.set_num_threads(threads)

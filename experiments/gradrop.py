@@ -3,7 +3,7 @@
 Per task: exact node effects, node scores of every method in spec.methods, AtP's false
 negatives (definition in `attrpatch.analysis.node_recovery`) and how each method ranks
 them; Spearman of |score| with |exact|. Plus the two hand-built failure cases
-(`attrpatch.toy_models`: saturated attention, cancellation) under ``constructed``.
+(`attrpatch.models.toy`: saturated attention, cancellation) under ``constructed``.
 
 The QK fix at the paper's granularity (``qk_nodes``, setting ``qk_nodes: true`` by default):
 every head's query node and key node scored by AtP and by the QK fix

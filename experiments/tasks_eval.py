@@ -9,7 +9,7 @@ import seaborn as sns
 
 from attrpatch.io import save_figure, write_json
 from attrpatch.pipeline import Context
-from attrpatch.train import evaluate_tasks
+from attrpatch.tasks.evaluate import evaluate_tasks
 
 
 def main(argv=None):

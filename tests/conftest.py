@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from attrpatch.random_models import random_bridge
+from attrpatch.models.random import random_bridge
 from attrpatch.tasks.base import TaskBatch
 
 torch.set_num_threads(1)

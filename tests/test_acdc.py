@@ -9,7 +9,7 @@ from attrpatch.methods.acdc import acdc, acdc_sweep, eap_then_acdc, make_patcher
 from attrpatch.methods.eap import eap_scores
 from attrpatch.metrics import kl_metric, task_metric
 from attrpatch.patching import Patcher, patched_logits
-from attrpatch.random_models import random_bridge
+from attrpatch.models.random import random_bridge
 from attrpatch.tasks.base import TaskBatch
 
 from conftest import VOCAB, random_batch

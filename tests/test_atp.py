@@ -9,7 +9,7 @@ from attrpatch.methods.atp import (_forward, _pattern, _qk_parts, _scores, atp_g
 from attrpatch.methods.eap import eap_scores
 from attrpatch.metrics import task_metric
 from attrpatch.patching import node_effects
-from attrpatch.toy_models import (cancellation_batch, cancellation_model, saturated_attention_batch,
+from attrpatch.models.toy import (cancellation_batch, cancellation_model, saturated_attention_batch,
                                   saturated_attention_model, value_only_batch)
 
 from conftest import random_batch

@@ -14,7 +14,7 @@ def test_methods_listing(capsys):
 
 
 def test_score_on_a_checkpoint(tmp_path, capsys):
-    from attrpatch.train import train_tiny
+    from attrpatch.models.train import train_tiny
 
     ckpt = tmp_path / "m"
     train_tiny("tiny-attn", ckpt, steps=2, progress=False)

@@ -13,7 +13,7 @@ from attrpatch.graph import Graph
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """tiny-gpt2 (3 layers x 4 heads) after 2 training steps: near its random initialisation."""
-    from attrpatch.train import train_tiny
+    from attrpatch.models.train import train_tiny
 
     path = tmp_path_factory.mktemp("m") / "tiny-gpt2"
     train_tiny("tiny-gpt2", path, steps=2, progress=False)

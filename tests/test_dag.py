@@ -99,7 +99,7 @@ def test_paper_rules_end_to_end_on_narrow_random_models(tmp_path):
     4 per head - same layers, heads, graphs and node names, minutes instead of a quarter hour."""
     import pandas as pd
 
-    from attrpatch.random_models import GPT2_SHAPES
+    from attrpatch.models.random import GPT2_SHAPES
 
     cfg = _profile("paper_random")
     cfg["profile"] = "paper_ci"

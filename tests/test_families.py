@@ -26,7 +26,7 @@ from attrpatch.methods.eap import eap_scores
 from attrpatch.metrics import task_metric
 from attrpatch.models import load_model
 from attrpatch.patching import Patcher, node_effects
-from attrpatch.random_models import save_random_family
+from attrpatch.models.random import save_random_family
 
 from conftest import random_batch
 
@@ -349,3 +349,15 @@ def test_score_cli_on_llama_gqa_checkpoint(tmp_path, with_tokenizer, capsys):
     g = Graph.from_model(model)
     assert len(df) == g.n_edges == closed_form_edge_count(2, 4, True, 2)
     assert "input->a0.kv1<v>" in set(df["edge"]) and df["score"].abs().max() > 0
+
+
+def test_graph_cli_counts_gqa_and_parallel(capsys):
+    import json as _json
+
+    from attrpatch.cli import main
+    assert main(["graph", "--layers", "32", "--heads", "32", "--kv-heads", "8"]) == 0
+    assert _json.loads(capsys.readouterr().out)["n_edges"] == closed_form_edge_count(32, 32, True, 8)
+    assert main(["graph", "--layers", "6", "--heads", "8", "--parallel"]) == 0
+    assert _json.loads(capsys.readouterr().out)["n_edges"] == closed_form_edge_count(6, 8, True, None, True)
+    with pytest.raises(SystemExit, match="divide n_heads"):
+        main(["graph", "--layers", "2", "--heads", "4", "--kv-heads", "3"])

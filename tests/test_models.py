@@ -44,7 +44,7 @@ def test_exception_type_in_process(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    from attrpatch.train import train_tiny
+    from attrpatch.models.train import train_tiny
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ck") / "tiny"
     train_tiny("tiny-gpt2", out, steps=3, progress=False, n_layer=2, n_head=2, n_embd=32,
@@ -74,7 +74,7 @@ def test_tiny_checkpoint_loads_as_bridge_matching_hf(tiny_ckpt):
 
 def test_attn_only_marker(tmp_path):
     from attrpatch.models import load_model
-    from attrpatch.train import train_tiny
+    from attrpatch.models.train import train_tiny
     torch.set_num_threads(1)
     out = tmp_path / "attn"
     train_tiny("tiny-attn", out, steps=2, progress=False, n_layer=1, n_head=2, n_embd=32,

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from attrpatch.train import CONFIGS, accuracy, build_model, evaluate_tasks, train_tiny
+from attrpatch.models.train import CONFIGS, build_model, train_tiny
+from attrpatch.tasks.evaluate import accuracy, evaluate_tasks
 from attrpatch.tasks import make_batch
 from attrpatch.tasks.vocab import toy_tokenizer
 

@@ -2,7 +2,7 @@
 
     attrpatch score --model models/tiny/tiny-gpt2 --task ioi --method eap_ig --n 32 --out scores.csv
     attrpatch graph --layers 12 --heads 12          # node/edge counts of a shape
-    attrpatch train --model tiny-gpt2 --out DIR     # = python -m attrpatch.train
+    attrpatch train --model tiny-gpt2 --out DIR     # = python -m attrpatch.models.train
     attrpatch claims --profile tiny                 # = python -m attrpatch.claims
     attrpatch methods                               # every method and its options
     attrpatch circuit --model DIR --task ioi --method eap_ig --edges 30 --out DIR   # find, measure, save, draw
@@ -120,7 +120,11 @@ def _score_epilog() -> str:
 def _graph(a) -> int:
     from .graph import Graph
 
-    print(json.dumps(Graph(a.layers, a.heads, has_mlps=not a.attn_only).summary(), indent=2))
+    try:
+        g = Graph(a.layers, a.heads, has_mlps=not a.attn_only, n_kv_heads=a.kv_heads, parallel_blocks=a.parallel)
+    except ValueError as e:
+        raise SystemExit(f"attrpatch graph: {e}")
+    print(json.dumps(g.summary(), indent=2))
     return 0
 
 
@@ -159,6 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--layers", type=_positive_int, required=True)
     g.add_argument("--heads", type=_positive_int, required=True)
     g.add_argument("--attn-only", action="store_true")
+    g.add_argument("--kv-heads", type=_positive_int, default=None, help="key/value heads (GQA); default: --heads")
+    g.add_argument("--parallel", action="store_true", help="parallel attention/MLP blocks (Pythia, GPT-J)")
     g.set_defaults(fn=_graph)
     m = sub.add_parser("methods", help="list methods and their options")
     m.set_defaults(fn=_methods)
@@ -177,7 +183,7 @@ def main(argv=None) -> int:
     cmd = argv[0] if argv else None
     try:
         if cmd == "train":
-            from .train import main as train_main
+            from .models.train import main as train_main
             return train_main(argv[1:], prog="attrpatch train") or 0
         if cmd == "claims":
             from .claims import main as claims_main

@@ -146,7 +146,7 @@ def missing_paper_data(cfg: dict) -> str | None:
 
 
 def _check_random_spec(name: str, spec: dict) -> list[str]:
-    from .random_models import GPT2_SHAPES
+    from .models.random import GPT2_SHAPES
 
     shape = GPT2_SHAPES.get(spec["random"])
     if shape is None:
@@ -159,7 +159,7 @@ def _check_random_spec(name: str, spec: dict) -> list[str]:
 
 def random_shape(spec: dict) -> dict:
     """GPT-2 dimensions of a ``{random: ...}`` model spec (``n_embd`` overrides the width)."""
-    from .random_models import GPT2_SHAPES
+    from .models.random import GPT2_SHAPES
 
     shape = dict(GPT2_SHAPES[spec["random"]])
     if spec.get("n_embd") is not None:
@@ -245,7 +245,7 @@ class Context:
 
     def _load(self, name: str):
         from .models import load_model
-        from .random_models import GPT2_SHAPES, random_bridge
+        from .models.random import GPT2_SHAPES, random_bridge
 
         spec = self.cfg["models"][name]
         dtype = getattr(torch, spec.get("dtype", "float32"))

@@ -124,7 +124,7 @@ def summarize(per_task: Mapping[str, dict]) -> dict:
 
 
 def constructed_cases() -> dict:
-    """The two hand-built failure cases of `attrpatch.toy_models`, scored by exact patching,
+    """The two hand-built failure cases of `attrpatch.models.toy`, scored by exact patching,
     AtP and the AtP* parts. Numbers are for the node where the failure sits:
 
     * ``saturation``: head ``a0.h0`` attends ~one-hot (score 20) to a tagged key that the
@@ -141,7 +141,7 @@ def constructed_cases() -> dict:
     from ..methods.atp import (atp_graddrop_node_scores, atp_node_scores, atp_qk_fix_node_scores,
                                atp_star_node_scores)
     from ..patching import node_effects
-    from ..toy_models import (cancellation_batch, cancellation_model, saturated_attention_batch,
+    from ..models.toy import (cancellation_batch, cancellation_model, saturated_attention_batch,
                               saturated_attention_model)
 
     out = {}

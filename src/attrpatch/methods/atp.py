@@ -51,7 +51,7 @@ What is a reconstruction (docs/SOURCES.md reads the paper's QK fix and GradDrop 
 head-level sum of the q/k/v parts, the all-keys variant, the 1/max(L-1,1) for L = 1, and the
 AtP* combination above. Edge-level versions are not implemented. Known limitation (tested):
 the node-level QK fix repairs a head's own q/k; a node *upstream* of a saturated head's
-q/k input (``input`` in `toy_models.saturated_attention_model`) still gets ~0 from AtP,
+q/k input (``input`` in `models.toy.saturated_attention_model`) still gets ~0 from AtP,
 the QK fix and AtP*; repairing it takes the edge-level fix (recompute the receiving
 head's softmax with that sender's difference added to its q/k input).
 """

@@ -65,7 +65,7 @@ def plot_gradrop(arrays: dict, tasks: dict, constructed: dict, *, methods, profi
     ax.set_ylabel("|effect| / |score|")
     ymax = max(abs(v) for _, vals in bars for _, v in vals)
     ax.set_ylim(0, ymax * 1.35)
-    ax.set_title("constructed failure cases (toy_models)", fontsize=9)
+    ax.set_title("constructed failure cases (models.toy)", fontsize=9)
     for ax in axs[n_panels:]:
         ax.axis("off")
     fig.suptitle(f"AtP false negatives and AtP* recovery ({profile} profile)", fontsize=11)

@@ -1,7 +1,14 @@
-"""Load models as TransformerBridge with the graph's hooks on, offline.
+"""Every model the project makes, in one package; loading lives here.
 
-Every model of the project - loaded, random (`random_models`), hand-built (`toy_models`) or
-trained (`train`) - becomes a bridge through one function, `boot_bridge`: boot a Hugging Face
+* this module: `load_model` (checkpoint directories, the local Hugging Face cache) and
+  `boot_bridge`, the one bridge-building path;
+* `models.random`: random weights of any GPT-2 shape, and tiny checkpoints of other
+  families (`save_random_family`);
+* `models.toy`: hand-set GPT-2 models whose patching effects are known in closed form;
+* `models.train`: training the tiny profile's models (checkpoints, then loaded here).
+
+Every model - loaded, random, hand-built or trained - becomes a bridge through one
+function, `boot_bridge`: boot a Hugging Face
 checkpoint directory offline with `TransformerBridge.boot_transformers`, eval mode, weights
 frozen, attention-only marked, the graph's hooks enabled. A family whose q/k/v inputs
 transformer_lens cannot split (GPT-J in 4.3) still loads; `graph.Graph.from_model` then
@@ -12,9 +19,9 @@ loads too: token ids in, token ids out. The bridge gets a stand-in tokenizer who
 are the ids themselves, ``model.attrpatch_tokenizer`` is None, and `tasks.make_batch` then
 uses the toy vocabulary's ids (its default), so the model's vocabulary must cover them.
 
-Two kinds of model, one code path (`TransformerBridge.boot_transformers`):
+What `load_model` takes:
 
-* a tiny checkpoint directory written by `attrpatch.train` (a HF GPT-2 checkpoint on the
+* a tiny checkpoint directory written by `attrpatch.models.train` (a HF GPT-2 checkpoint on the
   toy vocabulary; ``"attrpatch_attn_only": true`` in config.json marks the attention-only
   one), and
 * the Docstring study's attention-only model ("attn-only-4l", or a TL-format checkpoint
@@ -37,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from .tasks.vocab import ToyTokenizer
+from ..tasks.vocab import ToyTokenizer
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
@@ -78,7 +85,7 @@ def check_checkpoint_path(name_or_path) -> None:
         return
     p = Path(name_or_path).expanduser()
     train = ("a tiny model's directory is written by `snakemake --cores all` or "
-             "`python -m attrpatch.train --model tiny-gpt2 --out DIR`")
+             "`python -m attrpatch.models.train --model tiny-gpt2 --out DIR`")
     if not p.exists():
         if p.parent.is_dir():
             near = sorted(x.name for x in p.parent.iterdir() if x.is_dir() and not x.name.startswith("."))
@@ -104,14 +111,14 @@ def resolve_pretrained(name: str) -> Path:
     """The local snapshot directory of pretrained model `name`, or ModelWeightsMissing."""
     from huggingface_hub import snapshot_download
 
-    from . import shortformer
+    from .. import shortformer
     if name in shortformer.NAMES:   # TL-format checkpoint (+ its tokenizer): not a HF model dir
         return shortformer.require_cached(name)
     tiny = {"tiny-gpt2", "tiny-attn"}
     if name in tiny:
         raise ModelWeightsMissing(
             f"{name!r} is a tiny model and no checkpoint directory was given; train it with "
-            f"`python -m attrpatch.train --model {name} --out DIR` and load DIR.")
+            f"`python -m attrpatch.models.train --model {name} --out DIR` and load DIR.")
     candidates = [name] + ([_ALIASES[name]] if name in _ALIASES else [])
     errors = []
     for repo in candidates:
@@ -162,7 +169,7 @@ def boot_bridge(path, *, device: str | torch.device = "cpu", dtype: torch.dtype 
     ``model.attrpatch_graph_error`` (raised by `graph.Graph.from_model`)."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from .graph import GraphUnsupported, enable_graph_hooks
+    from ..graph import GraphUnsupported, enable_graph_hooks
 
     path = Path(path)
     hf_cfg = _read_config(path)
@@ -203,10 +210,10 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
     ``cfg.attn_only``) and ``attrpatch_tokenizer`` (the toy tokenizer from vocab.json for
     tiny checkpoints, else the HF tokenizer) for `tasks.make_batch`.
     """
-    from . import shortformer
+    from .. import shortformer
     if shortformer.is_shortformer(name_or_path):   # attn-only-4l: no bridge can build it
         model = shortformer.load_shortformer(name_or_path, device=device, dtype=dtype)
-        from .graph import enable_graph_hooks
+        from ..graph import enable_graph_hooks
         enable_graph_hooks(model)
         return model
     check_checkpoint_path(name_or_path)
@@ -222,7 +229,7 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
 def tokenizer_for(name_or_path):
     """Toy tokenizer (vocab.json) for tiny checkpoints, None for a checkpoint without a
     tokenizer (token ids in, token ids out), else the HF tokenizer (local only)."""
-    from . import shortformer
+    from .. import shortformer
     if str(name_or_path) in shortformer.NAMES:
         return shortformer.cached_tokenizer()
     if _is_checkpoint_dir(name_or_path):
@@ -231,9 +238,9 @@ def tokenizer_for(name_or_path):
             return ToyTokenizer.load(p / "vocab.json")
         if not has_tokenizer(p):
             return None
-        from .tasks.hf_tokenizer import hf_tokenizer
+        from ..tasks.hf_tokenizer import hf_tokenizer
         return hf_tokenizer(str(p))
     check_checkpoint_path(name_or_path)
     snap = resolve_pretrained(str(name_or_path))
-    from .tasks.hf_tokenizer import hf_tokenizer
+    from ..tasks.hf_tokenizer import hf_tokenizer
     return hf_tokenizer(str(snap))

@@ -18,14 +18,9 @@ Loss: next-token cross-entropy over the whole sequence (pads masked), plus
 The whole-sequence term keeps it a language model; the answer term concentrates the small
 step budget on the behaviour the circuits are about.
 
-Accuracy (one definition per metric kind, `accuracy`): for ``logit_diff`` and
-``logit_diff_max`` the full-vocabulary argmax at the metric position is in the answer set;
-for ``prob_diff`` (set answers: greater_than, sva, country_capital) the answer set's total
-probability exceeds the wrong set's.
+Held-out accuracy during and after training: `tasks.evaluate.evaluate_tasks`.
 
 Determinism: torch.manual_seed(seed), data from random.Random(seed), one thread, CPU.
-"Held-out" evaluation prompts are drawn with other seeds; for tasks with few distinct
-prompts (country_capital has 20) they necessarily coincide with training prompts.
 """
 from __future__ import annotations
 
@@ -42,12 +37,9 @@ from pathlib import Path
 
 import torch
 
-from .metrics import task_metric
-from .tasks import TASKS, make_batch
-from .tasks.base import TaskBatch
-from .tasks.vocab import FILLER, ToyTokenizer, toy_tokenizer
-
-EVAL_SEED = 12345
+from ..tasks import TASKS
+from ..tasks.evaluate import EVAL_SEED, evaluate_tasks
+from ..tasks.vocab import FILLER, ToyTokenizer, toy_tokenizer
 
 CONFIGS: dict[str, dict] = {
     "tiny-gpt2": dict(
@@ -64,53 +56,6 @@ CONFIGS: dict[str, dict] = {
         answer_weight=1.0, eval_every=500, early_stop=0.98, max_seconds=230.0,
     ),
 }
-
-
-def accuracy(batch: TaskBatch, logits: torch.Tensor) -> torch.Tensor:
-    """Per-example correctness (bool [B]) of `logits` [B, P, V] on `batch` (see module doc)."""
-    last = logits[torch.arange(len(batch)), batch.pos.to(logits.device)].float()
-    ans = batch.answer_mask.to(last.device)
-    wrong = batch.wrong_mask.to(last.device)
-    if batch.metric == "prob_diff":
-        p = torch.softmax(last, -1)
-        return (p * ans).sum(-1) > (p * wrong).sum(-1)
-    return ans.gather(1, last.argmax(-1, keepdim=True)).squeeze(1)
-
-
-def _logits(model, tokens):
-    """Logits of a TransformerBridge (a tensor) or a HF model (an output object)."""
-    out = model(tokens)
-    return getattr(out, "logits", out)
-
-
-@torch.no_grad()
-def evaluate_tasks(model, tasks, n: int = 200, seed: int = EVAL_SEED, tokenizer=None, batch_size: int | None = None):
-    """pandas.DataFrame (task, accuracy, mean_metric, n) of `model` on held-out prompts.
-
-    model: a TransformerBridge (or a HF model; anything whose call returns logits).
-    tokenizer: None = the model's own (``model.attrpatch_tokenizer`` set by load_model),
-    else the toy tokenizer. batch_size: prompts per forward (None: all at once); the result
-    does not depend on it (each prompt's logits are its own).
-    """
-    import pandas as pd
-
-    if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    tok = tokenizer if tokenizer is not None else getattr(model, "attrpatch_tokenizer", None)
-    dev = next(model.parameters()).device
-    rows = []
-    for t in tasks:
-        b = make_batch(t, n, seed, tokenizer=tok).to(dev)
-        step = int(batch_size) if batch_size else len(b)
-        acc, met = [], []
-        for i in range(0, len(b), step):
-            sub = b.subset(slice(i, i + step))
-            logits = _logits(model, sub.clean)
-            acc.append(accuracy(sub, logits).float().cpu())
-            met.append(task_metric(sub)(logits).double().cpu())
-        rows.append(dict(task=t, accuracy=float(torch.cat(acc).mean()),
-                         mean_metric=float(torch.cat(met).mean()), n=len(b)))
-    return pd.DataFrame(rows, columns=["task", "accuracy", "mean_metric", "n"])
 
 
 def build_model(cfg: dict, vocab_size: int):
@@ -224,7 +169,7 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     t0 = time.time()
     bar = None
     if progress:
-        from .progress import tqdm
+        from ..progress import tqdm
         bar = tqdm(total=total, desc=f"train {name}", leave=False)
     stop_reason = "steps"
     model.train()
@@ -270,7 +215,7 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    from .io import clean_stale_temps, normal_tree
+    from ..io import clean_stale_temps, normal_tree
 
     clean_stale_temps(out_dir)  # a killed earlier run's half-written directory
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))

@@ -20,7 +20,7 @@ import tempfile
 
 import torch
 
-from .tasks.base import TaskBatch
+from ..tasks.base import TaskBatch
 
 D = 8
 ANCHOR = 1000.0
@@ -55,7 +55,7 @@ def _base(n_layer: int, n_head: int, vocab: int, n_positions: int = 8):
 
 
 def _boot(hf_model, attn_only: bool = False, dtype=torch.float64):
-    from .models import boot_bridge
+    from . import boot_bridge
 
     with tempfile.TemporaryDirectory() as tmp:
         hf_model.save_pretrained(tmp)
