@@ -16,7 +16,7 @@ from attrpatch.graph import Graph
 from attrpatch.methods.acdc import acdc
 from attrpatch.methods.hvp import screen_flag_fix
 from attrpatch.patching import Patcher
-from attrpatch.random_models import random_bridge
+from attrpatch.models.random import random_bridge
 from attrpatch.reference import exact_patching_reference
 
 from conftest import VOCAB, random_batch
@@ -191,7 +191,7 @@ def test_hooked_shortformer_blocks_are_driven_with_their_positions(monkeypatch):
 @pytest.mark.parametrize("family", ["gpt-neox", "llama-gqa"])  # parallel blocks; GQA with rotary positions
 def test_other_families_are_driven_and_agree(family, tmp_path, monkeypatch):
     from attrpatch.models import load_model
-    from attrpatch.random_models import save_random_family
+    from attrpatch.models.random import save_random_family
 
     model = load_model(save_random_family(family, tmp_path / family, vocab_size=64, seed=7), dtype=torch.float64)
     g, batch = Graph.from_model(model), random_batch(B=3, P=5, V=64)

@@ -53,7 +53,7 @@ def known_scorers() -> set[str]:
 
 
 def trainable_models() -> list[str]:
-    from .train import CONFIGS
+    from .models.train import CONFIGS
     return sorted(CONFIGS)
 
 
