@@ -27,23 +27,18 @@ METHODS = ("eap", "eap_ig", "eap_gp", "atp", "atp_star")
 def _child(ckpt: str, method: str, B: int, P: int, threads: int) -> dict:
     import psutil
     import torch
-    from transformer_lens.model_bridge import TransformerBridge
 
-    from attrpatch.graph import Graph, enable_graph_hooks
+    from attrpatch.graph import Graph
     from attrpatch.methods.atp import atp_node_scores, atp_star_node_scores
     from attrpatch.methods.eap import eap_scores
     from attrpatch.methods.eap_gp import eap_gp_scores
     from attrpatch.methods.eap_ig import eap_ig_scores
+    from attrpatch.models import boot_bridge
 
     from benchmarks.common import random_batch
 
     torch.set_num_threads(threads)
-    model = TransformerBridge.boot_transformers(ckpt, device="cpu", dtype=torch.float32)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    enable_graph_hooks(model)
-    model.attrpatch_attn_only = False
+    model = boot_bridge(ckpt, device="cpu", dtype=torch.float32, attn_only=False)
     graph = Graph.from_model(model)
     batch = random_batch(B, P, model.cfg.d_vocab)
     fns = {

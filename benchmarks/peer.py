@@ -239,7 +239,7 @@ def side_by_side(python, name: str, ckpt: Path, batch, *, threads: int, steps: i
 # ---- models and batches --------------------------------------------------------------------
 def random_checkpoint(shape, seed: int = 0) -> Path:
     """A random GPT-2 checkpoint of `shape` (Hugging Face initialisation), cached under .peer/."""
-    from attrpatch.random_models import save_random_gpt2
+    from attrpatch.models.random import save_random_gpt2
 
     path = PEER_DIR / f"random-gpt2-{shape.n_layer}x{shape.n_head}x{shape.n_embd}-v{shape.vocab_size}-s{seed}"
     if not (path / "config.json").exists():

@@ -4,7 +4,7 @@
     python benchmarks/shortformer_eap.py --quick    # tiny shapes, seconds: checks the code only
 
 Both models have attn-only-4l's shape (4 layers, 8 heads, d_model 512, its vocabulary of
-48,262 tokens) and random weights: `shortformer.random_shortformer` and a GPT-2-architecture
+48,262 tokens) and random weights: `models.shortformer.random_shortformer` and a GPT-2-architecture
 `TransformerBridge` (`models.random.random_bridge`, attention-only: MLPs zeroed, as the project's
 attention-only GPT-2 checkpoints are; they still run). The batch is the paper's Docstring size,
 50 prompts of 26 tokens (our Docstring prompt). Ratio = median EAP time on the shortformer /
@@ -36,15 +36,14 @@ TARGET = 1.5
 
 
 def run(shape: dict, *, repeats: int = 3, warmup: int = 1, threads: int = 2) -> list[dict]:
-    from attrpatch.graph import Graph, enable_graph_hooks
+    from attrpatch.graph import Graph
     from attrpatch.methods.eap import eap_scores
     from attrpatch.models.random import random_bridge
-    from attrpatch.shortformer import random_shortformer
+    from attrpatch.models.shortformer import random_shortformer
 
     torch.set_num_threads(threads)
     L, H, d, V = shape["n_layers"], shape["n_heads"], shape["d_model"], shape["vocab"]
     sf = random_shortformer(n_layers=L, n_heads=H, d_model=d, d_vocab=V, n_ctx=max(64, shape["seq"]))
-    enable_graph_hooks(sf)
     gpt2 = random_bridge(n_layer=L, n_head=H, n_embd=d, vocab_size=V, attn_only=True,
                          n_positions=max(64, shape["seq"]))
     g_sf, g_gpt2 = Graph.from_model(sf), Graph.from_model(gpt2)

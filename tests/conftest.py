@@ -56,7 +56,7 @@ def trained_gpt2(tmp_path_factory):
     heads for the corrupted input) rather than random weights. A few seconds on one CPU; no
     wall-clock stop (max_seconds=None), so a loaded machine gets the same weights."""
     from attrpatch.models import load_model
-    from attrpatch.train import train_tiny
+    from attrpatch.models.train import train_tiny
 
     out = tmp_path_factory.mktemp("trained") / "tiny-gpt2"
     train_tiny("tiny-gpt2", out, seed=0, steps=400, progress=False, n_layer=2, n_head=4, n_embd=32,

@@ -102,3 +102,25 @@ def test_path_like_names_are_reported_as_paths_not_missing_hf_models(tmp_path, m
         load_model("./weights.bin")
     with pytest.raises(CheckpointNotFound, match="'models/tiny/tiny-attn' has no config.json: not a checkpoint"):
         load_model("models/tiny/tiny-attn")
+
+
+@pytest.mark.parametrize("maker", ["random_bridge", "random_attn_only", "toy", "shortformer"])
+def test_every_maker_returns_a_ready_model(maker):
+    """Random, hand-built and shortformer models leave through `models.ready` (loaded tiny
+    checkpoints: test_tiny_checkpoint_loads_as_bridge_matching_hf): eval mode, frozen, marked
+    attention-only or not, the graph's hooks on (the graph builds, with or without MLP nodes)."""
+    from attrpatch.graph import Graph, closed_form_edge_count
+    from attrpatch.models.random import random_bridge
+    from attrpatch.models.shortformer import random_shortformer
+    from attrpatch.models.toy import saturated_attention_model
+
+    m, attn_only, (L, H) = {
+        "random_bridge": lambda: (random_bridge(n_layer=2, n_head=2, n_embd=8, vocab_size=16), False, (2, 2)),
+        "random_attn_only": lambda: (random_bridge(n_layer=2, n_head=2, n_embd=8, vocab_size=16, attn_only=True),
+                                     True, (2, 2)),
+        "toy": lambda: (saturated_attention_model(), True, (2, 2)),
+        "shortformer": lambda: (random_shortformer(n_layers=2, n_heads=2, d_model=8, d_vocab=16), True, (2, 2)),
+    }[maker]()
+    assert not m.training and not any(p.requires_grad for p in m.parameters())
+    assert m.attrpatch_attn_only is attn_only and m.attrpatch_graph_error is None
+    assert Graph.from_model(m).n_edges == closed_form_edge_count(L, H, has_mlps=not attn_only)

@@ -10,7 +10,7 @@ import pytest
 
 from attrpatch.graph import Graph
 from attrpatch.pipeline import load_profile
-from attrpatch.shortformer import HF_REPO, TOKENIZER_REPO
+from attrpatch.models.shortformer import HF_REPO, TOKENIZER_REPO
 from attrpatch.published import circuits_data, published_counts, published_edges, published_reference
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -177,7 +177,7 @@ def test_undrivable_models_fall_back_to_the_full_forward(deep, monkeypatch):
 def test_hooked_shortformer_blocks_are_driven_with_their_positions(monkeypatch):
     """The shortformer's blocks also read the positional embeddings (a per-row argument):
     recorded once, repeated per copy, and the results equal the full forward's."""
-    from attrpatch.shortformer import random_shortformer
+    from attrpatch.models.shortformer import random_shortformer
 
     model = random_shortformer(n_layers=3, n_heads=2, d_model=16, d_vocab=VOCAB, seed=1, dtype=torch.float64)
     g, batch = Graph.from_model(model), random_batch(B=3, P=5, seed=7)

@@ -67,7 +67,7 @@ def test_outputs_have_the_users_mode_and_stale_temps_go(tmp_path):
 
 
 def test_trained_model_directory_is_readable_by_others(tmp_path):
-    from attrpatch.train import train_tiny
+    from attrpatch.models.train import train_tiny
 
     old = os.umask(0o022)
     try:

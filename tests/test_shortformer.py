@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from attrpatch.activations import frozen_hooks
-from attrpatch.graph import Graph, closed_form_edge_count, enable_graph_hooks
+from attrpatch.graph import Graph, closed_form_edge_count
 from attrpatch.methods.eap import eap_scores
 from attrpatch.patching import Patcher
-from attrpatch.shortformer import (HF_REPO, HookedShortformer, ShortformerConfig, load_shortformer,
+from attrpatch.models.shortformer import (HF_REPO, HookedShortformer, ShortformerConfig, load_shortformer,
                                    random_shortformer, save_tl_checkpoint)
 
 from conftest import VOCAB, random_batch
@@ -31,7 +31,6 @@ def _noisy(model, seed=0, scale=0.3):
 def sf():
     m = _noisy(random_shortformer(n_layers=2, n_heads=4, d_model=32, d_vocab=VOCAB, scale=0.3, seed=5,
                                   dtype=torch.float64))
-    enable_graph_hooks(m)
     return m
 
 
@@ -128,7 +127,6 @@ def test_zero_positions_equal_a_native_bridge():
 def test_graph_edge_counts():
     """1,281 edges for the Docstring model's 4 x 8 heads; input = the token embedding."""
     m = random_shortformer(n_layers=4, n_heads=8, d_model=32, d_vocab=VOCAB)
-    enable_graph_hooks(m)
     g = Graph.from_model(m)
     assert g.n_edges == 1281 == closed_form_edge_count(4, 8, has_mlps=False)
     assert not g.has_mlps and g.n_up == 33 and g.n_down == 97
@@ -241,7 +239,7 @@ def test_load_from_the_hf_cache_offline(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
 
     from attrpatch.models import ModelWeightsMissing, load_model, resolve_pretrained
-    from attrpatch.shortformer import TOKENIZER_REPO
+    from attrpatch.models.shortformer import TOKENIZER_REPO
 
     m = random_shortformer(n_layers=2, n_heads=4, d_model=32, d_vocab=VOCAB, seed=8)
     ck = _checkpoint(tmp_path / "ck", m)
@@ -316,7 +314,7 @@ def test_paper_profile_plans_docstring_with_the_checkpoint_cached(tmp_path):
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    from attrpatch.shortformer import TOKENIZER_REPO
+    from attrpatch.models.shortformer import TOKENIZER_REPO
 
     cache = tmp_path / "hub"
     cfg = yaml.safe_load((root / "config" / "paper.yaml").read_text())

@@ -9,7 +9,7 @@ in `config/<profile>.yaml`:
 * ``{random: gpt2}``: that model's exact shape with random weights and the toy vocabulary
   (the paper profile's code paths, runnable without weights); ``n_embd: 48`` narrows it
   (same layers, heads, graph and node names; the CI run of those code paths).
-  ``{random: attn-only-4l}`` is the Docstring model's own class (`shortformer.HookedShortformer`).
+  ``{random: attn-only-4l}`` is the Docstring model's own class (`models.shortformer.HookedShortformer`).
   In an experiment that reads the EAP-IG paper's prompt files (tasks ``<task>_eapig``) the
   vocabulary is the stand-in tokenizer over those files (`tasks.eapig_files`).
 
@@ -181,7 +181,7 @@ def missing_pretrained(cfg: dict) -> list[str]:
     """Names of pretrained models whose weights are not in the local cache (no download);
     for the Docstring model, the hub repos to fetch (its checkpoint and/or tokenizer)."""
     from .models import ModelWeightsMissing, resolve_pretrained
-    from .shortformer import NAMES as SHORTFORMER_NAMES, missing_repos
+    from .models.shortformer import NAMES as SHORTFORMER_NAMES, missing_repos
 
     missing = []
     for name, spec in cfg["models"].items():
@@ -260,14 +260,12 @@ class Context:
         tok = self._random_tokenizer()
         if spec["random"] not in GPT2_SHAPES:
             raise ValueError(f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}")
-        from .shortformer import NAMES as SHORTFORMER_NAMES
+        from .models.shortformer import NAMES as SHORTFORMER_NAMES
         if spec["random"] in SHORTFORMER_NAMES:   # the Docstring model's own class (shortformer positions)
-            from .graph import enable_graph_hooks
-            from .shortformer import random_shortformer
+            from .models.shortformer import random_shortformer
             sh = random_shape(spec)
             model = random_shortformer(n_layers=sh["n_layer"], n_heads=sh["n_head"], d_model=sh["n_embd"],
                                        d_vocab=len(tok), n_ctx=64, seed=self.seed, device=self.device, dtype=dtype)
-            enable_graph_hooks(model)
         else:
             model = random_bridge(**random_shape(spec), vocab_size=len(tok), seed=self.seed, device=self.device,
                                   dtype=dtype, attn_only=bool(spec.get("attn_only", False)), n_positions=64)

@@ -1,18 +1,20 @@
 """Every model the project makes, in one package; loading lives here.
 
-* this module: `load_model` (checkpoint directories, the local Hugging Face cache) and
-  `boot_bridge`, the one bridge-building path;
+* this module: `load_model` (checkpoint directories, the local Hugging Face cache),
+  `boot_bridge`, the one bridge-building path, and `ready`, the steps every built model takes;
 * `models.random`: random weights of any GPT-2 shape, and tiny checkpoints of other
   families (`save_random_family`);
 * `models.toy`: hand-set GPT-2 models whose patching effects are known in closed form;
-* `models.train`: training the tiny profile's models (checkpoints, then loaded here).
+* `models.train`: training the tiny profile's models (checkpoints, then loaded here);
+* `models.shortformer`: the Docstring study's attention-only model, which no bridge can build.
 
 Every model - loaded, random, hand-built or trained - becomes a bridge through one
-function, `boot_bridge`: boot a Hugging Face
-checkpoint directory offline with `TransformerBridge.boot_transformers`, eval mode, weights
-frozen, attention-only marked, the graph's hooks enabled. A family whose q/k/v inputs
-transformer_lens cannot split (GPT-J in 4.3) still loads; `graph.Graph.from_model` then
-refuses it, naming the family and what is missing.
+function, `boot_bridge`: boot a Hugging Face checkpoint directory offline with
+`TransformerBridge.boot_transformers`, then `ready`: eval mode, weights frozen,
+attention-only marked, the graph's hooks enabled. The shortformer is built by its own class
+and then takes the same `ready`. A family whose q/k/v inputs transformer_lens cannot split
+(GPT-J in 4.3) still loads; `graph.Graph.from_model` then refuses it, naming the family and
+what is missing.
 
 A checkpoint without a tokenizer (a random checkpoint written with ``save_pretrained``)
 loads too: token ids in, token ids out. The bridge gets a stand-in tokenizer whose tokens
@@ -25,8 +27,8 @@ What `load_model` takes:
   toy vocabulary; ``"attrpatch_attn_only": true`` in config.json marks the attention-only
   one), and
 * the Docstring study's attention-only model ("attn-only-4l", or a TL-format checkpoint
-  directory with shortformer positions): `attrpatch.shortformer.HookedShortformer`, since no
-  bridge can build it; same contract (eval, frozen, graph hooks on, attrpatch_tokenizer);
+  directory with shortformer positions): `models.shortformer.HookedShortformer`, since no
+  bridge can build it; same contract (`ready`, and attrpatch_tokenizer);
 * a pretrained Hugging Face model ("gpt2", "gpt2-medium", "gpt2-xl", ...) from the local
   Hugging Face cache only. We resolve the cached snapshot directory first
   (``snapshot_download(local_files_only=True)``) and boot from that path, so no request
@@ -111,7 +113,7 @@ def resolve_pretrained(name: str) -> Path:
     """The local snapshot directory of pretrained model `name`, or ModelWeightsMissing."""
     from huggingface_hub import snapshot_download
 
-    from .. import shortformer
+    from . import shortformer
     if name in shortformer.NAMES:   # TL-format checkpoint (+ its tokenizer): not a HF model dir
         return shortformer.require_cached(name)
     tiny = {"tiny-gpt2", "tiny-attn"}
@@ -161,15 +163,9 @@ def ids_tokenizer(vocab_size: int):
 def boot_bridge(path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                 attn_only: bool | None = None):
     """The one way a checkpoint directory becomes a model: a TransformerBridge booted offline,
-    in eval mode, weights frozen (methods differentiate activations only), marked
-    attention-only (`attn_only`, else the ``attrpatch_attn_only`` config.json marker or
-    ``cfg.attn_only``), with the graph's hooks on (`graph.enable_graph_hooks`).
-
-    A model whose attention the graph cannot hook keeps the reason in
-    ``model.attrpatch_graph_error`` (raised by `graph.Graph.from_model`)."""
+    then `ready` (eval mode, weights frozen, marked attention-only - `attn_only`, else the
+    ``attrpatch_attn_only`` config.json marker or ``cfg.attn_only`` - and the graph's hooks on)."""
     from transformer_lens.model_bridge import TransformerBridge
-
-    from ..graph import GraphUnsupported, enable_graph_hooks
 
     path = Path(path)
     hf_cfg = _read_config(path)
@@ -185,13 +181,24 @@ def boot_bridge(path, *, device: str | torch.device = "cpu", dtype: torch.dtype 
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    if attn_only is None:
+        attn_only = bool(hf_cfg.get("attrpatch_attn_only", False) or getattr(model.cfg, "attn_only", False))
+    model.attrpatch_source = str(path)
+    return ready(model, attn_only=attn_only)
+
+
+def ready(model, *, attn_only: bool):
+    """The steps every built model takes, bridge or `models.shortformer.HookedShortformer`:
+    eval mode, weights frozen (methods differentiate activations only), marked attention-only
+    or not (``model.attrpatch_attn_only``, read by `graph.is_attn_only`), the graph's hooks on
+    (`graph.enable_graph_hooks`). A model whose attention the graph cannot hook keeps the
+    reason in ``model.attrpatch_graph_error`` (raised by `graph.Graph.from_model`)."""
+    from ..graph import GraphUnsupported, enable_graph_hooks
+
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    if attn_only is None:
-        attn_only = bool(hf_cfg.get("attrpatch_attn_only", False) or getattr(model.cfg, "attn_only", False))
     model.attrpatch_attn_only = bool(attn_only)
-    model.attrpatch_source = str(path)
     model.attrpatch_graph_error = None
     try:
         enable_graph_hooks(model)
@@ -210,12 +217,9 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
     ``cfg.attn_only``) and ``attrpatch_tokenizer`` (the toy tokenizer from vocab.json for
     tiny checkpoints, else the HF tokenizer) for `tasks.make_batch`.
     """
-    from .. import shortformer
+    from . import shortformer
     if shortformer.is_shortformer(name_or_path):   # attn-only-4l: no bridge can build it
-        model = shortformer.load_shortformer(name_or_path, device=device, dtype=dtype)
-        from ..graph import enable_graph_hooks
-        enable_graph_hooks(model)
-        return model
+        return shortformer.load_shortformer(name_or_path, device=device, dtype=dtype)
     check_checkpoint_path(name_or_path)
     if _is_checkpoint_dir(name_or_path):
         path = Path(name_or_path)
@@ -229,7 +233,7 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
 def tokenizer_for(name_or_path):
     """Toy tokenizer (vocab.json) for tiny checkpoints, None for a checkpoint without a
     tokenizer (token ids in, token ids out), else the HF tokenizer (local only)."""
-    from .. import shortformer
+    from . import shortformer
     if str(name_or_path) in shortformer.NAMES:
         return shortformer.cached_tokenizer()
     if _is_checkpoint_dir(name_or_path):

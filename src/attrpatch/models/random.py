@@ -20,7 +20,7 @@ GPT2_SHAPES = {
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
     # the 4-layer attention-only model of the Docstring study (8 heads, d_model 512): its shape;
-    # the pipeline builds it as shortformer.HookedShortformer (random_shortformer), not a GPT-2
+    # the pipeline builds it as models.shortformer.HookedShortformer (random_shortformer), not a GPT-2
     "attn-only-4l": dict(n_layer=4, n_head=8, n_embd=512),
 }
 

@@ -381,11 +381,10 @@ def random_shortformer(*, n_layers: int = 4, n_heads: int = 8, d_model: int = 51
 
 
 def _ready(model: HookedShortformer, device) -> HookedShortformer:
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.attrpatch_attn_only = True
-    return model
+    """On `device`, then the steps every built model takes (`models.ready`)."""
+    from . import ready
+
+    return ready(model.to(device), attn_only=True)
 
 
 # ---- loading a TL-format checkpoint ------------------------------------------------------------
@@ -404,7 +403,7 @@ def checkpoint_dir(name_or_path) -> Path:
     """A directory holding ``config.json`` and a ``*final.pth``: the given directory, or the
     cached snapshot of the Docstring model (local Hugging Face cache only, no request).
     Missing: `models.ModelWeightsMissing` naming the repo and the fetch command."""
-    from .models import ModelWeightsMissing, _fetch_hint
+    from . import ModelWeightsMissing, _fetch_hint
 
     p = Path(str(name_or_path))
     if p.is_dir():
@@ -473,7 +472,7 @@ def _normalise_legacy(sd: dict, cfg_json: dict, cfg: ShortformerConfig) -> dict:
 def _tokenizer(path: Path, cfg: ShortformerConfig):
     """The directory's own tokenizer files, else ``tokenizer_name`` from the local cache
     (`TokenizerMissing` when absent), else None (a checkpoint that names no tokenizer)."""
-    from .tasks.hf_tokenizer import hf_tokenizer
+    from ..tasks.hf_tokenizer import hf_tokenizer
 
     if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
         return hf_tokenizer(str(path))
@@ -485,7 +484,7 @@ def cached_tokenizer(name: str = TOKENIZER_REPO):
     no hub request), or `TokenizerMissing` naming the repo and the fetch command."""
     from huggingface_hub import snapshot_download
 
-    from .tasks.hf_tokenizer import hf_tokenizer
+    from ..tasks.hf_tokenizer import hf_tokenizer
 
     try:
         snap = snapshot_download(name, local_files_only=True)
@@ -510,7 +509,7 @@ def missing_repos() -> list[str]:
     """Which of the Docstring model's two hub repos (checkpoint, tokenizer) the local cache lacks."""
     from huggingface_hub import snapshot_download
 
-    from .models import ModelWeightsMissing
+    from . import ModelWeightsMissing
 
     out = []
     try:
@@ -529,7 +528,7 @@ def require_cached(name: str) -> Path:
     cache, else `models.ModelWeightsMissing` naming what is missing and how to fetch it."""
     from huggingface_hub import snapshot_download
 
-    from .models import ModelWeightsMissing, _fetch_hint
+    from . import ModelWeightsMissing, _fetch_hint
 
     path = checkpoint_dir(name)
     try:
