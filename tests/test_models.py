@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,26 +11,36 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def test_absent_pretrained_fails_fast(tmp_path):
+    """'At once' means: no network attempt at all (a retrying download is what makes a loader
+    hang on an offline machine). Every name lookup and socket connection is refused and counted in the child;
+    the loader must raise its own error having tried none. No wall-clock bound (timings belong
+    in benchmarks/); the subprocess timeout only guards the suite."""
     code = (
-        "import time\n"
+        "import socket\n"
+        "tried = []\n"
+        "def refuse(*a, **k):\n"
+        "    tried.append(a[1:2] or a[:1]); raise OSError('network refused by the test')\n"
+        "socket.getaddrinfo = socket.socket.connect = socket.socket.connect_ex = refuse\n"
         "from attrpatch.models import load_model, ModelWeightsMissing\n"
-        "import huggingface_hub, transformers, transformer_lens  # imports are not what is timed\n"
-        "t=time.time()\n"
         "try:\n"
         "    load_model('attrpatch-test/absent-model')\n"
         "except ModelWeightsMissing as e:\n"
-        "    print('MSG', e); print('T', time.time()-t)\n"
+        "    print('MSG', e)\n"
+        "print('TRIED', len(tried), tried[:3])\n"
+        "try:\n"                                   # the guard itself counts (negative control)
+        "    socket.getaddrinfo('huggingface.co', 443)\n"
+        "except OSError:\n"
+        "    print('GUARD', len(tried))\n"
     )
     # HF_HUB_OFFLINE deliberately unset: the loader itself must not try the hub.
     env = {**{k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}, "HF_HOME": str(tmp_path / "hf"),
            "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    t = time.time()
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     out = r.stdout
     assert "MSG" in out, r.stderr[-2000:]
     assert "attrpatch-test/absent-model" in out and "download attrpatch-test/absent-model" in out
-    took = float(out.split("T ")[-1])
-    assert took < 10, took
+    assert "TRIED 0 " in out, out
+    assert "GUARD 1" in out, out                   # a lookup would have been seen
 
 
 def test_exception_type_in_process(tmp_path, monkeypatch):
