@@ -7,6 +7,15 @@ padded with (0,0) and (1,1). Both AUCs are always written, ``auc_trapezoid`` and
 ``auc_pessimistic`` (ACDC's staircase over the Pareto-optimal points); ``auc`` is the one
 named by the setting ``auc_rule`` (default: pessimistic, the rule of the authors' code for
 every method of Fig. 2; `attrpatch.analysis.roc.DEFAULT_AUC_RULE` says where it was read).
+Edges (setting ``edges``, `attrpatch.qkv_direct.EDGE_CONVENTIONS`, default the papers'):
+"acdc" counts ACDC's graph, the q/k/v direct edges included: ACDC tests them
+(`acdc_sweep(direct=True)`), EAP scores them as the authors' code does
+(`qkv_direct.direct_atp_scores`), exact patching patches each whole input
+(`qkv_direct.direct_effects`), and the reference gets ACDC's direct edges by ACDC's counting rule;
+"plain" counts the graph's edges only. The main fields follow the setting;
+``auc_by_edges.<acdc|plain>.<task>.<method>`` holds both AUC rules under both counts (ACDC's
+other count is its same runs, counted the other way: with "plain", its direct edges by the
+counting rule).
 Tiny profile: the reference is exact patching on
 held-out prompts ("reference: exact patching"), so the ``exact`` curve is the same method
 on other prompts and is expected on top.
@@ -31,7 +40,11 @@ from attrpatch.circuit_run import closest_circuit, save_dag_circuits, sized_circ
 from attrpatch.io import save_figure, write_json
 from attrpatch.paper_numbers import paper_numbers
 from attrpatch.methods.acdc import acdc_sweep
+from attrpatch.methods.common import chunks
 from attrpatch.pipeline import Context, reference_path
+from attrpatch.patching import Patcher
+from attrpatch.qkv_direct import (check_edge_convention, direct_atp_scores, direct_effects, direct_in_circuit,
+                                  n_edges_with_direct)
 from attrpatch.reference import LABEL, reference_mask
 
 PAPER_AUC = paper_numbers("eap_roc_auc")    # EAP paper Fig. 2 (paper_numbers.yaml)
@@ -46,10 +59,12 @@ def main(argv=None):
     n = spec["n"]
     circuit_edges = spec["circuit_edges"]
     rule = check_auc_rule(spec["auc_rule"])
+    conv = check_edge_convention(spec["edges"])
+    direct = conv == "acdc"
     out = {"reference_label": LABEL, "settings": {"n": n, "seed": ctx.seed, "taus": taus, "methods": methods,
-                                                  "auc_rule": rule, "circuit_edges": circuit_edges},
+                                                  "auc_rule": rule, "edges": conv, "circuit_edges": circuit_edges},
            "reference": {}, "auc": {}, "auc_trapezoid": {}, "auc_pessimistic": {}, "curves": {}, "acdc": {},
-           "paper_auc": PAPER_AUC, "circuits": {}}
+           "auc_by_edges": {"acdc": {}, "plain": {}}, "paper_auc": PAPER_AUC, "circuits": {}}
     for task, model_name in tqdm(ctx.task_models().items(), desc="eap_roc tasks"):
         run = ctx.task(task, model_name)
         model, graph, st, batch = run.model, run.graph, run.settings, run.batch
@@ -57,15 +72,29 @@ def main(argv=None):
         ref = reference_mask(ref_df, graph)
         if spec["n_by_task"]:
             out["settings"].setdefault("n_by_task", {})[task] = st["n"]
+        n_ref_direct = int(direct_in_circuit(graph, ref).sum())
         out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()),
+                                  "n_edges_with_direct": n_edges_with_direct(graph),
+                                  "n_reference_with_direct": int(ref.sum()) + n_ref_direct,
                                   "source": str(ref_df["source"].iloc[0]), "model": model_name}
-        curves, acdc_info, found = {}, {}, {}
+        curves, other, acdc_info, found = {}, {}, {}, {}
         eap = None
         if "eap" in methods or st["max_edges"] or st["acdc_max_edges"]:
             eap = attribute(model, batch, method="eap", graph=graph, **run.opts)
+
+        def chunked(fn):
+            """the batch mean of fn over the experiment's batch_size chunks (memory)"""
+            return sum(w * fn(sub) for sub, w in chunks(batch, st["batch_size"]))
+
+        def both(scores, direct_scores, **kw):
+            """(the setting's curve, the other count's curve) of a score ranking"""
+            with_d = score_roc(scores, ref, graph, auc_rule=rule, direct_scores=direct_scores, **kw)
+            plain = score_roc(scores, ref, graph, auc_rule=rule, **kw)
+            return (with_d, plain) if direct else (plain, with_d)
+
         for method in methods:
             if method == "eap":
-                curves[method] = score_roc(eap, ref, graph, auc_rule=rule)
+                curves[method], other[method] = both(eap, chunked(lambda sub: direct_atp_scores(model, graph, sub)))
                 found[method] = (sized_circuit(eap, graph, circuit_edges), eap,
                                  {"selection": "greedy", "n_requested": circuit_edges, "pruned": True})
             elif method == "exact":
@@ -73,7 +102,8 @@ def main(argv=None):
                 sub = exact_edge_subset(eap, graph, st["max_edges"], seed=ctx.seed) if eap is not None else None
                 scores = attribute(model, batch, method="exact", graph=graph,
                                    **({} if sub is None else {"edges": sub}))
-                curves[method] = score_roc(scores, ref, graph, edges=sub, auc_rule=rule)
+                d_exact = chunked(lambda sub: direct_effects(Patcher(model, graph, sub), graph))
+                curves[method], other[method] = both(scores, d_exact, edges=sub)
                 found[method] = (sized_circuit(scores, graph, circuit_edges), scores,
                                  {"selection": "greedy", "n_requested": circuit_edges, "pruned": True,
                                   **({} if sub is None else {"scored_edges": len(sub)})})
@@ -82,11 +112,16 @@ def main(argv=None):
             else:
                 # acdc_max_edges (paper_random): ACDC only over the top-|EAP| edges
                 uni = acdc_universe(eap, graph, st["acdc_max_edges"]) if eap is not None else None
-                sw = acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni)
-                curves[method] = circuit_roc(sw.masks, ref, graph, taus=taus, auc_rule=rule)
+                sw = acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni,
+                                direct=direct)
+                kept = [r.direct for r in sw.results] if direct else None
+                with_d = circuit_roc(sw.masks, ref, graph, taus=taus, auc_rule=rule, edges="acdc", direct=kept)
+                plain = circuit_roc(sw.masks, ref, graph, taus=taus, auc_rule=rule)
+                curves[method], other[method] = (with_d, plain) if direct else (plain, with_d)
                 k = closest_circuit(sw.masks, circuit_edges)
                 acdc_scores = torch.full((graph.n_up, graph.n_down), float("nan"), dtype=torch.float64)
-                for u, v, d in sw.results[k].history[["u", "v", "delta"]].itertuples(index=False):
+                h = sw.results[k].history
+                for u, v, d in h[~h["direct"]][["u", "v", "delta"]].itertuples(index=False):
                     acdc_scores[int(u), int(v)] = float(d)
                 found[method] = (sw.masks[k], acdc_scores,
                                  {"selection": f"ACDC tau={taus[k]:g}, the sweep's circuit closest to "
@@ -94,6 +129,10 @@ def main(argv=None):
                                   "score": "ACDC's loss change when the edge was tested"})
                 acdc_info[method] = {"tau": taus, "forward_passes": [r.forward_passes for r in sw.results],
                                      "n_edges": [r.n_edges for r in sw.results],
+                                     "n_edges_with_direct": [r.n_edges_with_direct if direct else
+                                                             r.n_edges + int(direct_in_circuit(graph, r.mask).sum())
+                                                             for r in sw.results],
+                                     "direct_tested": direct,
                                      "total_forward_passes": sw.forward_passes, "wall_s": sw.wall_s}
                 if uni is not None:
                     acdc_info[method]["limited"] = (f"ACDC over the {int(uni.sum())} edges of largest |EAP| "
@@ -105,6 +144,10 @@ def main(argv=None):
         out["auc"][task] = {m: c["auc"] for m, c in curves.items()}
         out["auc_trapezoid"][task] = {m: c["auc_trapezoid"] for m, c in curves.items()}
         out["auc_pessimistic"][task] = {m: c["auc_pessimistic"] for m, c in curves.items()}
+        for m in curves:
+            for c in (curves[m], other[m]):
+                out["auc_by_edges"][c["edges"]].setdefault(task, {})[m] = {
+                    "pessimistic": c["auc_pessimistic"], "trapezoid": c["auc_trapezoid"]}
     if "eap" in methods:
         out["min_auc_eap"] = min(a["eap"] for a in out["auc"].values())
     if args.figure:
@@ -112,7 +155,8 @@ def main(argv=None):
 
         fig = plot_roc_panels(out["curves"], out["auc"], PAPER_AUC, reference_label=LABEL,
                               ref_sizes=out["reference"],
-                              suptitle=f"EAP paper Fig. 2, {ctx.profile} profile, {n} prompts, AUC: {rule}")
+                              suptitle=f"EAP paper Fig. 2, {ctx.profile} profile, {n} prompts, AUC: {rule}, "
+                                       f"edges: {conv}")
         save_figure(fig, args.figure)
     write_json(args.out, out)
 

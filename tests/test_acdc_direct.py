@@ -146,3 +146,26 @@ def test_direct_run_is_consistent_on_a_model(model):
     flat = flat_circuit(g, r.mask, r.direct)
     assert int(flat.sum()) == r.n_edges_with_direct and flat.numel() == g.n_edges + len(r.direct)
     assert flat_scores(g, torch.zeros(g.n_up, g.n_down), torch.ones(len(r.direct))).sum() == len(r.direct)
+
+
+def test_roc_on_acdcs_graph_by_hand():
+    """ROC over edges + direct edges ("acdc"): a ranking that puts the reference's edges and its
+    direct edges (ACDC's counting rule: a used q/k/v input keeps its direct edge) first has AUC 1;
+    ranking the direct edges last costs exactly their share; a circuit's own direct edges count."""
+    from attrpatch.analysis.roc import circuit_roc, score_roc
+
+    g = Graph(1, 1)                     # 8 edges, 3 direct edges
+    ref = g.edge_set_mask(["input->a0.h0<q>", "a0.h0->logits"])    # uses the q input: + its direct edge
+    s = ref.double() * 2.0 - 0.001 * (~ref).double()               # reference edges first
+    on = torch.tensor([1.0, 0.0, 0.0])                              # q's direct edge, then k's, v's
+    assert score_roc(s, ref, g, direct_scores=on)["auc_pessimistic"] == pytest.approx(1.0)
+    assert score_roc(s, ref, g)["auc_pessimistic"] == pytest.approx(1.0)
+    c = score_roc(s, ref, g, direct_scores=-5.0 * on + 0.0)         # |score| 5: the q direct edge ranked first
+    assert c["edges"] == "acdc" and c["n_edges"][-1] == 11 and c["auc_pessimistic"] == pytest.approx(1.0)
+    last = score_roc(s, ref, g, direct_scores=torch.tensor([0.01, 0.1, 0.1]))  # q's direct edge below k's, v's
+    # P = 3, N = 8: the q direct edge comes after both negative direct edges: 1/3 of TPR lost over 2/8 FPR
+    assert last["auc_pessimistic"] == pytest.approx(1.0 - (1 / 3) * (2 / 8))
+    circ = circuit_roc(ref[None], ref, g, edges="acdc")             # counting rule: q's direct edge in
+    assert circ["tpr"][1] == 1.0 and circ["fpr"][1] == 0.0
+    own = circuit_roc(ref[None], ref, g, edges="acdc", direct=torch.tensor([[False, False, False]]))
+    assert own["tpr"][1] == pytest.approx(2 / 3)

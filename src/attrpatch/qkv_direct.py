@@ -18,7 +18,13 @@ a patch mask with the input's whole column set. Names: ``a{l}.h{h}<q>.input->a{l
   how the published reference circuits' counts come out (tested against all three);
 * `direct_patch_mask`: the [n_up, n_down] patch that removes a set of direct edges;
 * `first_order_direct_scores`: a linear method's score of a direct edge, the sum of the
-  scores of the input's incoming edges (exact for EAP, whose score is linear in the patch).
+  scores of the input's incoming edges (exact for EAP, whose score is linear in the patch);
+* `direct_effects` (exact), `direct_atp_scores` (EAP as the EAP paper's code scores a direct
+  edge), `flat_scores` / `flat_circuit`: the items of a ROC on ACDC's graph (edges, then direct
+  edges);
+* `EDGE_CONVENTIONS`: which graph a result counts edges on (see below).
+
+ACDC itself tests the direct edges with ``methods.acdc.acdc(direct=True)``.
 """
 from __future__ import annotations
 
@@ -27,6 +33,27 @@ import torch
 from .graph import Graph
 
 QKV_KINDS = ("q", "k", "v")
+
+# Which graph the EAP paper's Fig. 2 counts edges on, read in the authors' code:
+# * the EAP paper's code (Aaquib111/acdcpp, ``utils/prune_utils.py`` ``acdc_nodes`` in edge
+#   mode, ``ACDCPPExperiment``) works on ACDC's own correspondence: every edge it scores, prunes
+#   and hands to ACDC is an ACDC edge, the q/k/v direct edges included (a DIRECT_COMPUTATION
+#   receiver ``hook_q[h]`` is scored at itself, `direct_atp_scores`);
+# * ACDC's evaluation (ArthurConmy/Automatic-Circuit-Discovery, ``acdc/acdc_utils.py``
+#   ``get_stat``/``get_edge_stats``, ``notebooks/roc_plot_generator.py`` ``get_points``) counts
+#   TP/FP over every non-placeholder edge of that correspondence, and its reference circuits
+#   (``get_ioi_true_edges`` ...) include the direct edge of every q/k/v input they use
+#   (IOI 1,041, Greater-Than 262, Docstring 37 edges).
+# So "acdc" (edges + direct edges, 32,923 on GPT-2 small) is the papers' count; "plain" (our
+# graph's edges only, 32,491) is the named alternative.
+EDGE_CONVENTIONS = ("acdc", "plain")
+DEFAULT_EDGE_CONVENTION = "acdc"
+
+
+def check_edge_convention(convention: str) -> str:
+    if convention not in EDGE_CONVENTIONS:
+        raise ValueError(f"unknown edge convention {convention!r}; allowed: {list(EDGE_CONVENTIONS)}")
+    return convention
 
 
 def direct_inputs(graph: Graph) -> torch.Tensor:

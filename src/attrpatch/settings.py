@@ -345,6 +345,10 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                        auc_rule=Setting(Choice("pessimistic", "trapezoid"),
                                         Ref("attrpatch.analysis.roc", "DEFAULT_AUC_RULE"),
                                         "AUC written as `auc` (both always written; default: the authors' rule)"),
+                       edges=Setting(Choice("acdc", "plain"), Ref("attrpatch.qkv_direct", "DEFAULT_EDGE_CONVENTION"),
+                                     "edges counted: 'acdc' (ACDC's graph with its q/k/v direct edges: ACDC tests "
+                                     "them, EAP and exact patching score them; the papers' count) or 'plain' (the "
+                                     "graph's edges); AUCs under both in auc_by_edges"),
                        circuit_edges=CIRCUIT_EDGES),
     "eap_r2": _common(40, tasks=Setting(TaskModels(max_len=1), REQUIRED, "the one task (the paper's Docstring)"),
                       alphas=Setting(Int(lo=2), 21, "points on the interpolation curve of the worst edge"),

@@ -9,6 +9,8 @@ ROC bookkeeping reuses `attrpatch.circuits` (`roc_points`, `roc_from_circuits`,
   both AUCs always (``auc_trapezoid``; ``auc_pessimistic``, ACDC's staircase over the
   Pareto-optimal points) and ``auc`` under the named rule (`AUC_RULES`, default
   `DEFAULT_AUC_RULE`, the papers' convention: see below);
+  Both take ``edges``/``direct_scores``: the graph's edges ("plain") or ACDC's graph with its
+  q/k/v direct edges ("acdc", `attrpatch.qkv_direct`, the EAP paper's count);
 * `mask_rates`: TPR/FPR/size of circuits against a reference, no padding;
 * `keep_threshold`: the |EAP| threshold that keeps the top fraction of edges;
 * `linear_fit`: least-squares line, R^2 (`scipy.stats.linregress`); `r2_pair`: which two
@@ -25,8 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..circuits import auc_pessimistic, auc_trapezoid, roc_from_circuits, roc_points, top_n
+from ..circuits import (auc_pessimistic, auc_trapezoid, roc_from_circuits, roc_from_flat_circuits, roc_points,
+                        roc_points_flat, top_n)
 from ..graph import Graph
+from ..qkv_direct import direct_in_circuit, flat_circuit
 
 # Which area rule the EAP paper's Fig. 2 AUCs use (read in the authors' code):
 # * ACDC (both metrics): ACDC's evaluation (ArthurConmy/Automatic-Circuit-Discovery,
@@ -98,15 +102,30 @@ def _curve_dict(df: pd.DataFrame, extra: dict | None = None, auc_rule: str = DEF
 
 
 def score_roc(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, absolute: bool = True,
-              edges=None, auc_rule: str = DEFAULT_AUC_RULE) -> dict:
+              edges=None, auc_rule: str = DEFAULT_AUC_RULE, direct_scores: torch.Tensor | None = None) -> dict:
     """ROC of a score ranking (every distinct |score|; `circuits.roc_points`) with both AUCs.
 
     Returns {fpr, tpr, n_edges, auc (under `auc_rule`), auc_rule, auc_trapezoid,
     auc_pessimistic}; padded with (0,0), (1,1).
     edges: indices into the edge list to rank (e.g. `exact_edge_subset`); None: every edge.
+    direct_scores: [n_direct] scores of ACDC's q/k/v direct edges (`attrpatch.qkv_direct`),
+    ranked beside the edges, against the reference's direct edges by ACDC's counting rule
+    (``edges``: "acdc" in the dict); None: the graph's edges only ("plain").
     """
-    return _curve_dict(roc_points(scores, reference, graph, absolute=absolute, edges=edges),
-                       None if edges is None else {"n_edges_ranked": int(len(edges))}, auc_rule)
+    extra = {} if edges is None else {"n_edges_ranked": int(len(edges))}
+    if direct_scores is None:
+        return _curve_dict(roc_points(scores, reference, graph, absolute=absolute, edges=edges),
+                           {**extra, "edges": "plain"}, auc_rule)
+    s = torch.as_tensor(scores).detach().cpu().double()
+    key = graph.edges_from_matrix(s.abs() if absolute else s)
+    ref = graph.edges_from_matrix(torch.as_tensor(reference).bool().cpu())
+    d = torch.as_tensor(direct_scores).detach().cpu().double().reshape(-1)
+    if edges is not None:
+        idx = torch.as_tensor(np.asarray(edges, dtype=int))
+        key, ref = key[idx], ref[idx]
+    key = torch.cat([key, d.abs() if absolute else d]).numpy()
+    ref = torch.cat([ref, direct_in_circuit(graph, reference)]).numpy()
+    return _curve_dict(roc_points_flat(key, ref), {**extra, "edges": "acdc", "n_direct": int(d.numel())}, auc_rule)
 
 
 # ---- work limits (paper_random: `max_edges`, `acdc_max_edges`) ------------------------------
@@ -136,12 +155,23 @@ def acdc_universe(eap_scores: torch.Tensor, graph: Graph, acdc_max_edges: int | 
 
 
 def circuit_roc(masks, reference: torch.Tensor, graph: Graph, taus: Sequence[float] | None = None,
-                auc_rule: str = DEFAULT_AUC_RULE) -> dict:
+                auc_rule: str = DEFAULT_AUC_RULE, edges: str = "plain", direct=None) -> dict:
     """ROC with one point per circuit (e.g. one ACDC run per tau; `circuits.roc_from_circuits`),
     padded with (0,0) and (1,1), with both AUCs (``auc`` under `auc_rule`). `taus` (one per
-    mask) are stored beside the points (None for the padding)."""
-    df = roc_from_circuits(masks, reference, graph, pad=True)
-    extra = {}
+    mask) are stored beside the points (None for the padding).
+    edges: "plain" (the graph's edges) or "acdc" (with ACDC's q/k/v direct edges: each
+    circuit's own kept direct edges from `direct` (bool [C, n_direct], an ACDC run's), or by
+    ACDC's counting rule where `direct` is None; the reference by the counting rule)."""
+    if edges == "acdc":
+        masks = list(masks) if not isinstance(masks, torch.Tensor) or masks.ndim == 3 else [masks]
+        ds = [None] * len(masks) if direct is None else list(direct)
+        df = roc_from_flat_circuits([flat_circuit(graph, m, d) for m, d in zip(masks, ds)],
+                                    flat_circuit(graph, reference), pad=True)
+    elif edges == "plain":
+        df = roc_from_circuits(masks, reference, graph, pad=True)
+    else:
+        raise ValueError(f"unknown edges {edges!r}; allowed: ['acdc', 'plain']")
+    extra = {"edges": edges}
     if taus is not None:
         taus = list(taus)
         extra["tau"] = [None if c < 0 else float(taus[c]) for c in df["circuit"].tolist()]
