@@ -18,7 +18,8 @@ when it is built, and a random GPT-2 checkpoint of the timed shape on a random b
 2. both graphs have the same edge set under one naming (`peer_names`);
 3. EAP, integrated gradients (m = ``steps``) and exact single-edge patching are compared
    edge by edge (`agreement`) and timed, ours (`peer_ours`) then the peer's, same threads;
-4. on tiny-gpt2, float64 finite differences (`peer_check`) decide what each side computes.
+4. float64 finite differences (`peer_check`) decide what each side computes: every method
+   on tiny-gpt2, and on the timed model each method whose scores disagree beyond 1e-4.
 
 Conventions mapped onto ours: auto-circuit's mask gradients are of the loss
 ``-mean logit difference``, so its EAP is -1 x ours; its ``integrated_grad_samples = m``
@@ -31,6 +32,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -157,8 +159,8 @@ def exact_subset(edge_names: list[str], n: int | None, seed: int = 0) -> list[st
     return [edge_names[i] for i in sorted(idx.tolist())]
 
 
-def hand_checks(ckpt: Path, batch, ours: dict, theirs: dict, steps: int, n: int = 3) -> list[dict]:
-    """float64 finite differences on a few edges (`peer_check`): for each method, the edges
+def hand_checks(ckpt: Path, batch, ours: dict, theirs: dict, steps: int, methods=METHODS, n: int = 2) -> list[dict]:
+    """float64 finite differences on a few edges (`peer_check`): for each method, the `n` edges
     where the sides differ most and the top edge of each side."""
     import torch
 
@@ -172,7 +174,7 @@ def hand_checks(ckpt: Path, batch, ours: dict, theirs: dict, steps: int, n: int 
     g = Graph.from_model(model)
     pt = Patcher(model, g, batch)
     rows = []
-    for method in METHODS:
+    for method in methods:
         o, t = ours[method], theirs[method]
         picks = sorted(o, key=lambda e: -abs(o[e] - t[e]))[:n]
         picks += [max(o, key=lambda e: abs(o[e])), max(t, key=lambda e: abs(t[e]))]
@@ -192,8 +194,10 @@ def hand_checks(ckpt: Path, batch, ours: dict, theirs: dict, steps: int, n: int 
 
 
 def side_by_side(python, name: str, ckpt: Path, batch, *, threads: int, steps: int, n_exact: int | None,
-                 warmup: int = 1, check: bool = False) -> dict:
-    """Logits, edge sets, scores and times of one model on both sides."""
+                 warmup: int = 1, repeats: int = 1, check: str = "disagree") -> dict:
+    """Logits, edge sets, scores and times (median of `repeats`) of one model on both sides;
+    hand checks (`hand_checks`) of every method (check="all") or of those that disagree
+    beyond CLAIM_REL ("disagree")."""
     import torch
 
     from attrpatch.models import load_model
@@ -217,9 +221,9 @@ def side_by_side(python, name: str, ckpt: Path, batch, *, threads: int, steps: i
     from attrpatch.graph import Graph
 
     edges = exact_subset(Graph.from_model(model).edge_names, n_exact)
-    ours = peer_ours.run(model, batch, steps=steps, exact_edges=edges, warmup=warmup)
+    ours = peer_ours.run(model, batch, steps=steps, exact_edges=edges, warmup=warmup, repeats=repeats)
     job = dict(mode="scores", ckpt=str(ckpt), batch=str(peer_batch_file(batch, PEER_DIR / f"{name}.batch.pt")),
-               threads=threads, steps=steps, warmup=warmup, methods=list(METHODS),
+               threads=threads, steps=steps, warmup=warmup, repeats=repeats, methods=list(METHODS),
                exact_edges=[peer_names.to_theirs(e) for e in edges])
     raw = peer_job(python, job, f"{name}.scores", threads)
     theirs = {m: {peer_names.to_ours(e): PEER_SCALE[m](x, steps) for e, x in raw[m].items()} for m in METHODS}
@@ -230,9 +234,12 @@ def side_by_side(python, name: str, ckpt: Path, batch, *, threads: int, steps: i
         raise RuntimeError(f"{name}: the two graphs' edge sets differ: {out['edges']}")
     out["n_exact"] = len(edges)
     out["agree"] = {m: agreement(ours[m], theirs[m]) for m in METHODS}
-    out["times"] = {m: dict(ours=ours["times"][m], peer=raw["times"][m]) for m in METHODS}
-    if check:
-        out["hand"] = hand_checks(ckpt, batch, {m: ours[m] for m in METHODS}, theirs, steps)
+    out["times"] = {m: dict(ours=statistics.median(ours["times"][m]), peer=statistics.median(raw["times"][m]),
+                            ours_all=ours["times"][m], peer_all=raw["times"][m]) for m in METHODS}
+    methods = [m for m in METHODS if check == "all" or out["agree"][m]["max_rel"] > CLAIM_REL]
+    if methods:
+        del model
+        out["hand"] = hand_checks(ckpt, batch, ours, theirs, steps, methods)
     return out
 
 
@@ -256,17 +263,17 @@ def tiny_ioi(ckpt: Path, n: int, seed: int = 0):
 
 
 def compare_all(python, shape, *, batch: int, seq: int, steps: int, n_exact: int | None, threads: int,
-                tiny: bool = True, tiny_n: int = 16) -> list[dict]:
+                tiny: bool = True, tiny_n: int = 16, repeats: int = 1) -> list[dict]:
     """tiny-gpt2 on IOI (all edges exact, hand checks) if built, then `shape` (timed)."""
     from benchmarks.common import TINY_GPT2, random_batch
 
     runs = []
     if tiny and (TINY_GPT2 / "config.json").exists():
         runs.append(side_by_side(python, "tiny-gpt2", TINY_GPT2, tiny_ioi(TINY_GPT2, tiny_n), threads=threads,
-                                 steps=steps, n_exact=None, check=True))
+                                 steps=steps, n_exact=None, check="all"))
     ckpt = random_checkpoint(shape)
     runs.append(side_by_side(python, ckpt.name, ckpt, random_batch(batch, seq, shape.vocab_size), threads=threads,
-                             steps=steps, n_exact=n_exact))
+                             steps=steps, n_exact=n_exact, repeats=repeats))
     return runs
 
 
@@ -292,8 +299,9 @@ def rows_from(runs: list[dict], note: str = "") -> list[dict]:
         rows.append(dict(id=f"peer_{m}_time", measurement=f"{what[m]}: our time / auto-circuit's", value=ratio,
                          unit="x", target=f"<= {1 / CLAIM_SPEED:.2f} (ours >= {CLAIM_SPEED}x faster)",
                          ok=ratio <= 1 / CLAIM_SPEED,
-                         context=f"{shape}; ours {t['ours']:.3g} s, auto-circuit {t['peer']:.3g} s (one timed run "
-                                 "each after one untimed EAP; separate processes, one after the other)"))
+                         context=f"{shape}; ours {t['ours']:.3g} s, auto-circuit {t['peer']:.3g} s (median of "
+                                 f"{len(t['ours_all'])} timed runs each after one untimed EAP; separate processes, "
+                                 "one after the other)"))
     for r in runs:
         suffix = "" if r is timed else "_" + r["model"].replace("-", "_")
         for m in METHODS:
@@ -358,6 +366,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--exact-edges", type=int, default=96,
                     help="edges of the timed model patched exactly, a seeded sample (0 = all; default 96)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per method of the timed model (median)")
     ap.add_argument("--no-tiny", action="store_true", help="skip tiny-gpt2 even if built")
     ap.add_argument("--out", default=str(HERE / "results"), help="directory for the result files ('' = none)")
     args = ap.parse_args(argv)
@@ -365,7 +374,8 @@ def main(argv=None) -> list[dict]:
     shape = common.QUICK if args.quick else common.FULL
     t0, load0 = time.perf_counter(), common.load_average()
     runs = compare_all(py, shape, batch=args.batch, seq=args.seq, steps=args.steps,
-                       n_exact=args.exact_edges or None, threads=args.threads, tiny=not args.no_tiny)
+                       n_exact=args.exact_edges or None, threads=args.threads, tiny=not args.no_tiny,
+                       repeats=args.repeats)
     rows = rows_from(runs)
     for r in rows:
         r.setdefault("unit", "x")

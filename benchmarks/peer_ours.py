@@ -24,8 +24,10 @@ from attrpatch.patching import Patcher
 METHODS = ("eap", "ig", "exact")
 
 
-def run(model, batch, *, steps: int, exact_edges: list[str], methods=METHODS, warmup: int = 0) -> dict:
-    """{"edges", method: {edge: score}, "times": {method: seconds}} on `batch`."""
+def run(model, batch, *, steps: int, exact_edges: list[str], methods=METHODS, warmup: int = 0,
+        repeats: int = 1) -> dict:
+    """{"edges", method: {edge: score}, "times": {method: [seconds per repeat]}} on `batch`;
+    `warmup` untimed EAP runs first."""
     graph = Graph.from_model(model)
     names = graph.edge_names
     uv = torch.tensor([graph.edge(e) for e in exact_edges], dtype=torch.long).reshape(-1, 2)
@@ -42,10 +44,12 @@ def run(model, batch, *, steps: int, exact_edges: list[str], methods=METHODS, wa
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; allowed: {METHODS}")
     res = {"n_edges": graph.n_edges, "edges": sorted(names), "times": {}}
+    for _ in range(warmup):
+        fns["eap"]()
     for name in methods:
-        for _ in range(warmup):
-            fns[name]()
-        t0 = time.perf_counter()
-        res[name] = fns[name]()
-        res["times"][name] = time.perf_counter() - t0
+        res["times"][name] = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            res[name] = fns[name]()
+            res["times"][name].append(time.perf_counter() - t0)
     return res

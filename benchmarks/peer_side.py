@@ -8,11 +8,13 @@ result (argv[2]):
 as a transformer_lens 2 ``HookedTransformer`` without weight processing (saved next to the
 output as ``<out>.pt``), the check that both sides run the same function.
 
-``{"mode": "scores", "ckpt", "batch", "threads", "steps", "exact_edges", "methods"}``: on the
+``{"mode": "scores", "ckpt", "batch", "threads", "steps", "exact_edges", "methods", "warmup",
+"repeats"}``: on the
 batch (a torch file: clean, corrupt [B, P], answers, wrong [B, k] token ids), with the model
 made patchable the way auto-circuit's own experiments do (`experiment_utils.load_tl_model`:
 split q/k/v inputs, per-head results, MLP inputs, weights frozen; factorized graph, last
-position), each method's scores under auto-circuit's edge names and its wall time:
+position), each method's scores under auto-circuit's edge names and its wall time per repeat (after
+``warmup`` untimed EAP runs):
 
 * ``eap``: ``mask_gradient_prune_scores(mask_val=0, grad_function="logit",
   answer_function="avg_diff")`` (auto-circuit's note: equal to its EAP);
@@ -129,12 +131,14 @@ def run_scores(job: dict) -> dict:
         "ig": lambda: edge_scores(model, mask_grad(model, dl, integrated_grad_samples=int(job["steps"]))),
         "exact": lambda: exact(model, dl, job["exact_edges"]),
     }
+    for _ in range(int(job.get("warmup", 0))):  # untimed EAP runs first, as on our side
+        methods["eap"]()
     for name in job["methods"]:
-        for _ in range(int(job.get("warmup", 0))):
-            methods[name]()
-        t0 = time.perf_counter()
-        res[name] = methods[name]()
-        res["times"][name] = time.perf_counter() - t0
+        res["times"][name] = []
+        for _ in range(int(job.get("repeats", 1))):
+            t0 = time.perf_counter()
+            res[name] = methods[name]()
+            res["times"][name].append(time.perf_counter() - t0)
     return res
 
 

@@ -1,6 +1,7 @@
 """Run every benchmark in one process, print the table, write benchmarks/results/<date>.{md,csv}.
 
     python benchmarks/run.py            # GPT-2-small shape, the real measurement (~15 min, 2 cores)
+                                        # (+~27 min: the peer part, when benchmarks/.peer/venv exists)
     python benchmarks/run.py --quick    # tiny shapes, seconds: checks the code, not the numbers
 
 Ratios are measured within this process with interleaved repeats; absolute times are
