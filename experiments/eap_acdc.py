@@ -8,6 +8,12 @@ at the same number of edges (top-n by |score|). Summary per task: the best TPR -
 EAP -> ACDC (f < 1), of EAP alone at those same edge counts, and of plain ACDC;
 ``mean_forward_pass_ratio`` = mean over tasks, f < 1 and tau of passes(f, tau) /
 passes(1, tau).
+
+Edges (setting ``edges``, `attrpatch.qkv_direct.EDGE_CONVENTIONS`, default the paper's): "acdc"
+runs on ACDC's graph as the authors' code does (Aaquib111/acdcpp: EAP thresholds ACDC's edges,
+q/k/v direct edges included, scored by `qkv_direct.direct_atp_scores`; ACDC then tests the kept
+direct edges, `eap_then_acdc_sweep(direct=True)`): keep fractions, sizes and TPR/FPR count
+edges + direct edges (the reference's by ACDC's counting rule); "plain": the graph's edges.
 """
 import sys
 
@@ -19,6 +25,8 @@ from attrpatch.analysis.roc import acdc_universe, best_tpr_minus_fpr, keep_thres
 from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.acdc import eap_then_acdc_sweep, make_patcher
+from attrpatch.methods.common import chunks
+from attrpatch.qkv_direct import check_edge_convention, direct_atp_scores, direct_in_circuit, n_edges_with_direct
 from attrpatch.pipeline import Context, reference_path
 from attrpatch.reference import LABEL, reference_mask
 
@@ -41,9 +49,11 @@ def main(argv=None):
     if 1.0 not in fractions:
         fractions.append(1.0)          # plain ACDC: the baseline for the forward-pass ratio
     taus = taus_from_spec(spec["taus"])
+    conv = check_edge_convention(spec["edges"])
+    direct = conv == "acdc"
     out = {"reference_label": LABEL, "keys": "forward_passes.<task>.f<percent kept>.tau_<tau %.0e>",
            "settings": {"n": n, "seed": ctx.seed, "fractions": fractions, "taus": taus,
-                                                  "metric": "task"},
+                                                  "metric": "task", "edges": conv},
            "reference": {}, "points": {}, "forward_passes": {}, "summary": {}}
     ratios = []
     jobs = [(t, m) for t, m in ctx.task_models().items()]
@@ -52,10 +62,14 @@ def main(argv=None):
         run = ctx.task(task, model_name)
         model, graph, st, batch = run.model, run.graph, run.settings, run.batch
         ref = reference_mask(pd.read_csv(reference_path(ctx.profile, task, ctx.root)), graph)
-        out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()), "model": model_name}
+        out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()), "model": model_name,
+                                  "n_edges_with_direct": n_edges_with_direct(graph),
+                                  "n_reference_with_direct": int(ref.sum() + direct_in_circuit(graph, ref).sum())}
         if spec["n_by_task"]:
             out["settings"].setdefault("n_by_task", {})[task] = st["n"]
         scores = attribute(model, batch, method="eap", graph=graph, **run.opts)
+        d_scores = (sum(w * direct_atp_scores(model, graph, sub) for sub, w in chunks(batch, st["batch_size"]))
+                    if direct else None)
         # acdc_max_edges (paper_random): "plain ACDC" (f = 1) runs over the top-|EAP| edges only
         uni = acdc_universe(scores, graph, st["acdc_max_edges"])
         if uni is not None:
@@ -63,16 +77,20 @@ def main(argv=None):
         patcher = make_patcher(model, graph, batch, "task")
         rows, fp = [], {}
         for f in fractions:
-            thr = keep_threshold(scores, graph, f)
+            thr = keep_threshold(scores, graph, f, direct_scores=d_scores)
             if f >= 1.0 and uni is not None:
                 thr = float(scores.detach().cpu().double().abs()[uni].min())
             fp[_fkey(f)] = {}
-            for tau, res in zip(taus, eap_then_acdc_sweep(model, graph, batch, scores, thr, taus, patcher=patcher)):
-                r = mask_rates(res.mask, ref, graph).iloc[0]
-                e = topn_rates(scores, ref, graph, [res.n_edges]).iloc[0]
+            for tau, res in zip(taus, eap_then_acdc_sweep(model, graph, batch, scores, thr, taus, patcher=patcher,
+                                                          direct=direct, direct_scores=d_scores)):
+                r = mask_rates(res.mask, ref, graph, direct=[res.direct] if direct else None).iloc[0]
+                e = topn_rates(scores, ref, graph, [int(r.n_edges)], direct_scores=d_scores).iloc[0]
                 rows.append({"fraction": f, "tau": tau, "eap_threshold": thr,
-                             "n_kept_by_eap": int(res.extra.get("n_edges_after_eap", graph.n_edges)),
-                             "n_edges": res.n_edges, "forward_passes": res.forward_passes,
+                             "n_kept_by_eap": int(res.extra.get("n_edges_after_eap", graph.n_edges))
+                             + int(res.extra.get("n_direct_after_eap", 0 if not direct else
+                                                 n_edges_with_direct(graph) - graph.n_edges)),
+                             "n_edges": int(r.n_edges), "n_edges_plain": res.n_edges,
+                             "forward_passes": res.forward_passes,
                              "tpr": float(r.tpr), "fpr": float(r.fpr),
                              "eap_tpr": float(e.tpr), "eap_fpr": float(e.fpr)})
                 fp[_fkey(f)][_tkey(tau)] = res.forward_passes

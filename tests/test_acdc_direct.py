@@ -169,3 +169,40 @@ def test_roc_on_acdcs_graph_by_hand():
     assert circ["tpr"][1] == 1.0 and circ["fpr"][1] == 0.0
     own = circuit_roc(ref[None], ref, g, edges="acdc", direct=torch.tensor([[False, False, False]]))
     assert own["tpr"][1] == pytest.approx(2 / 3)
+    # EAP -> ACDC bookkeeping on ACDC's graph: fractions and top-n over the 11 items
+    from attrpatch.analysis.roc import keep_threshold, mask_rates, topn_rates
+
+    d = torch.tensor([1.0, 0.1, 0.1])
+    assert keep_threshold(s, g, 3 / 11, direct_scores=d) == 1.0 and keep_threshold(s, g, 3 / 8) == pytest.approx(0.001)
+    t = topn_rates(s, ref, g, [3, 11], direct_scores=d)
+    assert t.tpr.tolist() == [1.0, 1.0] and t.fpr.tolist() == [0.0, 1.0] and t.n_edges.tolist() == [3, 11]
+    r = mask_rates(ref, ref, g, direct=[torch.tensor([True, True, False])]).iloc[0]
+    assert (r.n_edges, r.tpr, r.fpr) == (4, 1.0, 1 / 8)
+
+
+def test_eap_then_acdc_on_acdcs_graph(model):
+    """EAP -> ACDC with direct edges (acdcpp): EAP's threshold drops direct edges too; a dropped
+    one's whole input is patched from the start and never tested; threshold 0 is plain ACDC."""
+    from attrpatch.methods.acdc import eap_then_acdc
+    from attrpatch.methods.eap import eap_scores
+
+    mb = model_batch(model)
+    g = Graph.from_model(model)
+    s, d = eap_scores(model, g, mb), direct_atp_scores(model, g, mb)
+    full = acdc(model, g, mb, tau=0.02, progress=False, direct=True)
+    zero = eap_then_acdc(model, g, mb, s, 0.0, 0.02, progress=False, direct=True, direct_scores=d)
+    assert torch.equal(zero.mask, full.mask) and torch.equal(zero.direct, full.direct)
+    assert zero.history.equals(full.history)
+    th = float(d.abs().median())
+    cut = eap_then_acdc(model, g, mb, s, th, 0.02, progress=False, direct=True, direct_scores=d)
+    gone = d.abs() < th
+    assert cut.extra["n_direct_after_eap"] == int((~gone).sum()) and gone.any()
+    ins = direct_inputs(g)[gone].tolist()
+    assert not cut.raw_mask[:, ins].any() and not cut.direct[gone].any()
+    assert not cut.history.v.isin(ins).any()
+    p = make_patcher(model, g, mb, "task")
+    assert -circuit_metric(p, cut.raw_mask).item() == pytest.approx(cut.loss_final, abs=1e-12)
+    with pytest.raises(ValueError, match="direct_scores"):
+        eap_then_acdc(model, g, mb, s, th, 0.02, progress=False, direct=True)
+    with pytest.raises(ValueError, match="direct=True"):
+        acdc(model, g, mb, tau=0.02, progress=False, direct_edges=~gone)

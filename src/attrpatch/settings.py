@@ -325,6 +325,10 @@ def _faith(methods: list[str]) -> dict[str, Setting]:
 CIRCUIT_EDGES = Setting(POS, Ref("attrpatch.circuit_run", "DAG_CIRCUIT_EDGES"),
                         "edges of the circuit saved and drawn per task and method (ACDC: its tau closest to it)")
 ROC_METHODS = ("eap", "acdc_task", "acdc_kl", "exact")
+EDGES = Setting(Choice("acdc", "plain"), Ref("attrpatch.qkv_direct", "DEFAULT_EDGE_CONVENTION"),
+                "edges counted: 'acdc' (ACDC's graph with its q/k/v direct edges: ACDC tests them, EAP and exact "
+                "patching score them; the papers' count) or 'plain' (the graph's edges); eap_roc writes AUCs "
+                "under both in auc_by_edges")
 ATP_METHODS = ("atp", "atp_qk", "atp_graddrop", "atp_star")
 
 SETTINGS: dict[str, dict[str, Setting]] = {
@@ -345,10 +349,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                        auc_rule=Setting(Choice("pessimistic", "trapezoid"),
                                         Ref("attrpatch.analysis.roc", "DEFAULT_AUC_RULE"),
                                         "AUC written as `auc` (both always written; default: the authors' rule)"),
-                       edges=Setting(Choice("acdc", "plain"), Ref("attrpatch.qkv_direct", "DEFAULT_EDGE_CONVENTION"),
-                                     "edges counted: 'acdc' (ACDC's graph with its q/k/v direct edges: ACDC tests "
-                                     "them, EAP and exact patching score them; the papers' count) or 'plain' (the "
-                                     "graph's edges); AUCs under both in auc_by_edges"),
+                       edges=EDGES,
                        circuit_edges=CIRCUIT_EDGES),
     "eap_r2": _common(40, tasks=Setting(TaskModels(max_len=1), REQUIRED, "the one task (the paper's Docstring)"),
                       alphas=Setting(Int(lo=2), 21, "points on the interpolation curve of the worst edge"),
@@ -359,7 +360,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                         eap_keep_fractions=Setting(ListOf(Float(0.0, 1.0, lo_open=True)), [0.1, 0.2, 0.4, 1.0],
                                                    "EAP keeps this fraction of edges, ACDC prunes the rest (1.0 added)"),
                         taus=Setting(TAUS, [0.003, 0.01, 0.03, 0.1], "ACDC thresholds"),
-                        batch_size=BATCH_SIZE, acdc_max_edges=ACDC_MAX_EDGES),
+                        batch_size=BATCH_SIZE, acdc_max_edges=ACDC_MAX_EDGES, edges=EDGES),
     "gradrop": _common(32, n_by_task=N_BY_TASK,
                        methods=Setting(ListOf(Named("methods", ATP_METHODS)), list(ATP_METHODS),
                                        "node scorers compared (atp is added if missing)"),

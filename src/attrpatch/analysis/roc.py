@@ -30,7 +30,7 @@ import torch
 from ..circuits import (auc_pessimistic, auc_trapezoid, roc_from_circuits, roc_from_flat_circuits, roc_points,
                         roc_points_flat, top_n)
 from ..graph import Graph
-from ..qkv_direct import direct_in_circuit, flat_circuit
+from ..qkv_direct import direct_in_circuit, flat_circuit, flat_scores
 
 # Which area rule the EAP paper's Fig. 2 AUCs use (read in the authors' code):
 # * ACDC (both metrics): ACDC's evaluation (ArthurConmy/Automatic-Circuit-Discovery,
@@ -73,12 +73,15 @@ def taus_from_spec(spec) -> list[float]:
     return [float(t) for t in spec]
 
 
-def keep_threshold(scores: torch.Tensor, graph: Graph, fraction: float) -> float:
+def keep_threshold(scores: torch.Tensor, graph: Graph, fraction: float,
+                   direct_scores: torch.Tensor | None = None) -> float:
     """|score| threshold keeping (at least) the top `fraction` of the graph's edges.
 
     ``k = ceil(fraction * n_edges)`` edges; the threshold is the k-th largest |score|, so
     ties at the threshold are all kept (as ``|score| >= threshold`` in
     `methods.acdc.eap_then_acdc`). fraction >= 1 returns 0.0 (every edge: plain ACDC).
+    direct_scores: [n_direct], ACDC's q/k/v direct edges ranked with the edges (the fraction
+    is then of edges + direct edges, `attrpatch.qkv_direct`).
     """
     f = float(fraction)
     if not 0 < f:
@@ -86,7 +89,9 @@ def keep_threshold(scores: torch.Tensor, graph: Graph, fraction: float) -> float
     if f >= 1.0:
         return 0.0
     key = graph.edges_from_matrix(torch.as_tensor(scores).detach().cpu().double().abs())
-    k = max(1, int(np.ceil(f * graph.n_edges)))
+    if direct_scores is not None:
+        key = torch.cat([key, torch.as_tensor(direct_scores).detach().cpu().double().abs().reshape(-1)])
+    k = max(1, int(np.ceil(f * key.numel())))
     return float(torch.sort(key, descending=True).values[k - 1])
 
 
@@ -178,20 +183,41 @@ def circuit_roc(masks, reference: torch.Tensor, graph: Graph, taus: Sequence[flo
     return _curve_dict(df, extra, auc_rule)
 
 
-def mask_rates(masks, reference: torch.Tensor, graph: Graph | torch.Tensor) -> pd.DataFrame:
+def mask_rates(masks, reference: torch.Tensor, graph: Graph | torch.Tensor, direct=None) -> pd.DataFrame:
     """TPR, FPR and size of each circuit (no padding). masks: [n_up, n_down] or [C, ...].
 
     `graph` may be a bool universe mask instead of a Graph (cells that are edges).
+    direct: bool [C, n_direct], each circuit's own q/k/v direct edges (an ACDC run's): counted
+    on ACDC's graph (the reference's direct edges by ACDC's counting rule; needs a Graph).
     Columns: circuit, n_edges, fpr, tpr.
     """
+    if direct is not None:
+        masks = list(masks) if not isinstance(masks, torch.Tensor) or masks.ndim == 3 else [masks]
+        return roc_from_flat_circuits([flat_circuit(graph, m, d) for m, d in zip(masks, direct)],
+                                      flat_circuit(graph, reference), pad=False).reset_index(drop=True)
     return roc_from_circuits(masks, reference, graph, pad=False).reset_index(drop=True)
 
 
-def topn_rates(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, counts: Sequence[int]) -> pd.DataFrame:
-    """TPR/FPR of the top-n edges by |score| (`circuits.top_n`) for each n in `counts`."""
+def topn_rates(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, counts: Sequence[int],
+               direct_scores: torch.Tensor | None = None) -> pd.DataFrame:
+    """TPR/FPR of the top-n edges by |score| (`circuits.top_n`) for each n in `counts`.
+    direct_scores: rank ACDC's q/k/v direct edges with the edges (n counts both; the reference's
+    direct edges by ACDC's counting rule, `attrpatch.qkv_direct`)."""
     counts = [int(n) for n in counts]
     if not counts:
         return pd.DataFrame(columns=["circuit", "n_edges", "fpr", "tpr", "n_requested"])
+    if direct_scores is not None:
+        key = flat_scores(graph, torch.as_tensor(scores).detach().cpu().double().abs(),
+                          torch.as_tensor(direct_scores).detach().cpu().double().abs())
+        order = torch.sort(key, descending=True, stable=True).indices
+        masks = []
+        for n in counts:
+            m = torch.zeros(key.numel(), dtype=torch.bool)
+            m[order[:max(0, min(n, key.numel()))]] = True
+            masks.append(m)
+        df = roc_from_flat_circuits(masks, flat_circuit(graph, reference), pad=False).reset_index(drop=True)
+        df["n_requested"] = counts
+        return df
     masks = torch.stack([top_n(scores, graph, n) for n in counts])
     df = mask_rates(masks, reference, graph)
     df["n_requested"] = counts

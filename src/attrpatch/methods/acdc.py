@@ -149,28 +149,48 @@ def _universe(graph: Graph, edges) -> torch.Tensor:
     return graph.edge_mask & edges
 
 
-def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: float, direct: bool = False):
+def _direct_universe(graph: Graph, direct: bool, direct_edges) -> torch.Tensor | None:
+    if direct_edges is None:
+        return None
+    if not direct:
+        raise ValueError("direct_edges restricts ACDC's q/k/v direct edges: it needs direct=True")
+    d = torch.as_tensor(direct_edges).bool().cpu().reshape(-1)
+    n = int(direct_inputs(graph).numel())
+    if d.numel() != n:
+        raise ValueError(f"direct_edges must be a bool mask [{n}] (qkv_direct.direct_inputs order), got {d.numel()}")
+    return d
+
+
+def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: float, direct: bool = False,
+                direct_universe: torch.Tensor | None = None):
     """ACDC as a coroutine: yields the patch mask whose loss it needs next, receives that
     loss, and finally returns (circuit, history rows, loss_start, loss_current, direct kept).
 
     Written this way so that one run (`acdc`) or many runs in lockstep (`acdc_sweep`, all
     taus' next tests stacked into one batched forward) execute the identical algorithm.
-    direct: test each q/k/v input's direct edge first (module docstring).
+    direct: test each q/k/v input's direct edge first (module docstring); direct_universe:
+    bool [n_direct], the direct edges the start circuit has (one outside it is removed from the
+    start: its whole input patched throughout, never tested), None: all.
     """
     edge_mask = graph.edge_mask
     owners = graph.input_owners
     n_par = graph.n_parents.tolist()
     circuit = universe.clone()
+    d_idx = direct_inputs(graph).tolist() if direct else []
+    d_cut: set[int] = set()      # inputs whose direct edge was removed (incoming edges gone untested)
+    if direct_universe is not None:
+        for w, keep in zip(d_idx, torch.as_tensor(direct_universe).bool().tolist()):
+            if not keep:
+                circuit[:, w] = False
+                d_cut.add(w)
     start_patch = edge_mask & ~circuit
     loss_current = loss_start = (yield start_patch) if bool(start_patch.any()) else loss_full
     reach = torch.zeros(graph.n_up + 1, dtype=torch.bool)
     known = torch.zeros(graph.n_up + 1, dtype=torch.bool)
     reach[graph.n_up] = known[graph.n_up] = True
-    d_idx = direct_inputs(graph).tolist() if direct else []
     layer_of = {v: int(graph.downstream[v][1:].split(".")[0]) for v in d_idx}   # "a{l}.h{h}<q>" -> l
     d_pos = {v: i for i, v in enumerate(d_idx)}
     d_kept = torch.zeros(len(d_idx), dtype=torch.bool)
-    d_cut: set[int] = set()      # inputs whose direct edge was removed (incoming edges gone untested)
     d_layers_done: set[int] = set()
     rows = []
 
@@ -187,7 +207,7 @@ def _acdc_steps(graph: Graph, universe: torch.Tensor, tau: float, loss_full: flo
             layer = layer_of[v]
             d_layers_done.add(layer)
             for w in [x for x in d_idx[::-1] if layer_of[x] == layer]:
-                if not update_reach(w):
+                if not update_reach(w) or w in d_cut:
                     continue
                 name = f"{graph.downstream[w]}.input->{graph.downstream[w]}"
                 if not bool(circuit[:, w].any()):
@@ -242,12 +262,13 @@ def _result(graph: Graph, tau: float, metric_name: str, out, n_tests: int, setup
 
 
 def _run_lockstep(patcher: Patcher, graph: Graph, universes: list, taus: list, progress: bool, desc: str,
-                  direct: bool = False):
+                  direct: bool = False, direct_universes: list | None = None):
     """Run several ACDC coroutines together; each step's pending tests share one batched forward."""
     m = patcher.metric
     sign = -1.0 if m.higher_is_better else 1.0
     loss_full = sign * patcher.base_value
-    gens = [_acdc_steps(graph, uni, tau, loss_full, direct) for uni, tau in zip(universes, taus)]
+    d_unis = direct_universes or [None] * len(universes)
+    gens = [_acdc_steps(graph, uni, tau, loss_full, direct, du) for uni, tau, du in zip(universes, taus, d_unis)]
     pending: dict[int, torch.Tensor] = {}
     outs: dict[int, tuple] = {}
     n_tests = [0] * len(gens)
@@ -275,7 +296,8 @@ def _run_lockstep(patcher: Patcher, graph: Graph, universes: list, taus: list, p
 
 def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Metric = "task",
          direction: str = DEFAULT_DIRECTION, edges: torch.Tensor | None = None, progress: bool = True,
-         patcher: Patcher | None = None, direct: bool = False) -> AcdcResult:
+         patcher: Patcher | None = None, direct: bool = False,
+         direct_edges: torch.Tensor | None = None) -> AcdcResult:
     """Run ACDC with threshold `tau` (see the module docstring for order and cost).
 
     metric: "task" (the task metric, negated as the loss), "kl" (KL(clean || patched)), a
@@ -283,7 +305,8 @@ def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Met
     (edges outside stay patched). patcher: reuse a Patcher (its cached clean/corrupted runs
     and metric; `metric` and `direction` are then ignored), as `acdc_sweep` does.
     direct: ACDC's q/k/v direct edges, each tested before its input's incoming edges (module
-    docstring); False: our graph's edges only.
+    docstring); False: our graph's edges only. direct_edges: bool [n_direct], the direct edges
+    to start from (with `edges`, e.g. EAP -> ACDC; the others' inputs stay patched); None: all.
     """
     tau = float(tau)
     if not np.isfinite(tau):
@@ -292,7 +315,8 @@ def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Met
     if patcher is None:
         patcher = make_patcher(model, graph, batch, metric, direction=direction)
     universe = _universe(graph, edges)
-    (out,), (n,) = _run_lockstep(patcher, graph, [universe], [tau], progress, f"ACDC tau={tau:g}", direct)
+    (out,), (n,) = _run_lockstep(patcher, graph, [universe], [tau], progress, f"ACDC tau={tau:g}", direct,
+                                 [_direct_universe(graph, direct, direct_edges)])
     # a shared Patcher's setup forwards (clean/corrupted runs) are counted in every run, so a
     # run's count is that of a standalone run
     return _result(graph, tau, patcher.metric.name, out, n, _setup_passes(patcher), time.perf_counter() - t0, universe)
@@ -300,8 +324,13 @@ def acdc(model, graph: Graph, batch: TaskBatch, *, tau: float, metric: str | Met
 
 def eap_then_acdc(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tensor, eap_threshold: float,
                   tau: float, *, metric: str | Metric = "task", direction: str = DEFAULT_DIRECTION,
-                  progress: bool = True, patcher: Patcher | None = None, direct: bool = False) -> AcdcResult:
+                  progress: bool = True, patcher: Patcher | None = None, direct: bool = False,
+                  direct_scores: torch.Tensor | None = None) -> AcdcResult:
     """EAP -> ACDC: delete edges with |EAP score| < eap_threshold, run ACDC on the rest.
+
+    direct: on ACDC's graph (module docstring) as the EAP paper's code does: the q/k/v direct
+    edges are thresholded too, on `direct_scores` ([n_direct], e.g.
+    `qkv_direct.direct_atp_scores`), and ACDC tests the kept ones.
 
     Deleted edges stay patched (corrupted) throughout; only the kept ones are tested, so
     the forward-pass count drops (plus one forward for the subgraph's starting loss when
@@ -311,26 +340,46 @@ def eap_then_acdc(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tenso
     if s.shape != (graph.n_up, graph.n_down):
         raise ValueError(f"eap_scores must be [{graph.n_up}, {graph.n_down}], got {tuple(s.shape)}")
     keep = graph.edge_mask & (s.abs() >= float(eap_threshold))
+    keep_d = _direct_keep(graph, direct, direct_scores, eap_threshold)
+    all_kept = bool((keep == graph.edge_mask).all()) and (keep_d is None or bool(keep_d.all()))
     res = acdc(model, graph, batch, tau=tau, metric=metric, direction=direction,
-               edges=None if bool((keep == graph.edge_mask).all()) else keep, progress=progress, patcher=patcher,
-               direct=direct)
+               edges=None if all_kept else keep, progress=progress, patcher=patcher,
+               direct=direct, direct_edges=None if all_kept else keep_d)
     res.extra.update(eap_threshold=float(eap_threshold), n_edges_after_eap=int(keep.sum()))
+    if keep_d is not None:
+        res.extra["n_direct_after_eap"] = int(keep_d.sum())
     return res
+
+
+def _direct_keep(graph: Graph, direct: bool, direct_scores, eap_threshold: float) -> torch.Tensor | None:
+    """The direct edges EAP keeps (|score| >= threshold); None without direct edges."""
+    if not direct:
+        if direct_scores is not None:
+            raise ValueError("direct_scores are the q/k/v direct edges' EAP scores: they need direct=True")
+        return None
+    if direct_scores is None:
+        raise ValueError("EAP -> ACDC with direct=True needs direct_scores (qkv_direct.direct_atp_scores)")
+    return _direct_universe(graph, True, torch.as_tensor(direct_scores).detach().cpu().double().abs()
+                            >= float(eap_threshold))
 
 
 def eap_then_acdc_sweep(model, graph: Graph, batch: TaskBatch, eap_scores: torch.Tensor, eap_threshold: float,
                         taus: Iterable[float], *, metric: str | Metric = "task", direction: str = DEFAULT_DIRECTION,
                         progress: bool = False, patcher: Patcher | None = None,
-                        direct: bool = False) -> list[AcdcResult]:
+                        direct: bool = False, direct_scores: torch.Tensor | None = None) -> list[AcdcResult]:
     """`eap_then_acdc` at several taus, run in lockstep (one batched forward per step);
     each result equals the standalone `eap_then_acdc` run and reports its forward count."""
     s = torch.as_tensor(eap_scores).detach().cpu().double()
     keep = graph.edge_mask & (s.abs() >= float(eap_threshold))
-    edges = None if bool((keep == graph.edge_mask).all()) else keep
-    sweep = acdc_sweep(model, graph, batch, taus, metric=metric, direction=direction, edges=edges,
-                       progress=progress, patcher=patcher, direct=direct)
+    keep_d = _direct_keep(graph, direct, direct_scores, eap_threshold)
+    all_kept = bool((keep == graph.edge_mask).all()) and (keep_d is None or bool(keep_d.all()))
+    sweep = acdc_sweep(model, graph, batch, taus, metric=metric, direction=direction,
+                       edges=None if all_kept else keep, progress=progress, patcher=patcher, direct=direct,
+                       direct_edges=None if all_kept else keep_d)
     for r in sweep.results:
         r.extra.update(eap_threshold=float(eap_threshold), n_edges_after_eap=int(keep.sum()))
+        if keep_d is not None:
+            r.extra["n_direct_after_eap"] = int(keep_d.sum())
     return sweep.results
 
 
@@ -364,7 +413,8 @@ class AcdcSweep:
 
 def acdc_sweep(model, graph: Graph, batch: TaskBatch, taus: Iterable[float], *, metric: str | Metric = "task",
                direction: str = DEFAULT_DIRECTION, edges: torch.Tensor | None = None, progress: bool = True,
-               patcher: Patcher | None = None, direct: bool = False) -> AcdcSweep:
+               patcher: Patcher | None = None, direct: bool = False,
+               direct_edges: torch.Tensor | None = None) -> AcdcSweep:
     """One ACDC run per tau (e.g. 10**(-k/5), k = 0..30, for ROC), sharing the cached runs.
 
     The runs advance in lockstep: at each step every still-running tau's next test is
@@ -380,7 +430,7 @@ def acdc_sweep(model, graph: Graph, batch: TaskBatch, taus: Iterable[float], *, 
         raise ValueError(f"taus must be finite, got {taus}")
     universe = _universe(graph, edges)
     outs, ns = _run_lockstep(patcher, graph, [universe] * len(taus), taus, progress, f"ACDC x{len(taus)} taus",
-                             direct)
+                             direct, [_direct_universe(graph, direct, direct_edges)] * len(taus))
     wall = time.perf_counter() - t0
     results = [_result(graph, t, patcher.metric.name, o, n, _setup_passes(patcher), wall, universe)
                for t, o, n in zip(taus, outs, ns)]
