@@ -33,15 +33,20 @@ def test_diagnostics_are_not_on_the_door(model, batch):
         attribute(model, batch, "atp_graddrop", return_details=True)
 
 
-def test_acdc_through_the_door_is_its_circuit(model, batch):
+def test_acdc_through_the_door_is_its_circuit(model):
     from attrpatch.methods.acdc import acdc
+    from test_acdc import model_batch
 
-    g = Graph.from_model(model)
-    s = attribute(model, batch, "acdc", graph=g, tau=0.01)
-    res = acdc(model, g, batch, tau=0.01, progress=False)
-    assert s.dtype == torch.float64 and torch.equal(s.bool(), res.mask)
+    g, mb = Graph.from_model(model), model_batch(model)      # prompts on which ACDC keeps a circuit
+    s = attribute(model, mb, "acdc", graph=g, tau=0.01)
+    res = acdc(model, g, mb, tau=0.01, progress=False)
+    assert s.dtype == torch.float64 and torch.equal(s.bool(), res.mask) and 0 < int(res.mask.sum()) < g.n_edges
     with pytest.raises(ValueError, match="tau must be a finite number"):
-        attribute(model, batch, "acdc", graph=g, tau=float("nan"))
+        attribute(model, mb, "acdc", graph=g, tau=float("nan"))
+    d = attribute(model, mb, "acdc", graph=g, tau=0.01, direct=True)      # ACDC's q/k/v direct edges
+    res_d = acdc(model, g, mb, tau=0.01, progress=False, direct=True)
+    assert torch.equal(d.bool(), res_d.mask) and res_d.direct is not None
+    assert not torch.equal(res_d.mask, res.mask)        # the option reaches ACDC (a different circuit here)
 
 
 def test_package_exports():

@@ -77,13 +77,16 @@ def _hvp_edges(model, graph, batch, metric="task", *, direction=None, rows_per_f
         rows_per_forward=rows_per_forward).matrix("corrected"))
 
 
-def _acdc_edges(model, graph, batch, metric="task", *, tau: float, direction=None):
+def _acdc_edges(model, graph, batch, metric="task", *, tau: float, direction=None, direct: bool = False):
     """ACDC's circuit at threshold tau as scores: 1.0 on kept edges, 0.0 elsewhere
-    (`methods.acdc.acdc` gives the run itself: history, forward passes, losses)."""
+    (`methods.acdc.acdc` gives the run itself: history, forward passes, losses, and with
+    ``direct=True`` the kept q/k/v direct edges, which have no column here: an input whose
+    direct edge ACDC removed shows as all its incoming edges at 0.0)."""
     from .methods.acdc import acdc
     from .patching import DEFAULT_DIRECTION
 
-    res = acdc(model, graph, batch, tau=tau, metric=metric, direction=direction or DEFAULT_DIRECTION, progress=False)
+    res = acdc(model, graph, batch, tau=tau, metric=metric, direction=direction or DEFAULT_DIRECTION, progress=False,
+               direct=direct)
     return res.mask.to(torch.float64)
 
 
