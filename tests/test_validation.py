@@ -51,6 +51,7 @@ def test_every_method_option_has_a_meaning_and_a_check():
     ("exact", {"rows_per_forward": 0}, r"rows_per_forward must be an integer >= 1 or None, got 0"),
     ("exact", {"progress": "yes"}, r"progress must be true or false, got 'yes'"),
     ("atp", {"heads": "qk"}, r"unknown heads 'qk'; allowed: output, qkv"),
+    ("acdc", {"tau": 0.1, "direct": "yes"}, r"direct must be true or false, got 'yes'"),
     ("atp_qk", {"batch_size": "4"}, r"batch_size must be .* got '4' \(str\)"),
     ("eap", {"metric": "kll"}, r"unknown metric 'kll'; allowed: task, .*kl"),
     ("eap", {"direction": "clean"}, r"unknown direction 'clean'; allowed: corrupt_into_clean, clean_into_corrupt"),

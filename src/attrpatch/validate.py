@@ -159,6 +159,8 @@ OPTIONS: dict[str, Option] = {
                              lambda v, where="": boolean("return_details", v, where=where), api_only=True),
     "tau": Option("ACDC: an edge is removed when the loss rises by less than tau (a finite number)",
                   lambda v, where="": _finite("tau", v, where=where)),
+    "direct": Option("ACDC: test each q/k/v input's direct edge first, as ACDC's graph has them (true/false)",
+                     lambda v, where="": boolean("direct", v, where=where)),
     "extra_hooks": Option("more (hook name, function) pairs for every forward", _hooks, api_only=True),
 }
 
