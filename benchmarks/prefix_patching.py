@@ -142,7 +142,7 @@ def run(shape: Shape = FULL, *, batch: int | None = None, seq: int | None = None
     T = {k: median(v) for k, v in est.items()}
     rate = {k: len(E) / T[k] for k in CONFIGS}
     ctx = (f"{shape.name}, {len(E)} edges, B={B} x P={P}, rows_per_forward={copies * B} ({copies} edges/forward "
-           f"when batched), {threads} threads, machine shared with other jobs (medians of {repeats} interleaved "
+           f"when batched), {threads} threads (medians of {repeats} interleaved "
            f"repeats); all-edge time computed from timed samples (see benchmarks/prefix_patching.py); "
            f"max |effect difference| between configurations on common edges {diff:.1e}; setup {setup_s:.0f} s")
     rows_out = [dict(id="patching_gpt2_speedup", measurement="exact patching of all edges, GPT-2-small shape: "

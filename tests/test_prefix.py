@@ -114,6 +114,42 @@ def test_metric_of_masks_mixed_layers_and_fractions(deep, monkeypatch):
     torch.testing.assert_close(p.metric_of_masks(masks[8]), torch.tensor([p.base_value], dtype=torch.float64), **TOL)
 
 
+def test_unembedding_only_at_the_metric_position(deep, monkeypatch):
+    """A metric that declares its one position per example (task metrics, KL) is unembedded
+    there only on the prefix path; the values equal the full logits' (a metric without `pos`,
+    and the full-forward reference) at per-row positions, for edges into every layer."""
+    from dataclasses import replace
+
+    from attrpatch.metrics import Metric, kl_metric, task_metric
+
+    g = Graph.from_model(deep)
+    batch = replace(random_batch(B=3, P=6, seed=4), pos=torch.tensor([5, 3, 4]))
+    task = task_metric(batch)
+    plain = Metric(task.name, task.fn, task.higher_is_better)          # no `pos`: full logits
+    assert task.pos is not None and plain.pos is None
+    seen = []
+    h = deep.unembed.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape[:2])))
+    try:
+        fast = Patcher(deep, g, batch, task).edge_effects()
+        narrow = [s for s in seen[2:] if s[1] == 1]               # after the two cached runs
+        seen.clear()
+        full = Patcher(deep, g, batch, plain).edge_effects()
+        widths = {s[1] for s in seen}
+    finally:
+        h.remove()
+    assert narrow and widths == {6}
+    torch.testing.assert_close(fast, full, **TOL)
+    assert full.abs().max() > 1e-3
+    ref = Patcher(deep, g, batch, prefix=False).edge_effects()
+    torch.testing.assert_close(fast, ref, **TOL)
+    p = Patcher(deep, g, batch)
+    kl = kl_metric(batch, p.base_logits)
+    p.use_metric(kl)
+    q = Patcher(deep, g, batch)
+    q.use_metric(Metric("kl", kl.fn, False))
+    torch.testing.assert_close(p.edge_effects(), q.edge_effects(), **TOL)
+
+
 def test_node_patching_interpolation_and_frozen_hooks(deep, monkeypatch):
     g, batch = Graph.from_model(deep), random_batch(B=2, P=5, seed=4)
     fast, ref, nf, nr = both(deep, monkeypatch, lambda: Patcher(deep, g, batch).node_effects_by_edges())

@@ -153,7 +153,8 @@ class Patcher:
     (patches of the logits input alone: at the final norm), since blocks below l compute
     exactly what the base run did; copies are grouped by that layer. The capability check
     is `prefix.Recorder.runner`; a model it rejects (``prefix_reason`` says why) and
-    ``prefix=False`` run the full forward, the reference path.
+    ``prefix=False`` run the full forward, the reference path. A copy that starts late and whose
+    metric declares its one position per example (`Metric.pos`) is unembedded there only.
     """
 
     def __init__(self, model, graph: Graph, batch: TaskBatch, metric: Metric | None = None, *,
@@ -214,14 +215,17 @@ class Patcher:
         return lay.amin(1)
 
     @torch.no_grad()
-    def _patched_logits(self, masks: torch.Tensor, start: int) -> torch.Tensor:
+    def _patched_values(self, masks: torch.Tensor, start: int) -> torch.Tensor:
+        """Metric [C*B] of the patched copies (all starting at layer `start`)."""
         if start == 0:  # nothing to skip: the full forward
-            return patched_logits(self.model, self.graph, self.base_tokens, self.source_outputs, masks,
-                                  self.extra_hooks)
+            return self.metric(patched_logits(self.model, self.graph, self.base_tokens, self.source_outputs, masks,
+                                              self.extra_hooks))
         masks = masks.to(self.base_tokens.device) * self.graph.edge_mask.to(self.base_tokens.device)
         C, B = masks.shape[0], len(self.batch)
         hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, self._n_below[start])
-        return self.runner.logits(start, C, hooks + self.extra_hooks)
+        if self.metric.on_pos is None or self.extra_hooks:  # extra hooks may expect every position
+            return self.metric(self.runner.logits(start, C, hooks + self.extra_hooks))
+        return self.metric.on_pos(self.runner.logits(start, C, hooks, pos=self.metric.pos))
 
     def metric_of_masks(self, masks: torch.Tensor, per_example: bool = False) -> torch.Tensor:
         """Mean metric [C] (or [C, B]) of each patched copy."""
@@ -237,9 +241,8 @@ class Patcher:
             idx = (starts == layer).nonzero().flatten()
             jobs += [(layer, part) for part in idx.split(self.chunk)]
         for layer, idx in tqdm(jobs, desc="exact patching", disable=not self.progress or len(jobs) < 2, leave=False):
-            logits = self._patched_logits(masks[idx], layer)
+            v = self._patched_values(masks[idx], layer)
             self.forward_passes += 1
-            v = self.metric(logits)
             check_finite(v, self.metric)
             out[idx] = v.reshape(-1, B).to(out.dtype)
         return out if per_example else out.mean(1)

@@ -137,8 +137,10 @@ class PrefixRunner:
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.unembed(self.model.ln_final(x))
 
-    def logits(self, start: int, C: int, hooks: list) -> torch.Tensor:
-        """Logits [C*B, P, V] from the cached residual entering block `start` (n_layers: the final norm)."""
+    def logits(self, start: int, C: int, hooks: list, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [C*B, P, V] from the cached residual entering block `start` (n_layers: the final
+        norm); with `pos` [B] unembedded only there: [C*B, V] (the unembedding acts per position,
+        so the rows are those of the full logits)."""
         if not 0 <= start <= self.n_layers:
             raise ValueError(f"start layer {start} out of range [0, {self.n_layers}]")
         x = self.resid[start].repeat(C, 1, 1)
@@ -147,7 +149,11 @@ class PrefixRunner:
             for j in range(start, self.n_layers):
                 x = self._block(j, x, C)
                 self.block_calls += 1
-            return self._final(x)
+            if pos is None:
+                return self._final(x)
+            h = self.model.ln_final(x)  # every position: the logits input's patch hook is here, and it is cheap
+            rows = torch.arange(h.shape[0], device=h.device)
+            return self.model.unembed(h[rows, pos.to(h.device).repeat(C)][:, None])[:, 0]
 
     def each_block(self, C: int, hooks: list) -> list[torch.Tensor]:
         """Every block's output from its own cached input, then the logits from the final norm's
