@@ -347,7 +347,6 @@ def main(argv=None) -> list[dict]:
     """Build (or reuse) the peer venv, compare on tiny-gpt2 (if built) and a random GPT-2 of the
     timed shape, print the rows, write benchmarks/results/<date>-peer.{md,csv} and raw JSON."""
     import argparse
-    import csv
 
     sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -356,7 +355,7 @@ def main(argv=None) -> list[dict]:
     from attrpatch.io import atomic_path
 
     from benchmarks import common
-    from benchmarks.run import FIELDS, markdown
+    from benchmarks.run import markdown, write_table
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny shapes (2L x 2H x d16): checks the code")
@@ -394,14 +393,8 @@ def main(argv=None) -> list[dict]:
     print(md)
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         stem = dt.datetime.now().strftime("%Y-%m-%d") + "-peer" + ("-quick" if args.quick else "")
-        with atomic_path(out / f"{stem}.md") as tmp:
-            tmp.write_text(md)
-        with atomic_path(out / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+        write_table(out, stem, md, rows)
         with atomic_path(PEER_DIR / f"{stem}.json") as tmp:
             tmp.write_text(json.dumps(runs, indent=1, default=float))
         print(f"wrote {out / stem}.md and .csv (raw: {PEER_DIR / stem}.json)")

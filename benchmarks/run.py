@@ -98,17 +98,21 @@ def main(argv=None) -> list[dict]:
     md = markdown(rows, header)
     print(md)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         stem = dt.datetime.now().strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
-        with atomic_path(out / f"{stem}.md") as tmp:
-            tmp.write_text(md)
-        with atomic_path(out / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        print(f"wrote {out / stem}.md and .csv")
+        write_table(Path(args.out), stem, md, rows)
+        print(f"wrote {Path(args.out) / stem}.md and .csv")
     return rows
+
+
+def write_table(out: Path, stem: str, md: str, rows: list[dict]) -> None:
+    """`out/<stem>.md` (the rendered table) and `.csv` (FIELDS), each written whole or not at all."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / f"{stem}.md") as tmp:
+        tmp.write_text(md)
+    with atomic_path(out / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 if __name__ == "__main__":

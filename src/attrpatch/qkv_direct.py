@@ -51,9 +51,9 @@ DEFAULT_EDGE_CONVENTION = "acdc"
 
 
 def check_edge_convention(convention: str) -> str:
-    if convention not in EDGE_CONVENTIONS:
-        raise ValueError(f"unknown edge convention {convention!r}; allowed: {list(EDGE_CONVENTIONS)}")
-    return convention
+    from .validate import choice
+
+    return choice("edge convention", convention, EDGE_CONVENTIONS)
 
 
 def direct_inputs(graph: Graph) -> torch.Tensor:

@@ -50,9 +50,9 @@ DEFAULT_AUC_RULE = "pessimistic"
 
 
 def check_auc_rule(rule: str) -> str:
-    if rule not in AUC_RULES:
-        raise ValueError(f"unknown AUC rule {rule!r}; allowed: {list(AUC_RULES)}")
-    return rule
+    from ..validate import choice
+
+    return choice("AUC rule", rule, AUC_RULES)
 
 
 # ---- thresholds ---------------------------------------------------------------------------
