@@ -26,7 +26,7 @@ from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.acdc import eap_then_acdc_sweep, make_patcher
 from attrpatch.methods.common import chunks
-from attrpatch.qkv_direct import check_edge_convention, direct_atp_scores, direct_in_circuit, n_edges_with_direct
+from attrpatch.qkv_direct import check_edge_convention, direct_atp_scores, n_edges_with_direct, size_with_direct
 from attrpatch.pipeline import Context, reference_path
 from attrpatch.reference import LABEL, reference_mask
 
@@ -64,7 +64,7 @@ def main(argv=None):
         ref = reference_mask(pd.read_csv(reference_path(ctx.profile, task, ctx.root)), graph)
         out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()), "model": model_name,
                                   "n_edges_with_direct": n_edges_with_direct(graph),
-                                  "n_reference_with_direct": int(ref.sum() + direct_in_circuit(graph, ref).sum())}
+                                  "n_reference_with_direct": size_with_direct(graph, ref)}
         if spec["n_by_task"]:
             out["settings"].setdefault("n_by_task", {})[task] = st["n"]
         scores = attribute(model, batch, method="eap", graph=graph, **run.opts)

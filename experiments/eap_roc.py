@@ -43,7 +43,7 @@ from attrpatch.methods.acdc import acdc_sweep
 from attrpatch.methods.common import chunks
 from attrpatch.pipeline import Context, reference_path
 from attrpatch.patching import Patcher
-from attrpatch.qkv_direct import (check_edge_convention, direct_atp_scores, direct_effects, direct_in_circuit,
+from attrpatch.qkv_direct import (check_edge_convention, direct_atp_scores, direct_effects, size_with_direct,
                                   n_edges_with_direct)
 from attrpatch.reference import LABEL, reference_mask
 
@@ -72,10 +72,9 @@ def main(argv=None):
         ref = reference_mask(ref_df, graph)
         if spec["n_by_task"]:
             out["settings"].setdefault("n_by_task", {})[task] = st["n"]
-        n_ref_direct = int(direct_in_circuit(graph, ref).sum())
         out["reference"][task] = {"n_edges": graph.n_edges, "n_reference": int(ref.sum()),
                                   "n_edges_with_direct": n_edges_with_direct(graph),
-                                  "n_reference_with_direct": int(ref.sum()) + n_ref_direct,
+                                  "n_reference_with_direct": size_with_direct(graph, ref),
                                   "source": str(ref_df["source"].iloc[0]), "model": model_name}
         curves, other, acdc_info, found = {}, {}, {}, {}
         eap = None
@@ -130,7 +129,7 @@ def main(argv=None):
                 acdc_info[method] = {"tau": taus, "forward_passes": [r.forward_passes for r in sw.results],
                                      "n_edges": [r.n_edges for r in sw.results],
                                      "n_edges_with_direct": [r.n_edges_with_direct if direct else
-                                                             r.n_edges + int(direct_in_circuit(graph, r.mask).sum())
+                                                             size_with_direct(graph, r.mask)
                                                              for r in sw.results],
                                      "direct_tested": direct,
                                      "total_forward_passes": sw.forward_passes, "wall_s": sw.wall_s}

@@ -8,7 +8,7 @@ from attrpatch.methods.eap import eap_scores
 from attrpatch.patching import Patcher
 from attrpatch.published import circuits_data, published_edges
 from attrpatch.qkv_direct import (direct_in_circuit, direct_inputs, direct_names, direct_patch_mask,
-                                  first_order_direct_scores, n_edges_with_direct)
+                                  first_order_direct_scores, n_edges_with_direct, size_with_direct)
 
 from conftest import random_batch
 
@@ -31,7 +31,7 @@ def test_published_circuits_count_as_acdc_does(task):
     mask = g.edge_set_mask(published_edges(task, g))
     n_direct = int(direct_in_circuit(g, mask).sum())
     assert n_direct == d["acdc_direct_edges"]
-    assert int(mask.sum()) + n_direct == d["acdc_edges"]
+    assert int(mask.sum()) + n_direct == d["acdc_edges"] == size_with_direct(g, mask)
 
 
 def test_direct_edge_is_the_whole_input_patched(model):

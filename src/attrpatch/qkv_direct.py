@@ -78,6 +78,12 @@ def direct_in_circuit(graph: Graph, mask: torch.Tensor) -> torch.Tensor:
     return m[:, direct_inputs(graph)].any(0)
 
 
+def size_with_direct(graph: Graph, mask: torch.Tensor) -> int:
+    """Edges of a circuit counted as ACDC counts them: its residual edges plus the direct edges
+    ACDC's counting rule gives it (`direct_in_circuit`)."""
+    return int(flat_circuit(graph, mask).sum())
+
+
 def direct_patch_mask(graph: Graph, removed: torch.Tensor) -> torch.Tensor:
     """Float [n_up, n_down] patch mask removing the direct edges flagged in `removed` [n_direct]:
     every incoming edge of those inputs patched (the whole input takes its source value)."""
