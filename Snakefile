@@ -6,17 +6,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from attrpatch.pipeline import load_profile, missing_pretrained, missing_paper_data, config_root, EXPERIMENTS
-from attrpatch.claims import load_claims
-from attrpatch.claims_exit import parse_strict
-from attrpatch.config import config_hash
-from attrpatch.circuit_run import DAG_CIRCUIT_EXPERIMENTS, dag_circuit_paths
+from attrpatch.repro.context import load_profile, missing_pretrained, missing_paper_data, config_root, EXPERIMENTS
+from attrpatch.repro.claims import load_claims
+from attrpatch.repro.gate import parse_strict
+from attrpatch.repro.config import config_hash
+from attrpatch.circuits.run import DAG_CIRCUIT_EXPERIMENTS, dag_circuit_paths
 
 PROFILE = config.get("profile", "tiny")
 CFG = load_profile(PROFILE, root=config_root(PROFILE, Path.cwd()))          # fails before any work, naming the entry
 CLAIMS_PROFILE = CFG.get("claims_profile", PROFILE)
 # exit status: 0 when the workflow ran; with strict (profile key, or --config strict=true) a
-# failing claim makes it 1 (attrpatch.claims_exit)
+# failing claim makes it 1 (attrpatch.repro.gate)
 try:
     STRICT = parse_strict(config.get("strict", CFG.get("strict", False)))
 except ValueError as e:
@@ -130,7 +130,7 @@ def exp_inputs(exp):
 
 def circuit_outputs(exp):
     """Per task and method, the circuit JSON and drawing eap_roc / eapig_faith save
-    (attrpatch.circuit_run.dag_circuit_paths); the drawings go into the HTML report."""
+    (attrpatch.circuits.run.dag_circuit_paths); the drawings go into the HTML report."""
     if exp not in DAG_CIRCUIT_EXPERIMENTS:
         return {}
     spec = CFG["experiments"][exp]
@@ -178,9 +178,9 @@ rule claims:
         junit=f"{R}/claims_report.xml",
     resources: **res("claims")
     log: f"logs/{PROFILE}/claims.log"
-    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.claims --claims {BASE}/paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --html {output.html} --junit {output.junit} --root . --no-fail 3>&2 > {log} 2>&1"
+    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.repro.claims --claims {BASE}/paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --html {output.html} --junit {output.junit} --root . --no-fail 3>&2 > {log} 2>&1"
 
 
 onsuccess:
-    from attrpatch.claims_exit import finish
+    from attrpatch.repro.gate import finish
     finish(f"{BASE}/paper_claims.yaml", CLAIMS_PROFILE, R, f"{R}/claims_report.md", strict=STRICT)

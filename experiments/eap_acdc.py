@@ -9,7 +9,7 @@ EAP -> ACDC (f < 1), of EAP alone at those same edge counts, and of plain ACDC;
 ``mean_forward_pass_ratio`` = mean over tasks, f < 1 and tau of passes(f, tau) /
 passes(1, tau).
 
-Edges (setting ``edges``, `attrpatch.qkv_direct.EDGE_CONVENTIONS`, default the paper's): "acdc"
+Edges (setting ``edges``, `attrpatch.circuits.roc.EDGE_CONVENTIONS`, default the paper's): "acdc"
 runs on ACDC's graph as the authors' code does (Aaquib111/acdcpp: EAP thresholds ACDC's edges,
 q/k/v direct edges included, scored by `qkv_direct.direct_atp_scores`; ACDC then tests the kept
 direct edges, `eap_then_acdc_sweep(direct=True)`): keep fractions, sizes and TPR/FPR count
@@ -21,14 +21,16 @@ import numpy as np
 import pandas as pd
 from attrpatch.progress import tqdm
 
-from attrpatch.analysis.roc import acdc_universe, best_tpr_minus_fpr, keep_threshold, mask_rates, taus_from_spec, topn_rates
-from attrpatch.attribute import attribute
+from attrpatch.circuits.exact_reference import LABEL, reference_mask
+from attrpatch.circuits.roc import (acdc_universe, best_tpr_minus_fpr, check_edge_convention, keep_threshold,
+                                    mask_rates, taus_from_spec, topn_rates)
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.acdc import eap_then_acdc_sweep, make_patcher
+from attrpatch.methods.atp import direct_atp_scores
 from attrpatch.methods.common import chunks
-from attrpatch.qkv_direct import check_edge_convention, direct_atp_scores, n_edges_with_direct, size_with_direct
-from attrpatch.pipeline import Context, reference_path
-from attrpatch.reference import LABEL, reference_mask
+from attrpatch.methods.registry import attribute
+from attrpatch.qkv_direct import n_edges_with_direct, size_with_direct
+from attrpatch.repro.context import Context, reference_path
 
 
 def _fkey(f: float) -> str:

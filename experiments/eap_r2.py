@@ -1,7 +1,7 @@
 """EAP paper Fig. 4: every edge's EAP score vs its exact single-edge patching effect
 (Docstring), and the metric along the worst edge's patch with the EAP tangent.
 
-Fits: every pairing of `attrpatch.analysis.roc.R2_PAIRINGS` is computed and written under
+Fits: every pairing of `attrpatch.analysis.linearity.R2_PAIRINGS` is computed and written under
 ``fits`` (signed/signed, abs/abs, and the authors' pairing: x = |EAP score| as their run
 thresholded it, y = the edge's ACDC effect in ACDC's loss convention, signed), each with its
 axes and the reverse slope (R^2 is the same either way, slope and intercept are not). The
@@ -17,14 +17,13 @@ import sys
 
 import torch
 
-from attrpatch.analysis.roc import (concavity, interpolation_curve, largest_gap_edge,
-                                    pairing_fits, r2_pair)
-from attrpatch.attribute import attribute
+from attrpatch.analysis.linearity import concavity, interpolation_curve, largest_gap_edge, pairing_fits, r2_pair
 from attrpatch.io import save_figure, write_json
-from attrpatch.paper_numbers import paper_numbers
+from attrpatch.methods.registry import attribute
 from attrpatch.metrics import resolve_metric
 from attrpatch.patching import Patcher
-from attrpatch.pipeline import Context
+from attrpatch.repro.context import Context
+from attrpatch.repro.paper_numbers import paper_numbers
 from attrpatch.stats import spearman
 
 PAPER = paper_numbers("eap_r2")    # EAP paper Fig. 4 (paper_numbers.yaml)

@@ -1,13 +1,13 @@
 """EAP paper (Syed, Rager, Conmy 2023) Fig. 2: edge-level ROC of EAP, ACDC (task metric),
 ACDC (KL) and exact single-edge patching against a reference circuit, per task.
 
-EAP and exact patching: one point per distinct |score| (`circuits.roc_points`). ACDC: one
+EAP and exact patching: one point per distinct |score| (`circuits.roc.roc_points`). ACDC: one
 full run per tau = 10**x, x = linspace(low_exp, high_exp, n) (`methods.acdc.acdc_sweep`),
 padded with (0,0) and (1,1). Both AUCs are always written, ``auc_trapezoid`` and
 ``auc_pessimistic`` (ACDC's staircase over the Pareto-optimal points); ``auc`` is the one
 named by the setting ``auc_rule`` (default: pessimistic, the rule of the authors' code for
-every method of Fig. 2; `attrpatch.analysis.roc.DEFAULT_AUC_RULE` says where it was read).
-Edges (setting ``edges``, `attrpatch.qkv_direct.EDGE_CONVENTIONS`, default the papers'):
+every method of Fig. 2; `attrpatch.circuits.roc.DEFAULT_AUC_RULE` says where it was read).
+Edges (setting ``edges``, `attrpatch.circuits.roc.EDGE_CONVENTIONS`, default the papers'):
 "acdc" counts ACDC's graph, the q/k/v direct edges included: ACDC tests them
 (`acdc_sweep(direct=True)`), EAP scores them as the authors' code does
 (`qkv_direct.direct_atp_scores`), exact patching patches each whole input
@@ -21,9 +21,9 @@ held-out prompts ("reference: exact patching"), so the ``exact`` curve is the sa
 on other prompts and is expected on top.
 
 Circuits: per task and method, one circuit of spec.circuit_edges edges (default 30,
-`circuit_run.DAG_CIRCUIT_EDGES`, declared in `settings.py`): EAP and exact patching by EAP-IG's greedy selection,
+`circuits.run.DAG_CIRCUIT_EDGES`, declared in `repro/settings.py`): EAP and exact patching by EAP-IG's greedy selection,
 pruned; ACDC the circuit of its tau sweep closest to that size. Each is measured by exact
-patching on the same prompts, saved and drawn (`circuit_run.dag_circuit_paths`);
+patching on the same prompts, saved and drawn (`circuits.run.dag_circuit_paths`);
 circuits.<task>.<method> in the JSON.
 """
 import sys
@@ -33,19 +33,19 @@ import torch
 
 from attrpatch.progress import tqdm
 
-from attrpatch.analysis.roc import (EXACT_SUBSET_RULE, acdc_universe, check_auc_rule, circuit_roc, exact_edge_subset,
-                                    score_roc, taus_from_spec)
-from attrpatch.attribute import attribute
-from attrpatch.circuit_run import closest_circuit, save_dag_circuits, sized_circuit
+from attrpatch.circuits.exact_reference import LABEL, reference_mask
+from attrpatch.circuits.roc import (EXACT_SUBSET_RULE, acdc_universe, check_auc_rule, check_edge_convention,
+                                    circuit_roc, exact_edge_subset, score_roc, taus_from_spec)
+from attrpatch.circuits.run import closest_circuit, save_dag_circuits, sized_circuit
 from attrpatch.io import save_figure, write_json
-from attrpatch.paper_numbers import paper_numbers
 from attrpatch.methods.acdc import acdc_sweep
+from attrpatch.methods.atp import direct_atp_scores
 from attrpatch.methods.common import chunks
-from attrpatch.pipeline import Context, reference_path
+from attrpatch.methods.registry import attribute
 from attrpatch.patching import Patcher
-from attrpatch.qkv_direct import (check_edge_convention, direct_atp_scores, direct_effects, size_with_direct,
-                                  n_edges_with_direct)
-from attrpatch.reference import LABEL, reference_mask
+from attrpatch.qkv_direct import direct_effects, n_edges_with_direct, size_with_direct
+from attrpatch.repro.context import Context, reference_path
+from attrpatch.repro.paper_numbers import paper_numbers
 
 PAPER_AUC = paper_numbers("eap_roc_auc")    # EAP paper Fig. 2 (paper_numbers.yaml)
 ACDC_METRIC = {"acdc_task": "task", "acdc_kl": "kl"}

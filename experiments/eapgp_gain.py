@@ -10,7 +10,7 @@ than read from eapig_faith: the two rules stay independent.
 Gain of EAP-GP over EAP-IG. Whether the paper's 17.7% is relative or in faithfulness points
 is [open] (docs/SOURCES.md), so both are reported:
   gain.<task>.auc_abs = AUC_GP - AUC_IG (AUC of F vs pruned-edge fraction, see
-                        attrpatch.analysis.faithfulness.curve_auc; "points" of F);
+                        attrpatch.circuits.curves.curve_auc; "points" of F);
   gain.<task>.auc_rel = (AUC_GP - AUC_IG) / |AUC_IG|;
   gain.<task>.auc_log_abs/_rel: the same on the log-edge AUC;
   gain.<task>.at.<n>.{abs, rel}: F_GP - F_IG at each requested budget n (rel null where
@@ -31,13 +31,13 @@ import time
 
 from attrpatch.progress import tqdm
 
-from attrpatch.analysis import faithfulness as F
-from attrpatch.methods.eap_gp import path_diagnostics
+from attrpatch.circuits import curves as F
 from attrpatch.io import save_figure, write_json
-from attrpatch.paper_numbers import paper_numbers
-from attrpatch.pipeline import Context
-from attrpatch.tasks.eapig_files import describe
+from attrpatch.methods.eap_gp import path_diagnostics
 from attrpatch.plots.faithfulness import plot_gain
+from attrpatch.repro.context import Context
+from attrpatch.repro.paper_numbers import paper_numbers
+from attrpatch.tasks.eapig_files import describe
 
 NEW, BASE = "eap_gp", "eap_ig"
 

@@ -4,7 +4,7 @@ Belinkov 2024), and the Pearson r of |score| with |exact single-edge effect|.
 Per task (spec.tasks), on spec.n prompts: scores of every method in spec.methods (EAP-IG
 variants with m = spec.steps), circuits selected by spec.selection (default "greedy", the
 paper's greedy growth from logits; "topn" possible), pruned, evaluated by
-`circuits.faithfulness_curve` on one shared Patcher per task (clean/corrupted runs cached
+`circuits.faithfulness.faithfulness_curve` on one shared Patcher per task (clean/corrupted runs cached
 once for all methods and for the exact single-edge effects). Edge counts in the curve are
 after pruning; `faith_at.<n>` is keyed by the requested budget n.
 
@@ -19,8 +19,8 @@ max_pearson}.<method>, summary.n_tasks_ig_beats_eap (EAP-IG AUC >= EAP AUC),
 summary.n_tasks_igact_beats_eap, summary.n_tasks_ig_beats_eap_log, summary.n_tasks.
 
 Circuits: per task and method, the circuit of spec.circuit_edges edges (default 30,
-`circuit_run.DAG_CIRCUIT_EDGES`, declared in `settings.py`; same selection, pruned), measured by exact patching on the
-same prompts, saved and drawn (`circuit_run.dag_circuit_paths`); tasks.<task>.circuits.<method>.
+`circuits.run.DAG_CIRCUIT_EDGES`, declared in `repro/settings.py`; same selection, pruned), measured by exact patching on the
+same prompts, saved and drawn (`circuits.run.dag_circuit_paths`); tasks.<task>.circuits.<method>.
 """
 import sys
 import time
@@ -29,13 +29,13 @@ import torch
 
 from attrpatch.progress import tqdm
 
-from attrpatch.analysis import faithfulness as F
-from attrpatch.circuit_run import save_dag_circuits, sized_circuit
+from attrpatch.circuits import curves as F
+from attrpatch.circuits.run import save_dag_circuits, sized_circuit
 from attrpatch.io import save_figure, write_json
-from attrpatch.paper_numbers import paper_numbers
-from attrpatch.pipeline import Context
-from attrpatch.tasks.eapig_files import describe
 from attrpatch.plots.faithfulness import plot_faith_panels
+from attrpatch.repro.context import Context
+from attrpatch.repro.paper_numbers import paper_numbers
+from attrpatch.tasks.eapig_files import describe
 
 
 def main(argv=None):

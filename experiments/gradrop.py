@@ -22,11 +22,11 @@ import numpy as np
 from attrpatch.progress import tqdm
 
 from attrpatch.analysis import node_recovery as nr
-from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.atp import qk_node_effects, qk_node_scores
-from attrpatch.pipeline import Context
+from attrpatch.methods.registry import attribute
 from attrpatch.plots.atp import plot_gradrop
+from attrpatch.repro.context import Context
 
 
 def main(argv=None):

@@ -3,7 +3,7 @@ import sys
 
 from attrpatch.graph import Graph, closed_form_edge_count
 from attrpatch.io import write_json
-from attrpatch.pipeline import Context
+from attrpatch.repro.context import Context
 
 
 def main(argv=None):

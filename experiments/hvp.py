@@ -26,14 +26,14 @@ import torch
 from attrpatch.progress import tqdm
 
 from attrpatch.analysis import second_order as so
-from attrpatch.attribute import attribute
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.common import output_differences
-from attrpatch.metrics import resolve_metric
 from attrpatch.methods.hvp import IG_RULES, directional_derivatives, reliability
+from attrpatch.methods.registry import attribute
+from attrpatch.metrics import resolve_metric
 from attrpatch.patching import Patcher, default_rows_per_forward
-from attrpatch.pipeline import Context
 from attrpatch.plots.second_order import plot_hvp
+from attrpatch.repro.context import Context
 
 
 def run_task(ctx, task, model_name, ks, threshold, n_top, n_random, ig_rule, sff_steps=None):

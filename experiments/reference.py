@@ -3,9 +3,9 @@ published circuit mapped onto the graph (paper profile)."""
 import argparse
 import sys
 
+from attrpatch.circuits.exact_reference import exact_patching_reference
 from attrpatch.io import write_csv
-from attrpatch.pipeline import Context
-from attrpatch.reference import exact_patching_reference
+from attrpatch.repro.context import Context
 
 
 def main(argv=None):
@@ -18,7 +18,7 @@ def main(argv=None):
     ctx = Context(args.profile, "reference", threads=args.threads)
     model_name = ctx.task_models()[args.task]
     if ctx.spec["published"]:
-        from attrpatch.published import published_reference
+        from attrpatch.circuits.published import published_reference
         df = published_reference(args.task, ctx.model(model_name))
     else:
         batch = ctx.batch(args.task, model_name, ctx.spec["n"])

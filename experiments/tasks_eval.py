@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from attrpatch.io import save_figure, write_json
-from attrpatch.pipeline import Context
-from attrpatch.tasks.evaluate import evaluate_tasks
+from attrpatch.models.evaluate import evaluate_tasks
+from attrpatch.repro.context import Context
 
 
 def main(argv=None):

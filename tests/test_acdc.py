@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from attrpatch.activations import capture_outputs
-from attrpatch.circuits import circuit_metric
+from attrpatch.circuits.faithfulness import circuit_metric
 from attrpatch.graph import Graph
 from attrpatch.methods.acdc import acdc, acdc_sweep, eap_then_acdc, make_patcher
 from attrpatch.methods.eap import eap_scores
 from attrpatch.metrics import kl_metric, task_metric
-from attrpatch.patching import Patcher, patched_logits
 from attrpatch.models.random import random_bridge
+from attrpatch.patching import Patcher, patched_logits
 from attrpatch.tasks.base import TaskBatch
 
 from conftest import VOCAB, random_batch

@@ -6,13 +6,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from attrpatch.circuits import circuit_metric
+from attrpatch.circuits.faithfulness import circuit_metric
 from attrpatch.graph import Graph
 from attrpatch.methods.acdc import _run_lockstep, acdc, acdc_sweep, make_patcher
-from attrpatch.methods.atp import qk_node_scores
+from attrpatch.methods.atp import direct_atp_scores, qk_node_scores
 from attrpatch.patching import Patcher, base_and_source
-from attrpatch.qkv_direct import (direct_atp_scores, direct_effects, direct_inputs, direct_names, direct_patch_mask,
-                                  flat_circuit, flat_scores)
+from attrpatch.qkv_direct import (direct_effects, direct_inputs, direct_names, direct_patch_mask, flat_circuit,
+                                  flat_scores)
 
 from conftest import random_batch
 from test_acdc import model_batch
@@ -152,7 +152,7 @@ def test_roc_on_acdcs_graph_by_hand():
     """ROC over edges + direct edges ("acdc"): a ranking that puts the reference's edges and its
     direct edges (ACDC's counting rule: a used q/k/v input keeps its direct edge) first has AUC 1;
     ranking the direct edges last costs exactly their share; a circuit's own direct edges count."""
-    from attrpatch.analysis.roc import circuit_roc, score_roc
+    from attrpatch.circuits.roc import circuit_roc, score_roc
 
     g = Graph(1, 1)                     # 8 edges, 3 direct edges
     ref = g.edge_set_mask(["input->a0.h0<q>", "a0.h0->logits"])    # uses the q input: + its direct edge
@@ -170,7 +170,7 @@ def test_roc_on_acdcs_graph_by_hand():
     own = circuit_roc(ref[None], ref, g, edges="acdc", direct=torch.tensor([[False, False, False]]))
     assert own["tpr"][1] == pytest.approx(2 / 3)
     # EAP -> ACDC bookkeeping on ACDC's graph: fractions and top-n over the 11 items
-    from attrpatch.analysis.roc import keep_threshold, mask_rates, topn_rates
+    from attrpatch.circuits.roc import keep_threshold, mask_rates, topn_rates
 
     d = torch.tensor([1.0, 0.1, 0.1])
     assert keep_threshold(s, g, 3 / 11, direct_scores=d) == 1.0 and keep_threshold(s, g, 3 / 8) == pytest.approx(0.001)

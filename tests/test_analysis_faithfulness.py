@@ -1,10 +1,10 @@
-"""Faithfulness-curve helpers (attrpatch.analysis.faithfulness) on hand-made curves with known answers."""
+"""Faithfulness-curve helpers (attrpatch.circuits.curves) on hand-made curves with known answers."""
 import math
 
 import numpy as np
 import pytest
 
-from attrpatch.analysis import faithfulness as F
+from attrpatch.circuits import curves as F
 
 from conftest import random_batch
 

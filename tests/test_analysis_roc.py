@@ -1,9 +1,10 @@
-"""Unit tests of attrpatch.analysis.roc (fits, concavity, ROC packaging, thresholds)."""
+"""Unit tests of attrpatch.circuits.roc (ROC packaging, thresholds) and attrpatch.analysis.linearity (fits, concavity)."""
 import numpy as np
 import pytest
 import torch
 
-from attrpatch.analysis.roc import (acdc_universe, best_tpr_minus_fpr, exact_edge_subset, circuit_roc, concavity, keep_threshold, linear_fit,
+from attrpatch.analysis.linearity import concavity, linear_fit
+from attrpatch.circuits.roc import (acdc_universe, best_tpr_minus_fpr, circuit_roc, exact_edge_subset, keep_threshold,
                                     mask_rates, score_roc, tau_grid, taus_from_spec, topn_rates)
 from attrpatch.graph import Graph
 
@@ -145,7 +146,7 @@ def test_r2_pairings_by_hand():
     """EAP x = (-2, -1, 1, 2), exact y = 2x. signed and abs: a perfect line of slope 2. The
     authors' pairing (|EAP| vs the loss-form effect -y = (4, 2, -2, -4)): |x| = (2, 1, 1, 2)
     has mean 1.5 and sum (|x| - 1.5)(-y) = 2 - 1 + 1 - 2 = 0, so slope 0 and R^2 0."""
-    from attrpatch.analysis.roc import pairing_fits, r2_pair
+    from attrpatch.analysis.linearity import pairing_fits, r2_pair
 
     x = np.array([-2.0, -1.0, 1.0, 2.0])
     f = pairing_fits(x, 2 * x)

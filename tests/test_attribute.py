@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from attrpatch.attribute import METHODS, attribute, level, method_options
 from attrpatch.graph import Graph
 from attrpatch.methods.eap import eap_scores
+from attrpatch.methods.registry import METHODS, attribute, level, method_options
 from attrpatch.patching import Patcher
 
 from conftest import random_batch

@@ -1,12 +1,12 @@
-"""The one door (`attrpatch.attribute`): the registry holds functions, every scorer takes
+"""The one door (`attrpatch.methods.registry`): the registry holds functions, every scorer takes
 batch_size (chunked scores equal the unchunked ones), attribute returns scores only (the
 diagnostic options stay on the direct functions), ACDC comes through it, and the package
 exports the names a user needs."""
 import pytest
 import torch
 
-from attrpatch.attribute import METHODS, SCORERS, attribute, method_options
 from attrpatch.graph import Graph
+from attrpatch.methods.registry import METHODS, SCORERS, attribute, method_options
 
 from conftest import random_batch
 

@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from attrpatch import circuits as C
-from attrpatch.circuit_file import Circuit
+from attrpatch.circuits.file import Circuit
+from attrpatch.circuits.select import select
 from attrpatch.graph import Graph
 from attrpatch.plots import circuit as D
 
@@ -15,7 +15,7 @@ def _circuit(n=9, seed=0, layers=2, heads=3):
     g = Graph(layers, heads, d_model=8)
     gen = torch.Generator().manual_seed(seed)
     s = torch.randn(g.n_up, g.n_down, generator=gen, dtype=torch.float64) * g.edge_mask
-    return Circuit(g, C.select(s, g, n, "greedy"), s, method="eap", task="ioi")
+    return Circuit(g, select(s, g, n, "greedy"), s, method="eap", task="ioi")
 
 
 def test_svg_has_one_shape_per_circuit_node_and_one_arrow_per_edge(tmp_path):

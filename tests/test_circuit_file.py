@@ -4,14 +4,14 @@ import json
 import pytest
 import torch
 
-from attrpatch import circuits as C
-from attrpatch.circuit_file import (Circuit, CircuitFileError, eap_ig_incompatibility, load_circuit,
-                                    save_circuit)
+from attrpatch.circuits.file import Circuit, CircuitFileError, eap_ig_incompatibility, load_circuit, save_circuit
 from attrpatch.graph import Graph
 from attrpatch.metrics import task_metric
 from attrpatch.patching import Patcher
 
 from conftest import random_batch
+from attrpatch.circuits.faithfulness import circuit_faithfulness
+from attrpatch.circuits.select import select, top_n
 
 
 def _scores(g, seed=0):
@@ -39,7 +39,7 @@ def _hand_eap_ig_names(L, H):
 def test_round_trip_same_circuit_and_same_faithfulness(model, tmp_path):
     g = Graph.from_model(model)
     s = _scores(g)
-    mask = C.select(s, g, 12, "greedy")
+    mask = select(s, g, 12, "greedy")
     c = Circuit(g, mask, s, method="eap", options={"steps": 1}, model="random-2x4", task="random",
                 info={"selection": "greedy"})
     p = save_circuit(tmp_path / "c.json", c)
@@ -48,7 +48,7 @@ def test_round_trip_same_circuit_and_same_faithfulness(model, tmp_path):
     assert (back.method, back.options, back.model, back.task) == ("eap", {"steps": 1}, "random-2x4", "random")
     assert load_circuit(p).same_as(c)               # the graph rebuilt from the file's record
     patcher = Patcher(model, g, random_batch(), task_metric(random_batch()))
-    f1, f2 = C.circuit_faithfulness(patcher, c.mask), C.circuit_faithfulness(patcher, back.mask)
+    f1, f2 = circuit_faithfulness(patcher, c.mask), circuit_faithfulness(patcher, back.mask)
     assert f1 == f2 and 0 < f1["n_edges"] < g.n_edges
     assert f1["faithfulness"] != pytest.approx(1.0)  # a real sub-circuit, not the trivial full one
 
@@ -56,7 +56,7 @@ def test_round_trip_same_circuit_and_same_faithfulness(model, tmp_path):
 def test_written_file_is_the_eap_ig_layout(tmp_path):
     g = Graph(2, 3, d_model=16)
     s = _scores(g, 1)
-    c = Circuit(g, C.top_n(s, g, 7), s)
+    c = Circuit(g, top_n(s, g, 7), s)
     d = json.loads(save_circuit(tmp_path / "c.json", c).read_text())
     nodes, edges = _hand_eap_ig_names(2, 3)
     assert d["cfg"] == {"n_layers": 2, "n_heads": 3, "d_model": 16, "parallel_attn_mlp": False}
@@ -108,7 +108,7 @@ def test_attention_only_graph_maps_onto_eap_ig_without_mlps(tmp_path):
 
 def test_wrong_shape_is_refused_with_what_differs(tmp_path):
     g = Graph(2, 2, d_model=8)
-    p = save_circuit(tmp_path / "c.json", Circuit(g, C.top_n(_scores(g), g, 5), _scores(g)))
+    p = save_circuit(tmp_path / "c.json", Circuit(g, top_n(_scores(g), g, 5), _scores(g)))
     with pytest.raises(CircuitFileError, match=r"n_heads: file 2, model 3"):
         load_circuit(p, graph=Graph(2, 3, d_model=8))
     with pytest.raises(CircuitFileError, match=r"has_mlps: file True, model False"):
@@ -127,7 +127,7 @@ def test_wrong_shape_is_refused_with_what_differs(tmp_path):
 def test_other_convention_same_shape_is_refused(tmp_path):
     """Same n_layers/n_heads, but the recorded edge list differs: refused by fingerprint."""
     g = Graph(2, 2, d_model=8)
-    p = save_circuit(tmp_path / "c.json", Circuit(g, C.top_n(_scores(g), g, 5)))
+    p = save_circuit(tmp_path / "c.json", Circuit(g, top_n(_scores(g), g, 5)))
     d = json.loads(p.read_text())
     d["attrpatch"]["graph"]["edge_fingerprint"] = "0" * 16
     d["attrpatch"]["graph"]["n_edges"] = g.n_edges + 6
@@ -174,11 +174,11 @@ def test_nan_scores_are_null_and_mark_the_file_incompatible(tmp_path):
     g = Graph(1, 2, d_model=4)
     s = _scores(g)
     s[0, 0] = float("nan")
-    d = json.loads(save_circuit(tmp_path / "c.json", Circuit(g, C.top_n(_scores(g), g, 2), s)).read_text())
+    d = json.loads(save_circuit(tmp_path / "c.json", Circuit(g, top_n(_scores(g), g, 2), s)).read_text())
     assert d["edges"][g.edge_names[0]]["score"] is None
     assert not d["attrpatch"]["eap_ig_compatible"] and "missing" in d["attrpatch"]["eap_ig_incompatibility"]
     back = load_circuit(tmp_path / "c.json", graph=g)
-    assert torch.isnan(back.scores[0, 0]) and back.same_as(Circuit(g, C.top_n(_scores(g), g, 2), s))
+    assert torch.isnan(back.scores[0, 0]) and back.same_as(Circuit(g, top_n(_scores(g), g, 2), s))
 
 
 def test_graph_without_d_model_is_not_eap_ig_loadable():
@@ -187,7 +187,7 @@ def test_graph_without_d_model_is_not_eap_ig_loadable():
 
 def test_parallel_blocks_map_onto_eap_ig_parallel_attn_mlp(tmp_path):
     g = Graph(2, 2, parallel_blocks=True, d_model=8)
-    d = json.loads(save_circuit(tmp_path / "p.json", Circuit(g, C.top_n(_scores(g), g, 4), _scores(g))).read_text())
+    d = json.loads(save_circuit(tmp_path / "p.json", Circuit(g, top_n(_scores(g), g, 4), _scores(g))).read_text())
     assert d["cfg"]["parallel_attn_mlp"] is True and d["attrpatch"]["eap_ig_compatible"]
     _, seq = _hand_eap_ig_names(2, 2)
     assert set(d["edges"]) == {e for e in seq if e not in ("a0.h0->m0", "a0.h1->m0", "a1.h0->m1", "a1.h1->m1")}
@@ -200,7 +200,7 @@ def test_parallel_blocks_map_onto_eap_ig_parallel_attn_mlp(tmp_path):
 
 def test_gqa_graph_round_trips_and_is_marked_not_eap_ig(tmp_path):
     g = Graph(2, 4, n_kv_heads=2, d_model=8)
-    c = Circuit(g, C.top_n(_scores(g), g, 6), _scores(g))
+    c = Circuit(g, top_n(_scores(g), g, 6), _scores(g))
     back = load_circuit(save_circuit(tmp_path / "g.json", c))
     assert back.same_as(c) and back.graph.n_kv_heads == 2
     why = eap_ig_incompatibility(g)
@@ -212,7 +212,7 @@ def test_gqa_graph_round_trips_and_is_marked_not_eap_ig(tmp_path):
 def test_file_from_a_version_without_a_later_default_field_still_loads(tmp_path):
     """A field added to Graph later (at its default) is not a difference; the edges decide."""
     g = Graph(2, 2, d_model=8)
-    p = save_circuit(tmp_path / "c.json", Circuit(g, C.top_n(_scores(g), g, 3), _scores(g)))
+    p = save_circuit(tmp_path / "c.json", Circuit(g, top_n(_scores(g), g, 3), _scores(g)))
     d = json.loads(p.read_text())
     del d["attrpatch"]["graph"]["fields"]["n_kv_heads"], d["attrpatch"]["graph"]["fields"]["parallel_blocks"]
     p.write_text(json.dumps(d))

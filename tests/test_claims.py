@@ -1,4 +1,4 @@
-"""Tests for attrpatch.claims: validation errors name the entry, outcomes, report, CLI."""
+"""Tests for attrpatch.repro.claims: validation errors name the entry, outcomes, report, CLI."""
 
 import json
 import os
@@ -12,11 +12,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    import attrpatch.claims  # noqa: F401
+    import attrpatch.repro.claims  # noqa: F401
 except ImportError:  # package not installed: use the source tree
     sys.path.insert(0, str(ROOT / "src"))
 
-from attrpatch.claims import ClaimsError, check_claims, load_claims, main, write_report  # noqa: E402
+from attrpatch.repro.claims import ClaimsError, check_claims, load_claims, main, write_report  # noqa: E402
 
 EXAMPLE = ROOT / "tests" / "data" / "claims_example.yaml"
 RESULTS = {"auc": {"ioi": {"eap": 0.88, "acdc_task": 0.71, "bad": float("nan")}},
@@ -258,9 +258,9 @@ def test_cli_exit_codes(tmp_path, results_dir, capsys):
 
 
 def test_cli_module_entry_point(tmp_path, results_dir):
-    """``python -m attrpatch.claims`` on the example claims, as the Snakefile would run it."""
+    """``python -m attrpatch.repro.claims`` on the example claims, as the Snakefile would run it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, "-m", "attrpatch.claims", "--claims", str(EXAMPLE),
+    r = subprocess.run([sys.executable, "-m", "attrpatch.repro.claims", "--claims", str(EXAMPLE),
                         "--profile", "tiny", "--results", str(results_dir)],
                        capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -271,7 +271,7 @@ def test_blocked_claim_is_reported_not_passed(tmp_path):
     """A claim that cannot be checked here is BLOCKED with its reason: never PASS, never a failure."""
     import yaml
 
-    from attrpatch.claims import check_claims, load_claims, render_junit, summary_line
+    from attrpatch.repro.claims import check_claims, load_claims, render_junit, summary_line
 
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({"claims": [{

@@ -1,11 +1,11 @@
-"""The workflow's exit status (attrpatch.claims_exit): 0 when the DAG ran, 1 on a failing
+"""The workflow's exit status (attrpatch.repro.gate): 0 when the DAG ran, 1 on a failing
 claim only with strict; decided from the outcomes, not from the rendered report."""
 import json
 
 import pytest
 import yaml
 
-from attrpatch.claims_exit import finish, parse_strict
+from attrpatch.repro.gate import finish, parse_strict
 
 
 def _setup(tmp_path, auc: float):

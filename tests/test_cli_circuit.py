@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from attrpatch import circuits as C
-from attrpatch.circuit_file import Circuit, load_circuit, save_circuit
+from attrpatch.circuits.file import Circuit, load_circuit, save_circuit
+from attrpatch.circuits.select import top_n
 from attrpatch.cli import main
 from attrpatch.graph import Graph
 
@@ -44,7 +44,7 @@ def test_circuit_then_evaluate(ckpt, tmp_path, capsys):
 def test_threshold_keeps_every_edge_at_or_above_tau(ckpt, tmp_path):
     import torch
 
-    from attrpatch.attribute import attribute
+    from attrpatch.methods.registry import attribute
     from attrpatch.models import load_model
     from attrpatch.tasks import make_batch
 
@@ -68,7 +68,7 @@ def test_errors_are_one_clear_line(ckpt, tmp_path, capsys):
                  "--n", "4", "--out", str(tmp_path), "--quiet"]) == 2
     assert "give tau, not edges" in capsys.readouterr().err
     g = Graph(2, 2)
-    other = save_circuit(tmp_path / "other.json", Circuit(g, C.top_n(g.edge_mask.double(), g, 3)))
+    other = save_circuit(tmp_path / "other.json", Circuit(g, top_n(g.edge_mask.double(), g, 3)))
     assert main(["evaluate", str(other), "--model", str(ckpt), "--task", "ioi"]) == 2
     err = capsys.readouterr().err
     assert "another graph" in err and "n_layers: file 2, model 3" in err and "n_heads: file 2, model 4" in err

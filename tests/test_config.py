@@ -1,4 +1,4 @@
-"""Tests for attrpatch.config: profile resolution, YAML errors, entry-path error messages, hashing."""
+"""Tests for attrpatch.repro.config: profile resolution, YAML errors, entry-path error messages, hashing."""
 
 import sys
 from pathlib import Path
@@ -8,11 +8,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    import attrpatch.config  # noqa: F401
+    import attrpatch.repro.config  # noqa: F401
 except ImportError:  # package not installed: use the source tree
     sys.path.insert(0, str(ROOT / "src"))
 
-from attrpatch.config import ConfigError, config_hash, load_config  # noqa: E402
+from attrpatch.repro.config import ConfigError, config_hash, load_config  # noqa: E402
 
 KNOWN = dict(known_tasks={"ioi", "greater_than", "docstring"},
              known_methods={"eap", "eap_ig", "acdc"},
@@ -133,8 +133,8 @@ def test_every_profile_loads_and_names_a_claims_profile():
     """Each shipped config validates, and its claims are checked under a known claims profile."""
     from pathlib import Path
 
-    from attrpatch.claims import PROFILES
-    from attrpatch.pipeline import load_profile
+    from attrpatch.repro.claims import PROFILES
+    from attrpatch.repro.context import load_profile
 
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "config").glob("*.yaml")):

@@ -20,7 +20,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def _profile(name: str) -> dict:
     """config/<name>.yaml with its base merged in (a self-contained copy for a scratch directory)."""
-    from attrpatch.config import merge_base, parse_yaml
+    from attrpatch.repro.config import merge_base, parse_yaml
 
     path = ROOT / "config" / f"{name}.yaml"
     return merge_base(parse_yaml(path), path)
@@ -63,7 +63,7 @@ def test_smoke_dag_end_to_end(tmp_path):
         assert (tmp_path / "figures" / "smoke" / f"{exp}.png").stat().st_size > 1000, exp
         assert (tmp_path / "figures" / "smoke" / f"{exp}.pdf").exists(), exp
         json.loads((tmp_path / "results" / "smoke" / f"{exp}.json").read_text())
-    from attrpatch.circuit_file import load_circuit
+    from attrpatch.circuits.file import load_circuit
     for exp in ("eap_roc", "eapig_faith"):            # one circuit file and drawing per task and method
         res = json.loads((tmp_path / "results" / "smoke" / f"{exp}.json").read_text())
         saved = [(t, m, d) for t, ms in (res["circuits"] if exp == "eap_roc" else

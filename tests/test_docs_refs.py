@@ -21,8 +21,9 @@ def _cited_files():
             *ROOT.glob("config/*.yaml"), *ROOT.glob("docs/*.md"), ROOT / "README.md", ROOT / "paper_claims.yaml"]
 
 
-def _resolves(ref: str) -> bool:
-    """`attrpatch.a.b.C`: the longest importable module prefix, then attributes."""
+def _resolves(ref: str, home: bool = False) -> bool:
+    """`attrpatch.a.b.C`: the longest importable module prefix, then attributes. home: a
+    function or class must also be defined in that module (not imported into it)."""
     import importlib
     import importlib.util
 
@@ -39,7 +40,7 @@ def _resolves(ref: str) -> bool:
             if not hasattr(obj, a):
                 return False
             obj = getattr(obj, a)
-        return True
+        return not (home and i < len(parts) and getattr(obj, "__module__", name) != name)
     return False
 
 
@@ -47,7 +48,7 @@ def test_cited_modules_and_paths_exist():
     """Every dotted `attrpatch.x.y` name and every repository path (src/..., benchmarks/...,
     docs/..., ...) named in code, docs, README, config and claims exists, so a module move
     that misses a reference fails here."""
-    from attrpatch.circuit_file import FORMAT   # "attrpatch.circuit": a file-format tag, not a module
+    from attrpatch.circuits.file import FORMAT  # "attrpatch.circuit": a file-format tag, not a module
 
     mods, paths = set(), set()
     for f in _cited_files():
@@ -61,3 +62,89 @@ def test_cited_modules_and_paths_exist():
     bad_paths = sorted((f, m) for f, m in paths if not (ROOT / m).exists())
     assert not bad_mods, f"dotted names that do not resolve: {bad_mods}"
     assert not bad_paths, f"paths not in the repository: {bad_paths}"
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:          # a dotted name below a module (attrpatch.graph.Graph)
+        return False
+
+
+def _api_core_refs(text: str) -> set[str]:
+    """Full `attrpatch.x.y` names a core-API page cites. Backticked dotted names (``attrpatch.``
+    optional when the first part is a module or package of the package; arguments dropped); in
+    a bullet that starts with a module (`- `attrpatch.metrics` — ...`), its calls (`name(...)`),
+    constants (`UPPER`) and `Class.method` names; after a dotted name, the names chained with
+    `` / `` (they live in its module)."""
+    import pkgutil
+
+    import attrpatch
+
+    tops = {m.name for m in pkgutil.iter_modules(attrpatch.__path__)}
+    blocks, cur = [], []
+    for line in text.splitlines():
+        if line.startswith(("- ", "|", "#")) or not line.strip():
+            blocks.append(cur)
+            cur = []
+        cur.append(line)
+    blocks.append(cur)
+    out = set()
+    for block in blocks:
+        body = "\n".join(block)
+        toks = list(re.finditer(r"`([^`]+)`", body))
+        mod = None
+        if block and block[0].startswith("- ") and toks:
+            head = toks[0].group(1)
+            if head.startswith("attrpatch.") and _is_module(head):
+                mod = head
+        chain = None
+        for m in toks:
+            tok = m.group(1).strip()
+            name = re.split(r"[(\s\[=:]", tok, maxsplit=1)[0].rstrip(".,;")
+            chained = body[:m.start()].rstrip().endswith("/")
+            if re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", name):
+                if name.startswith("attrpatch.") or name.split(".")[0] in tops:
+                    full = name if name.startswith("attrpatch.") else f"attrpatch.{name}"
+                    out.add(full)
+                    chain = full.rsplit(".", 1)[0]
+                    continue
+                if mod and name[0].isupper():
+                    out.add(f"{mod}.{name}")
+            elif re.fullmatch(r"[A-Za-z_]\w*", name):
+                if chained and chain:
+                    out.add(f"{chain}.{name}")
+                    continue
+                if mod and not name.startswith("__") and (tok.startswith(name + "(")
+                                                          or re.fullmatch(r"[A-Z][A-Z0-9_]+", name)):
+                    out.add(f"{mod}.{name}")
+            chain = None
+    return out
+
+
+def test_api_core_names_resolve():
+    """docs/API_CORE.md (what method authors read) names only modules and functions that exist,
+    where they are (it once listed `resolve_metric` under methods.common)."""
+    refs = _api_core_refs((ROOT / "docs" / "API_CORE.md").read_text())
+    assert {"attrpatch.metrics.resolve_metric", "attrpatch.circuits.select.top_n",
+            "attrpatch.circuits.select.greedy", "attrpatch.patching.Patcher.edge_effects"} <= refs
+    bad = sorted(r for r in refs if not _resolves(r, home=True))
+    assert not bad, f"docs/API_CORE.md names that do not resolve: {bad}"
+
+
+def test_api_core_checker_rejects_wrong_names():
+    """Negative control: a wrong module, a wrong chained name and the old `resolve_metric` entry."""
+    text = ("- `attrpatch.methods.common` — `chunks(batch)`, `resolve_metric(model)`, `NO_SUCH`\n"
+            "  `ScoreAccumulator.result`, `kind`\n"
+            "`circuits.select.top_n` / `greedy` / `roc_points`; `patching.NoSuch`; prose `x.y` is skipped")
+    refs = _api_core_refs(text)
+    assert refs == {"attrpatch.methods.common", "attrpatch.methods.common.chunks",
+                    "attrpatch.methods.common.resolve_metric", "attrpatch.methods.common.NO_SUCH",
+                    "attrpatch.methods.common.ScoreAccumulator.result", "attrpatch.circuits.select.top_n",
+                    "attrpatch.circuits.select.greedy", "attrpatch.circuits.select.roc_points",
+                    "attrpatch.patching.NoSuch"}
+    assert sorted(r for r in refs if not _resolves(r, home=True)) == [
+        "attrpatch.circuits.select.roc_points", "attrpatch.methods.common.NO_SUCH",
+        "attrpatch.methods.common.resolve_metric", "attrpatch.patching.NoSuch"]

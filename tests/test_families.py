@@ -25,8 +25,8 @@ from attrpatch.graph import Graph, GraphUnsupported, closed_form_edge_count
 from attrpatch.methods.eap import eap_scores
 from attrpatch.metrics import task_metric
 from attrpatch.models import load_model
-from attrpatch.patching import Patcher, node_effects
 from attrpatch.models.random import save_random_family
+from attrpatch.patching import Patcher, node_effects
 
 from conftest import random_batch
 
@@ -222,7 +222,7 @@ def test_gqa_inputs_are_shared_by_the_group():
 def test_gqa_circuits_keep_a_shared_input_while_any_owner_lives():
     """prune/greedy/ACDC see a kv input as alive when any head of its group is: a circuit
     input -> a0.kv0<k>, a0.h1 -> logits (head 0 of the group unused) keeps the kv edge."""
-    from attrpatch.circuits import greedy, prune
+    from attrpatch.circuits.select import greedy, prune
     g = Graph(1, 4, has_mlps=False, n_kv_heads=2)
     m = g.edge_set_mask(["input->a0.kv0<k>", "input->a0.h1<q>", "a0.h1->logits"])
     assert torch.equal(prune(m, g), m)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attrpatch.circuits import prune
+from attrpatch.circuits.select import prune
 from attrpatch.graph import Graph, closed_form_edge_count
 from attrpatch.stats import rankdata, spearman
 

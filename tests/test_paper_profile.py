@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from attrpatch.circuits.published import circuits_data, published_counts, published_edges, published_reference
 from attrpatch.graph import Graph
-from attrpatch.pipeline import load_profile
 from attrpatch.models.shortformer import HF_REPO, TOKENIZER_REPO
-from attrpatch.published import circuits_data, published_counts, published_edges, published_reference
+from attrpatch.repro.context import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = {"ioi": lambda: Graph(12, 12), "greater_than": lambda: Graph(12, 12),
@@ -146,9 +146,9 @@ def _load_error(tmp_path, profile: str, edit) -> str:
     """The validation message of config/<profile>.yaml after `edit(cfg)`."""
     import yaml
 
-    from attrpatch.config import ConfigError
+    from attrpatch.repro.config import ConfigError
 
-    from attrpatch.config import merge_base, parse_yaml
+    from attrpatch.repro.config import merge_base, parse_yaml
 
     path = ROOT / "config" / f"{profile}.yaml"
     cfg = merge_base(parse_yaml(path), path)

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from attrpatch.activations import frozen_hooks
-from attrpatch.analysis.roc import interpolation_curve
-from attrpatch.circuits import faithfulness_curve
+from attrpatch.analysis.linearity import interpolation_curve
+from attrpatch.circuits.exact_reference import exact_patching_reference
+from attrpatch.circuits.faithfulness import faithfulness_curve
 from attrpatch.graph import Graph
 from attrpatch.methods.acdc import acdc
 from attrpatch.methods.hvp import screen_flag_fix
-from attrpatch.patching import Patcher
 from attrpatch.models.random import random_bridge
-from attrpatch.reference import exact_patching_reference
+from attrpatch.patching import Patcher
 
 from conftest import VOCAB, random_batch
 

@@ -3,10 +3,10 @@ circuits, and a direct edge = patching the whole input (exact patching and EAP).
 import pytest
 import torch
 
+from attrpatch.circuits.published import circuits_data, published_edges
 from attrpatch.graph import Graph
 from attrpatch.methods.eap import eap_scores
 from attrpatch.patching import Patcher
-from attrpatch.published import circuits_data, published_edges
 from attrpatch.qkv_direct import (direct_in_circuit, direct_inputs, direct_names, direct_patch_mask,
                                   first_order_direct_scores, n_edges_with_direct, size_with_direct)
 

@@ -1,13 +1,13 @@
-"""Experiment settings (attrpatch.settings): one declaration per experiment, merged with the
+"""Experiment settings (attrpatch.repro.settings): one declaration per experiment, merged with the
 profile; a typo'd key or a bad value fails at load time naming experiments.<exp>.<key>."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from attrpatch import settings as S
-from attrpatch.config import ConfigError, merge_base, parse_yaml
-from attrpatch.pipeline import EXPERIMENTS, load_profile
+from attrpatch.repro import settings as S
+from attrpatch.repro.config import ConfigError, merge_base, parse_yaml
+from attrpatch.repro.context import EXPERIMENTS, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

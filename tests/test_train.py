@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
+from attrpatch.models.evaluate import accuracy, evaluate_tasks
 from attrpatch.models.train import CONFIGS, build_model, train_tiny
-from attrpatch.tasks.evaluate import accuracy, evaluate_tasks
 from attrpatch.tasks import make_batch
 from attrpatch.tasks.vocab import toy_tokenizer
 

@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 
-from attrpatch.attribute import METHODS, attribute, method_options
 from attrpatch.graph import Graph
+from attrpatch.methods.registry import METHODS, OPTIONS, attribute, method_options
 from attrpatch.patching import Patcher
 from attrpatch.tasks import make_batch
 from attrpatch.tasks.base import TaskBatch
-from attrpatch.validate import OPTIONS
 
 from conftest import VOCAB, random_batch
 
@@ -35,7 +34,7 @@ class NoForward:
 def test_every_method_option_has_a_meaning_and_a_check():
     for m in METHODS:
         missing = [o for o in method_options(m) if o not in OPTIONS]
-        assert not missing, f"method {m!r}: options {missing} have no entry in validate.OPTIONS"
+        assert not missing, f"method {m!r}: options {missing} have no entry in methods.registry.OPTIONS"
 
 
 @pytest.mark.parametrize("method,opts,match", [

@@ -18,7 +18,8 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "attribute": "attrpatch.attribute", "METHODS": "attrpatch.attribute", "method_options": "attrpatch.attribute",
+    "attribute": "attrpatch.methods.registry", "METHODS": "attrpatch.methods.registry",
+    "method_options": "attrpatch.methods.registry",
     "Graph": "attrpatch.graph", "load_model": "attrpatch.models", "make_batch": "attrpatch.tasks",
     "TASKS": "attrpatch.tasks", "Patcher": "attrpatch.patching", "acdc": "attrpatch.methods.acdc",
 }

@@ -24,11 +24,12 @@ import contextlib
 import torch
 from .progress import tqdm
 
-from .activations import output_override_hooks, capture_outputs
+from .activations import capture_outputs, output_override_hooks
 from .graph import Graph
 from .metrics import Metric, check_finite, task_metric
 from .prefix import Recorder
 from .tasks.base import TaskBatch
+from .validate import check_batch_fits, integer
 
 DIRECTIONS = ("corrupt_into_clean", "clean_into_corrupt")
 DEFAULT_DIRECTION = "corrupt_into_clean"
@@ -160,8 +161,6 @@ class Patcher:
     def __init__(self, model, graph: Graph, batch: TaskBatch, metric: Metric | None = None, *,
                  direction: str = DEFAULT_DIRECTION, rows_per_forward: int | None = None, progress: bool = False,
                  extra_hooks=(), prefix: bool = True):
-        from .validate import check_batch_fits, integer
-
         rows_per_forward = integer("rows_per_forward", rows_per_forward, none_ok=True, where="Patcher")
         check_batch_fits(model, batch)
         self.model, self.graph, self.batch = model, graph, batch

@@ -19,12 +19,14 @@ a patch mask with the input's whole column set. Names: ``a{l}.h{h}<q>.input->a{l
 * `direct_patch_mask`: the [n_up, n_down] patch that removes a set of direct edges;
 * `first_order_direct_scores`: a linear method's score of a direct edge, the sum of the
   scores of the input's incoming edges (exact for EAP, whose score is linear in the patch);
-* `direct_effects` (exact), `direct_atp_scores` (EAP as the EAP paper's code scores a direct
-  edge), `flat_scores` / `flat_circuit`: the items of a ROC on ACDC's graph (edges, then direct
-  edges);
-* `EDGE_CONVENTIONS`: which graph a result counts edges on (see below).
+* `direct_effects` (exact, through a Patcher), `flat_scores` / `flat_circuit`: the items of a
+  ROC on ACDC's graph (edges, then direct edges).
 
-ACDC itself tests the direct edges with ``methods.acdc.acdc(direct=True)``.
+Elsewhere: EAP's score of a direct edge as the EAP paper's code computes it is
+`methods.atp.direct_atp_scores`; which graph a result counts edges on is
+`circuits.roc.EDGE_CONVENTIONS`; ACDC itself tests the direct edges with
+``methods.acdc.acdc(direct=True)``. This module imports only the graph, so methods and
+circuits may both build on it.
 """
 from __future__ import annotations
 
@@ -33,27 +35,6 @@ import torch
 from .graph import Graph
 
 QKV_KINDS = ("q", "k", "v")
-
-# Which graph the EAP paper's Fig. 2 counts edges on, read in the authors' code:
-# * the EAP paper's code (Aaquib111/acdcpp, ``utils/prune_utils.py`` ``acdc_nodes`` in edge
-#   mode, ``ACDCPPExperiment``) works on ACDC's own correspondence: every edge it scores, prunes
-#   and hands to ACDC is an ACDC edge, the q/k/v direct edges included (a DIRECT_COMPUTATION
-#   receiver ``hook_q[h]`` is scored at itself, `direct_atp_scores`);
-# * ACDC's evaluation (ArthurConmy/Automatic-Circuit-Discovery, ``acdc/acdc_utils.py``
-#   ``get_stat``/``get_edge_stats``, ``notebooks/roc_plot_generator.py`` ``get_points``) counts
-#   TP/FP over every non-placeholder edge of that correspondence, and its reference circuits
-#   (``get_ioi_true_edges`` ...) include the direct edge of every q/k/v input they use
-#   (IOI 1,041, Greater-Than 262, Docstring 37 edges).
-# So "acdc" (edges + direct edges, 32,923 on GPT-2 small) is the papers' count; "plain" (our
-# graph's edges only, 32,491) is the named alternative.
-EDGE_CONVENTIONS = ("acdc", "plain")
-DEFAULT_EDGE_CONVENTION = "acdc"
-
-
-def check_edge_convention(convention: str) -> str:
-    from .validate import choice
-
-    return choice("edge convention", convention, EDGE_CONVENTIONS)
 
 
 def direct_inputs(graph: Graph) -> torch.Tensor:
@@ -108,33 +89,6 @@ def direct_effects(patcher, graph: Graph) -> torch.Tensor:
     n = int(direct_inputs(graph).numel())
     masks = torch.stack([direct_patch_mask(graph, torch.arange(n) == i) for i in range(n)]).double()
     return (patcher.metric_of_masks(masks).double().cpu() - float(patcher.base_value)).reshape(n)
-
-
-def direct_atp_scores(model, graph: Graph, batch, metric="task", *, direction: str | None = None) -> torch.Tensor:
-    """[n_direct]: EAP's score of each direct edge as the EAP paper's code computes it
-    (Aaquib111/acdcpp ``utils/prune_utils.py``, edge mode: a DIRECT_COMPUTATION receiver
-    ``hook_q[h]`` is scored at itself): (x_src - x_base) . dM/dx at the head's q, k or v
-    activation x (every position), the mean over prompts. It differs from
-    `first_order_direct_scores` (the gradient at the input, before ln1 and W_q) by the
-    linearisation point. Needs the q/k/v head hooks (`methods.atp.check_head_parts`)."""
-    from .methods.atp import _forward, _per_pair, check_head_parts
-    from .metrics import resolve_metric
-    from .patching import DEFAULT_DIRECTION, base_and_source
-
-    check_head_parts(model, graph, "qkv")
-    m = resolve_metric(model, batch, metric)
-    base, src_tokens = base_and_source(batch, direction or DEFAULT_DIRECTION)
-    src = _forward(model, graph, src_tokens)
-    run = _forward(model, graph, base, m)
-    out = []
-    for v in direct_inputs(graph).tolist():
-        name = graph.downstream[v]                      # a{l}.h{h}<q|k|v>
-        l, rest = name[1:].split(".h")
-        h, kind = int(rest.split("<")[0]), rest[-2]
-        x_src, x, grad = (getattr(src, kind)[int(l)], getattr(run, kind)[int(l)],
-                          getattr(run, f"{kind}_grads")[int(l)])
-        out.append(_per_pair(x_src[:, :, h:h + 1] - x[:, :, h:h + 1], grad[:, :, h:h + 1]).mean(0).sum())
-    return torch.stack(out).double().cpu()
 
 
 # ---- the ranked items of ACDC's graph: edges + direct edges ---------------------------------

@@ -2,7 +2,7 @@
 
 Pure computations on node-score vectors (no model): `experiments/gradrop.py` feeds them
 exact node effects (`patching.node_effects`) and the scores of ``atp``, ``atp_qk``,
-``atp_graddrop``, ``atp_star`` (`attrpatch.attribute`).
+``atp_graddrop``, ``atp_star`` (`attrpatch.methods.registry`).
 
 Definitions (ours; the paper's exact thresholds were not available, docs/SOURCES.md [3p]):
 
@@ -27,6 +27,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..graph import Graph
+from ..methods.atp import atp_graddrop_node_scores, atp_node_scores, atp_qk_fix_node_scores, atp_star_node_scores
+from ..models.toy import cancellation_batch, cancellation_model, saturated_attention_batch, saturated_attention_model
+from ..patching import node_effects
 from ..stats import rankdata, spearman  # noqa: F401  (the one home; also nr.rankdata / nr.spearman)
 
 
@@ -137,13 +141,6 @@ def constructed_cases() -> dict:
 
     ``recovered[method]``: ``|score| >= 0.5 * |exact|`` at that node.
     """
-    from ..graph import Graph
-    from ..methods.atp import (atp_graddrop_node_scores, atp_node_scores, atp_qk_fix_node_scores,
-                               atp_star_node_scores)
-    from ..patching import node_effects
-    from ..models.toy import (cancellation_batch, cancellation_model, saturated_attention_batch,
-                              saturated_attention_model)
-
     out = {}
     model, batch = saturated_attention_model(), saturated_attention_batch()
     g = Graph.from_model(model)

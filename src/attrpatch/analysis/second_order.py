@@ -31,6 +31,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..methods.hvp import ig_points, multistep_terms, sff_flag
 from ..stats import rankdata, spearman
 from .node_recovery import _np
 
@@ -56,8 +57,6 @@ def multistep_alphas(ks: Iterable[int]) -> list[float]:
 def multistep_from_derivatives(d1: Mapping[float, torch.Tensor], d2: Mapping[float, torch.Tensor], K: int):
     """K-step estimate from f' and f'' at the start points (keys k/K rounded to 12 digits),
     by `methods.hvp.multistep_terms` (the rule's one implementation)."""
-    from ..methods.hvp import multistep_terms
-
     pts = [round(k / int(K), 12) for k in range(int(K))]
     first, second = multistep_terms(torch.stack([torch.as_tensor(d1[a]) for a in pts]),
                                     torch.stack([torch.as_tensor(d2[a]) for a in pts]))
@@ -66,16 +65,12 @@ def multistep_from_derivatives(d1: Mapping[float, torch.Tensor], d2: Mapping[flo
 
 def ig_alphas(steps_list: Iterable[int], rule: str) -> list[float]:
     """Sorted union of the per-component IG points (`methods.hvp.ig_points`) over every m."""
-    from ..methods.hvp import ig_points
-
     return sorted({round(float(a), 12) for m in steps_list for a in ig_points(int(m), rule)[0]})
 
 
 def ig_from_derivatives(d1: Mapping[float, torch.Tensor], steps: int, rule: str):
     """Per-component IG with `steps` evaluations under `rule`, from f' at shared points
     (keys rounded to 12 digits, as `ig_alphas`); equals `methods.hvp.per_component_ig_scores`."""
-    from ..methods.hvp import ig_points
-
     alphas, weights = ig_points(int(steps), rule)
     tot = 0.0
     for a, w in zip(alphas.tolist(), weights.tolist()):
@@ -168,7 +163,6 @@ def sff_from_scores(first, rho, exact, threshold: float, fix: str = "hvp", fixed
         raise ValueError(f"unknown fix {fix!r}; allowed: ['hvp', 'exact']")
     if fix == "hvp" and fixed is None:
         raise ValueError("fix='hvp' needs `fixed`, the HVP estimate of every component")
-    from ..methods.hvp import sff_flag
 
     f, r, x = _np(first), _np(rho), _np(exact)
     flag = sff_flag(r, threshold)

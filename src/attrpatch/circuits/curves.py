@@ -1,6 +1,6 @@
 """Faithfulness-curve bookkeeping for EAP-IG (Hanna et al. 2024) and EAP-GP (Zhang et al. 2025).
 
-Pure computations on the curves that `attrpatch.circuits.faithfulness_curve` returns (one
+Pure computations on the curves that `attrpatch.circuits.faithfulness.faithfulness_curve` returns (one
 row per edge budget: ``n_requested``, ``n_edges_after_prune``, ``faithfulness``) and on
 score matrices; no model runs, no plotting.
 
@@ -29,7 +29,11 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from ..methods.registry import attribute, method_options
+from ..metrics import resolve_metric
+from ..patching import Patcher
 from ..stats import pearson, spearman  # noqa: F401  (the one home; also F.pearson / F.spearman)
+from .faithfulness import faithfulness_curve
 
 ANCHOR_EMPTY = (0.0, 0.0)   # (edge fraction, F) of the empty circuit
 ANCHOR_FULL = (1.0, 1.0)    # ... and of the full circuit
@@ -196,10 +200,6 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
     """
     import time
 
-    from ..attribute import attribute, method_options
-    from ..circuits import faithfulness_curve
-    from ..metrics import resolve_metric
-    from ..patching import Patcher
 
     if patcher is None:
         patcher = Patcher(model, graph, batch, resolve_metric(model, batch, "task"),

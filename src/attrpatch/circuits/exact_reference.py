@@ -10,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .graph import Graph
-from .patching import Patcher
+from ..graph import Graph
+from ..patching import Patcher
 
 LABEL = "reference: exact patching"
 

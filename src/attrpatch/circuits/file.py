@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from .graph import QKV, Graph
-from .io import atomic_path, json_safe
+from ..graph import Graph, QKV
+from ..io import atomic_path, json_safe
 
 FORMAT = "attrpatch.circuit"
 VERSION = 1

@@ -14,7 +14,7 @@ node/edge names:
   (78 direct), Greater-Than 235 / 262 (27 direct), Docstring 24 / 37 (13 direct).
 
 `published_reference(task, model_or_graph)` returns the same columns as
-`attrpatch.reference.exact_patching_reference` (effect is NaN: no patching is done).
+`attrpatch.circuits.exact_reference.exact_patching_reference` (effect is NaN: no patching is done).
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .graph import Graph
+from ..graph import Graph
 
-DATA = Path(__file__).resolve().parent / "data" / "published_circuits.yaml"
+DATA = Path(__file__).resolve().parents[1] / "data" / "published_circuits.yaml"
 TASKS = ("ioi", "greater_than", "docstring")
 QKV = ("q", "k", "v")
 

@@ -1,23 +1,19 @@
-"""Computations behind the EAP paper's Fig. 2 (ROC), Fig. 4 (R^2, interpolation) and Fig. 5
-(EAP -> ACDC), shared by ``experiments/eap_roc.py``, ``eap_r2.py`` and ``eap_acdc.py``.
+"""ROC of circuits against a reference circuit, and its areas (the EAP paper's Fig. 2 and
+Fig. 5, ACDC's evaluation), shared by ``experiments/eap_roc.py`` and ``eap_acdc.py``.
 
-ROC bookkeeping reuses `attrpatch.circuits` (`roc_points`, `roc_from_circuits`,
-`auc_trapezoid`, `auc_pessimistic`, `top_n`); this module only packages them:
-
-* `tau_grid`: ACDC thresholds ``10**x``, x evenly spaced in [low_exp, high_exp];
+* `roc_points` (score ranking, every distinct |score|), `roc_from_circuits` (one point per
+  circuit, e.g. ACDC per threshold) and their flat-item forms; `auc_trapezoid` and
+  `auc_pessimistic` (ACDC's staircase over the Pareto-optimal points);
 * `score_roc` / `circuit_roc`: a ROC curve (score ranking, or one point per circuit) with
-  both AUCs always (``auc_trapezoid``; ``auc_pessimistic``, ACDC's staircase over the
-  Pareto-optimal points) and ``auc`` under the named rule (`AUC_RULES`, default
-  `DEFAULT_AUC_RULE`, the papers' convention: see below);
-  Both take ``edges``/``direct_scores``: the graph's edges ("plain") or ACDC's graph with its
-  q/k/v direct edges ("acdc", `attrpatch.qkv_direct`, the EAP paper's count);
-* `mask_rates`: TPR/FPR/size of circuits against a reference, no padding;
-* `keep_threshold`: the |EAP| threshold that keeps the top fraction of edges;
-* `linear_fit`: least-squares line, R^2 (`scipy.stats.linregress`); `r2_pair`: which two
-  quantities a Fig. 4 fit pairs (`R2_PAIRINGS`, default `DEFAULT_R2_PAIRING`), with axis labels;
-* `interpolation_curve` and `concavity`: the metric along one edge's patch
-  ``in_v = clean + alpha (z_u(corrupt) - z_u(clean))`` and its shape vs. the EAP tangent;
-* `best_tpr_minus_fpr`.
+  both AUCs always and ``auc`` under the named rule (`AUC_RULES`, default
+  `DEFAULT_AUC_RULE`, the papers' convention: see below). Both take ``edges``/``direct_scores``:
+  the graph's edges ("plain") or ACDC's graph with its q/k/v direct edges ("acdc",
+  `attrpatch.qkv_direct`, the EAP paper's count; `EDGE_CONVENTIONS`);
+* `mask_rates` / `topn_rates`: TPR/FPR/size of circuits against a reference, no padding;
+  `best_tpr_minus_fpr`;
+* `tau_grid`: ACDC thresholds ``10**x``, x evenly spaced in [low_exp, high_exp];
+  `keep_threshold`: the |EAP| threshold that keeps the top fraction of edges;
+  `exact_edge_subset` / `acdc_universe`: the work limits of the paper_random profile.
 """
 from __future__ import annotations
 
@@ -27,10 +23,31 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..circuits import (auc_pessimistic, auc_trapezoid, roc_from_circuits, roc_from_flat_circuits, roc_points,
-                        roc_points_flat, top_n)
+from ..analysis.second_order import edge_subset
 from ..graph import Graph
 from ..qkv_direct import direct_in_circuit, flat_circuit, flat_scores
+from ..validate import choice
+from .select import _as_mask, _key, top_n
+
+# Which graph the EAP paper's Fig. 2 counts edges on, read in the authors' code:
+# * the EAP paper's code (Aaquib111/acdcpp, ``utils/prune_utils.py`` ``acdc_nodes`` in edge
+#   mode, ``ACDCPPExperiment``) works on ACDC's own correspondence: every edge it scores, prunes
+#   and hands to ACDC is an ACDC edge, the q/k/v direct edges included (a DIRECT_COMPUTATION
+#   receiver ``hook_q[h]`` is scored at itself, `direct_atp_scores`);
+# * ACDC's evaluation (ArthurConmy/Automatic-Circuit-Discovery, ``acdc/acdc_utils.py``
+#   ``get_stat``/``get_edge_stats``, ``notebooks/roc_plot_generator.py`` ``get_points``) counts
+#   TP/FP over every non-placeholder edge of that correspondence, and its reference circuits
+#   (``get_ioi_true_edges`` ...) include the direct edge of every q/k/v input they use
+#   (IOI 1,041, Greater-Than 262, Docstring 37 edges).
+# So "acdc" (edges + direct edges, 32,923 on GPT-2 small) is the papers' count; "plain" (our
+# graph's edges only, 32,491) is the named alternative.
+EDGE_CONVENTIONS = ("acdc", "plain")
+DEFAULT_EDGE_CONVENTION = "acdc"
+
+
+def check_edge_convention(convention: str) -> str:
+    return choice("edge convention", convention, EDGE_CONVENTIONS)
+
 
 # Which area rule the EAP paper's Fig. 2 AUCs use (read in the authors' code):
 # * ACDC (both metrics): ACDC's evaluation (ArthurConmy/Automatic-Circuit-Discovery,
@@ -50,9 +67,139 @@ DEFAULT_AUC_RULE = "pessimistic"
 
 
 def check_auc_rule(rule: str) -> str:
-    from ..validate import choice
-
     return choice("AUC rule", rule, AUC_RULES)
+
+
+# ---- ROC ----------------------------------------------------------------------------------
+def _universe(graph_or_mask, shape) -> torch.Tensor:
+    if graph_or_mask is None:
+        return torch.ones(shape, dtype=torch.bool)
+    if isinstance(graph_or_mask, Graph):
+        return graph_or_mask.edge_mask
+    return torch.as_tensor(graph_or_mask).bool().cpu()
+
+
+def roc_points(scores: torch.Tensor, reference_mask: torch.Tensor, graph: Graph,
+               absolute: bool = True, edges=None) -> pd.DataFrame:
+    """Edge-level ROC of a score ranking against a reference circuit.
+
+    One point per distinct |score| threshold t (edges with |score| >= t predicted in the
+    circuit), from the highest; padded with (0, 0) first and (1, 1) last. Columns:
+    threshold, n_edges (predicted positives), fpr, tpr. Needs at least one positive and one
+    negative edge in the reference. edges: indices into the graph's edge list; the ROC is
+    then over those edges only (e.g. exact patching limited to a subset); None: all edges.
+    """
+    if edges is not None:   # only the listed edges must be finite (the others may be NaN: not measured)
+        idx = torch.as_tensor(np.asarray(edges, dtype=int))
+        s = torch.zeros(graph.n_edges, dtype=torch.float64)
+        s[idx] = graph.edges_from_matrix(torch.as_tensor(scores).detach().cpu().double())[idx]
+        scores = graph.matrix_from_edges(s)
+    key = graph.edges_from_matrix(_key(scores, graph, absolute)).numpy()
+    ref = graph.edges_from_matrix(_as_mask(reference_mask, graph)).numpy()
+    if edges is not None:
+        key, ref = key[idx.numpy()], ref[idx.numpy()]
+    return roc_points_flat(key, ref)
+
+
+def roc_points_flat(key, ref) -> pd.DataFrame:
+    """`roc_points` over a flat list of items: key [n] (higher = predicted first), ref bool [n].
+    Used where the ranked items are not only the graph's edges (`attrpatch.qkv_direct`)."""
+    key, ref = np.asarray(key, dtype=float), np.asarray(ref, dtype=bool)
+    P, N = int(ref.sum()), int((~ref).sum())
+    if P == 0 or N == 0:
+        raise ValueError(f"ROC needs positive and negative reference edges, got {P} and {N}")
+    order = np.argsort(-key, kind="stable")
+    k, r = key[order], ref[order]
+    tp, fp = np.cumsum(r), np.cumsum(~r)
+    last = np.r_[np.nonzero(np.diff(k))[0], len(k) - 1]   # last index of each distinct value
+    thr = np.r_[np.inf, k[last], -np.inf]
+    n = np.r_[0, last + 1, len(k)]
+    tpr = np.r_[0.0, tp[last] / P, 1.0]
+    fpr = np.r_[0.0, fp[last] / N, 1.0]
+    return pd.DataFrame({"threshold": thr, "n_edges": n, "fpr": fpr, "tpr": tpr})
+
+
+def roc_from_circuits(masks: Sequence[torch.Tensor] | torch.Tensor, reference_mask: torch.Tensor,
+                      graph: Graph | torch.Tensor | None = None, pad: bool = True) -> pd.DataFrame:
+    """One ROC point per circuit (e.g. one ACDC run per tau), padded with (0,0) and (1,1).
+
+    `graph` (or a bool universe mask) says which cells are edges; without it every cell of
+    the matrix counts, which inflates the negatives: pass the graph. Columns: circuit
+    (index into `masks`, -1 for padding), n_edges, fpr, tpr; in input order.
+    """
+    masks = list(masks) if not isinstance(masks, torch.Tensor) or masks.ndim == 3 else [masks]
+    ref = torch.as_tensor(reference_mask).bool().cpu()
+    uni = _universe(graph, ref.shape)
+    ref = ref & uni
+    P, N = int(ref.sum()), int((uni & ~ref).sum())
+    if P == 0 or N == 0:
+        raise ValueError(f"ROC needs positive and negative reference edges, got {P} and {N}")
+    return roc_from_flat_circuits([torch.as_tensor(m).bool().cpu()[uni] for m in masks], ref[uni], pad)
+
+
+def roc_from_flat_circuits(masks, reference, pad: bool = True) -> pd.DataFrame:
+    """`roc_from_circuits` over flat item lists: masks a sequence of bool [n], reference bool [n]
+    (every item counts). Used where the items are not only the graph's edges (`qkv_direct`)."""
+    ref = torch.as_tensor(reference).bool().cpu()
+    P, N = int(ref.sum()), int((~ref).sum())
+    if P == 0 or N == 0:
+        raise ValueError(f"ROC needs positive and negative reference edges, got {P} and {N}")
+    rows = [(-1, 0, 0.0, 0.0)] if pad else []
+    for i, m in enumerate(masks):
+        m = torch.as_tensor(m).bool().cpu()
+        rows.append((i, int(m.sum()), int((m & ~ref).sum()) / N, int((m & ref).sum()) / P))
+    if pad:
+        rows.append((-1, int(ref.numel()), 1.0, 1.0))
+    return pd.DataFrame(rows, columns=["circuit", "n_edges", "fpr", "tpr"])
+
+
+def _xy(fpr, tpr=None):
+    if tpr is None:
+        pts = fpr
+        if isinstance(pts, pd.DataFrame):
+            return pts["fpr"].to_numpy(float), pts["tpr"].to_numpy(float)
+        a = np.asarray(pts, dtype=float).reshape(-1, 2)
+        return a[:, 0], a[:, 1]
+    return np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+
+
+def auc_trapezoid(fpr, tpr=None) -> float:
+    """Trapezoid-rule area under (fpr, tpr) points (sorted by fpr, then tpr).
+
+    Accepts two arrays, an [n, 2] array of points or a DataFrame with fpr/tpr columns.
+    """
+    x, y = _xy(fpr, tpr)
+    i = np.lexsort((y, x))
+    x, y = x[i], y[i]
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
+def pareto_points(fpr, tpr=None) -> tuple[np.ndarray, np.ndarray]:
+    """The Pareto-optimal (fpr low, tpr high) points, sorted by fpr (duplicates dropped)."""
+    x, y = _xy(fpr, tpr)
+    pts = sorted(set(zip(x.tolist(), y.tolist())), key=lambda p: (p[0], -p[1]))
+    keep, best = [], -np.inf
+    for px, py in pts:
+        if py > best:                 # strictly better tpr than every point with fpr <= px
+            keep.append((px, py))
+            best = py
+    a = np.array(keep, dtype=float).reshape(-1, 2)
+    return a[:, 0], a[:, 1]
+
+
+def auc_pessimistic(points, tpr=None) -> float:
+    """ACDC's pessimistic AUC: a staircase over the Pareto-optimal points.
+
+    Between two Pareto points the curve stays at the lower tpr until the next point's fpr
+    (the ROC of the worse point, no interpolation): area = sum_i (1 - x_i) (y_i - y_{i-1}),
+    points sorted by fpr, starting from (0, 0). Always <= `auc_trapezoid` of the same
+    (monotone) points. Pad the points with (0,0) and (1,1) as ACDC does (`roc_points` and
+    `roc_from_circuits` do).
+    """
+    x, y = pareto_points(points, tpr)
+    x = np.r_[0.0, x]
+    y = np.r_[0.0, y]
+    return float(np.sum((1.0 - x[1:]) * np.diff(y)))
 
 
 # ---- thresholds ---------------------------------------------------------------------------
@@ -108,7 +255,7 @@ def _curve_dict(df: pd.DataFrame, extra: dict | None = None, auc_rule: str = DEF
 
 def score_roc(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, absolute: bool = True,
               edges=None, auc_rule: str = DEFAULT_AUC_RULE, direct_scores: torch.Tensor | None = None) -> dict:
-    """ROC of a score ranking (every distinct |score|; `circuits.roc_points`) with both AUCs.
+    """ROC of a score ranking (every distinct |score|; `roc_points`) with both AUCs.
 
     Returns {fpr, tpr, n_edges, auc (under `auc_rule`), auc_rule, auc_trapezoid,
     auc_pessimistic}; padded with (0,0), (1,1).
@@ -143,8 +290,6 @@ def exact_edge_subset(eap_scores: torch.Tensor, graph: Graph, max_edges: int | N
     (`second_order.edge_subset`). None (every edge) when max_edges is unset or >= n_edges."""
     if not max_edges or int(max_edges) >= graph.n_edges:
         return None
-    from .second_order import edge_subset
-
     k = int(max_edges)
     return edge_subset(graph.edges_from_matrix(torch.as_tensor(eap_scores).detach().cpu().double()),
                        k // 2, k - k // 2, seed=seed)
@@ -161,7 +306,7 @@ def acdc_universe(eap_scores: torch.Tensor, graph: Graph, acdc_max_edges: int | 
 
 def circuit_roc(masks, reference: torch.Tensor, graph: Graph, taus: Sequence[float] | None = None,
                 auc_rule: str = DEFAULT_AUC_RULE, edges: str = "plain", direct=None) -> dict:
-    """ROC with one point per circuit (e.g. one ACDC run per tau; `circuits.roc_from_circuits`),
+    """ROC with one point per circuit (e.g. one ACDC run per tau; `roc_from_circuits`),
     padded with (0,0) and (1,1), with both AUCs (``auc`` under `auc_rule`). `taus` (one per
     mask) are stored beside the points (None for the padding).
     edges: "plain" (the graph's edges) or "acdc" (with ACDC's q/k/v direct edges: each
@@ -200,7 +345,7 @@ def mask_rates(masks, reference: torch.Tensor, graph: Graph | torch.Tensor, dire
 
 def topn_rates(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, counts: Sequence[int],
                direct_scores: torch.Tensor | None = None) -> pd.DataFrame:
-    """TPR/FPR of the top-n edges by |score| (`circuits.top_n`) for each n in `counts`.
+    """TPR/FPR of the top-n edges by |score| (`circuits.select.top_n`) for each n in `counts`.
     direct_scores: rank ACDC's q/k/v direct edges with the edges (n counts both; the reference's
     direct edges by ACDC's counting rule, `attrpatch.qkv_direct`)."""
     counts = [int(n) for n in counts]
@@ -228,142 +373,3 @@ def best_tpr_minus_fpr(tpr, fpr) -> float:
     """max(tpr - fpr) over the points (Youden's J); NaN if there are none."""
     t, f = np.asarray(tpr, float), np.asarray(fpr, float)
     return float(np.max(t - f)) if t.size else float("nan")
-
-
-# ---- fits ---------------------------------------------------------------------------------
-def linear_fit(x, y) -> dict:
-    """Least-squares line y = slope * x + intercept (`scipy.stats.linregress`).
-
-    Returns {slope, intercept, r2, r, p_value, stderr, n}. R^2 is r**2 (symmetric in x and
-    y; slope and intercept are not). Raises on fewer than 3 points or a constant x.
-    """
-    from scipy.stats import linregress
-
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < 3:
-        raise ValueError(f"a fit needs at least 3 finite points, got {x.size}")
-    if np.ptp(x) == 0:
-        raise ValueError("x is constant: slope undefined")
-    res = linregress(x, y)
-    r = float(res.rvalue)
-    return {"slope": float(res.slope), "intercept": float(res.intercept), "r2": r * r, "r": r,
-            "p_value": float(res.pvalue), "stderr": float(res.stderr), "n": int(x.size)}
-
-
-# ---- Fig. 4 pairings -------------------------------------------------------------------------
-# The EAP authors' Docstring R^2 run (Aaquib111/acdcpp, a copy of ACDC's launch script with
-# threshold -100 so that nothing is pruned) ranks edges by |EAP| (``attr_absolute_val=True``)
-# and records each edge's ACDC effect as ACDC does: the change of the loss-form metric
-# ("lower is better": the task metric negated) when the edge alone is patched, signed. So
-# the authors' pairing is x = |EAP score|, y = -(exact effect on the task metric). Which of
-# the two was on which axis of the published fit is not in the code we could read: x = |EAP|
-# is our reading ([open]); the reverse slope is reported beside every fit.
-R2_PAIRINGS = {
-    "authors": ("|EAP score| (attr_absolute_val)", "ACDC effect, loss convention (-exact effect), signed"),
-    "signed": ("EAP score (signed)", "exact single-edge effect (signed)"),
-    "abs": ("|EAP score|", "|exact single-edge effect|"),
-}
-DEFAULT_R2_PAIRING = "authors"
-
-
-def r2_pair(eap, exact, pairing: str = DEFAULT_R2_PAIRING, higher_is_better: bool = True):
-    """(x, y, (x label, y label)) of one Fig. 4 pairing of per-edge EAP scores and exact effects.
-
-    Both inputs estimate metric(patched) - metric(clean) of the task metric (this package's
-    sign). ``authors``: x = |EAP|, y = the loss-form effect (``-exact`` for a higher-is-better
-    metric, as ACDC's loss negates it; ``exact`` when the metric is already a loss).
-    """
-    if pairing not in R2_PAIRINGS:
-        raise ValueError(f"unknown R^2 pairing {pairing!r}; allowed: {list(R2_PAIRINGS)}")
-    x, y = np.asarray(eap, dtype=float), np.asarray(exact, dtype=float)
-    if pairing == "signed":
-        return x, y, R2_PAIRINGS[pairing]
-    if pairing == "abs":
-        return np.abs(x), np.abs(y), R2_PAIRINGS[pairing]
-    return np.abs(x), (-y if higher_is_better else y), R2_PAIRINGS[pairing]
-
-
-def pairing_fits(eap, exact, higher_is_better: bool = True) -> dict:
-    """`linear_fit` of y on x for every pairing, with its axes and the reverse slope/intercept."""
-    out = {}
-    for name in R2_PAIRINGS:
-        x, y, (xl, yl) = r2_pair(eap, exact, name, higher_is_better)
-        fit, rev = linear_fit(x, y), linear_fit(y, x)
-        out[name] = {**fit, "x": xl, "y": yl, "slope_reverse": rev["slope"], "intercept_reverse": rev["intercept"]}
-    return out
-
-
-# ---- interpolation along one edge ---------------------------------------------------------
-def largest_gap_edge(estimate: torch.Tensor, exact: torch.Tensor, graph: Graph) -> tuple[int, int, str]:
-    """(u, v, name) of the edge with the largest |estimate - exact| (ties: first edge)."""
-    est = graph.edges_from_matrix(torch.as_tensor(estimate).double().cpu())
-    ex = graph.edges_from_matrix(torch.as_tensor(exact).double().cpu())
-    i = int(torch.argmax((est - ex).abs()))
-    u, v = (int(a) for a in graph.edge_index[i])
-    return u, v, graph.edge_names[i]
-
-
-def interpolation_curve(patcher, u: int, v: int, n_alphas: int, slope_at_0: float | None = None) -> pd.DataFrame:
-    """Metric effect along edge u->v: in_v = base + alpha (z_u(source) - z_u(base)).
-
-    One batched call of `Patcher.interpolate_edge` for alpha in linspace(0, 1, n_alphas).
-    Columns: alpha, metric (mean metric), effect (metric - base metric; 0 at alpha = 0),
-    and, with `slope_at_0` (the EAP score: the first-order estimate), tangent = alpha * slope.
-    """
-    n = int(n_alphas)
-    if n < 3:
-        raise ValueError(f"need at least 3 alphas for a curve, got {n}")
-    alphas = np.linspace(0.0, 1.0, n)
-    vals = patcher.interpolate_edge(int(u), int(v), alphas).detach().cpu().double().numpy()
-    df = pd.DataFrame({"alpha": alphas, "metric": vals, "effect": vals - float(patcher.base_value)})
-    if slope_at_0 is not None:
-        df["tangent"] = alphas * float(slope_at_0)
-    return df
-
-
-def concavity(alpha, value, tol: float = 1e-5) -> dict:
-    """Shape of a sampled curve value(alpha) on a uniform alpha grid.
-
-    * second_diff_mean / frac_concave_steps: mean of the second differences, and the fraction
-      of them < -tol (locally concave); frac_convex_steps likewise (> tol);
-    * chord_gap_mean: mean of value - chord between the end points over the interior
-      (> 0: the curve lies above its chord, as a concave curve does; < 0: below, convex);
-    * shape: "concave" if every second difference <= tol and some < -tol; "convex"
-      mirror-wise; "linear" if all within tol; else "mixed"; is_concave: 1.0 / 0.0.
-
-    tol is relative to the curve's scale (tol * max(1, max |value|)): float32 metrics carry
-    rounding noise of about 1e-7 of their size in every second difference.
-    """
-    a = np.asarray(alpha, dtype=float)
-    y = np.asarray(value, dtype=float)
-    if a.size < 3 or a.size != y.size:
-        raise ValueError("concavity needs >= 3 points of equal length in alpha and value")
-    h = np.diff(a)
-    if not np.allclose(h, h[0], rtol=1e-6, atol=1e-12) or h[0] <= 0:
-        raise ValueError("alpha must be an increasing uniform grid")
-    t = tol * max(1.0, float(np.max(np.abs(y))))
-    d2 = np.diff(y, 2)                                   # plain second differences
-    chord = y[0] + (y[-1] - y[0]) * (a - a[0]) / (a[-1] - a[0])
-    gap = (y - chord)[1:-1]
-    if np.all(np.abs(d2) <= t):
-        shape = "linear"
-    elif np.all(d2 <= t):
-        shape = "concave"
-    elif np.all(d2 >= -t):
-        shape = "convex"
-    else:
-        shape = "mixed"
-    return {
-        "shape": shape,
-        "is_concave": 1.0 if shape == "concave" else 0.0,
-        "second_diff_mean": float(d2.mean()),
-        "frac_concave_steps": float(np.mean(d2 < -t)),
-        "frac_convex_steps": float(np.mean(d2 > t)),
-        "chord_gap_mean": float(gap.mean()),
-        "chord_gap_max_abs": float(np.max(np.abs(gap))),
-    }

@@ -5,7 +5,7 @@ DAG's eap_roc / eapig_faith share.
   top-n by |score|, pruned) or ``tau=X`` (every edge with |score| >= X, pruned); or ACDC
   (``acdc_task`` / ``acdc_kl``) at threshold ``tau``, whose per-edge score is the loss change
   measured when ACDC tested the edge (NaN for edges it never tested).
-* `evaluate`: faithfulness by exact patching (`circuits.circuit_faithfulness`).
+* `evaluate`: faithfulness by exact patching (`circuits.faithfulness.circuit_faithfulness`).
 * `write_circuit`: the circuit file and its drawing, side by side (`circuit_paths`).
 * DAG: eap_roc and eapig_faith save, per task and method, one circuit of
   ``circuit_edges`` edges (experiment setting, default `DAG_CIRCUIT_EDGES` = 30: readable
@@ -22,16 +22,20 @@ from pathlib import Path
 
 import torch
 
-from . import circuits as C
-from .circuit_file import Circuit, save_circuit
+from ..methods.acdc import acdc
+from ..methods.registry import METHODS, attribute
+from ..metrics import resolve_metric
+from ..patching import Patcher
+from ..plots.circuit import draw_circuit
+from .faithfulness import circuit_faithfulness
+from .file import Circuit, save_circuit
+from .select import prune, select
 
 ACDC_METHODS = {"acdc_task": "task", "acdc_kl": "kl"}
 
 
 def edge_methods() -> list[str]:
     """Methods that can find a circuit here: edge scorers, and ACDC."""
-    from .attribute import METHODS
-
     return [m for m, s in METHODS.items() if s.level == "edges" and s.kind == "scorer"] + list(ACDC_METHODS)
 
 
@@ -39,15 +43,13 @@ def threshold_mask(scores: torch.Tensor, graph, tau: float, do_prune: bool = Tru
     """Edges with |score| >= tau (NaN scores never), pruned by default."""
     s = torch.as_tensor(scores).detach().cpu().double().abs()
     m = (s >= float(tau)) & graph.edge_mask
-    return C.prune(m, graph) if do_prune else m
+    return prune(m, graph) if do_prune else m
 
 
 def find_circuit(model, graph, batch, method: str, *, edges: int | None = None, tau: float | None = None,
                  selection: str = "greedy", do_prune: bool = True, options: dict | None = None,
                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(mask, scores, info) of the circuit `method` finds; exactly one of `edges` / `tau`."""
-    from .attribute import attribute
-
     allowed = edge_methods()
     if method not in allowed:
         raise ValueError(f"method {method!r} cannot find an edge circuit; allowed: {allowed}")
@@ -55,8 +57,6 @@ def find_circuit(model, graph, batch, method: str, *, edges: int | None = None, 
         raise ValueError(f"give exactly one of edges (a count) and tau (a threshold), got edges={edges}, tau={tau}")
     options = dict(options or {})
     if method in ACDC_METHODS:
-        from .methods.acdc import acdc
-
         if tau is None:
             raise ValueError(f"{method} finds its circuit at a threshold: give tau, not edges")
         bad = sorted(set(options) - {"direction"})
@@ -71,7 +71,7 @@ def find_circuit(model, graph, batch, method: str, *, edges: int | None = None, 
         return res.mask, scores, info
     scores = attribute(model, batch, method=method, graph=graph, **options).detach().cpu().double()
     if edges is not None:
-        mask = C.select(scores, graph, int(edges), selection, do_prune=do_prune)
+        mask = select(scores, graph, int(edges), selection, do_prune=do_prune)
         info = {"selection": selection, "n_requested": int(edges), "pruned": do_prune}
     else:
         mask = threshold_mask(scores, graph, tau, do_prune)
@@ -81,12 +81,9 @@ def find_circuit(model, graph, batch, method: str, *, edges: int | None = None, 
 
 def evaluate(model, graph, batch, mask, metric: str = "task", patcher=None) -> dict:
     """Faithfulness of `mask` by exact patching (a new Patcher unless one is given)."""
-    from .metrics import resolve_metric
-    from .patching import Patcher
-
     if patcher is None:
         patcher = Patcher(model, graph, batch, resolve_metric(model, batch, metric))
-    out = C.circuit_faithfulness(patcher, mask)
+    out = circuit_faithfulness(patcher, mask)
     out.update(metric=metric if isinstance(metric, str) else getattr(metric, "name", str(metric)),
                n_prompts=len(batch))
     return out
@@ -101,8 +98,6 @@ def circuit_paths(out_dir, name: str) -> dict[str, Path]:
 def write_circuit(circuit: Circuit, out_dir, name: str = "circuit", formats=("png", "svg"),
                   backend: str = "matplotlib") -> dict[str, Path]:
     """Save the circuit file and draw it beside it."""
-    from .plots.circuit import draw_circuit
-
     paths = circuit_paths(out_dir, name)
     save_circuit(paths["json"], circuit)
     draw_circuit(circuit, paths["png"], formats=formats, backend=backend)
@@ -127,7 +122,7 @@ def dag_circuit_paths(out_json, figure_png, exp: str, task: str, method: str) ->
 def sized_circuit(scores: torch.Tensor, graph, n: int, selection: str = "greedy") -> torch.Tensor:
     """`circuits.select` of n edges, pruned; unmeasured (NaN) scores count as 0."""
     s = torch.nan_to_num(torch.as_tensor(scores).detach().cpu().double(), nan=0.0)
-    return C.select(s, graph, n, selection)
+    return select(s, graph, n, selection)
 
 
 def closest_circuit(masks, n: int) -> int:
@@ -141,10 +136,6 @@ def save_dag_circuits(model, graph, batch, circuits: dict, *, exp: str, task: st
     """Measure (exact patching on `batch`, one shared Patcher), save and draw an experiment's
     circuits of one task. circuits: {method: (mask, scores, info)}. Returns {method: summary}
     for the experiment's JSON."""
-    from .metrics import resolve_metric
-    from .patching import Patcher
-    from .plots.circuit import draw_circuit
-
     if not circuits:
         return {}
     patcher = Patcher(model, graph, batch, resolve_metric(model, batch, metric))

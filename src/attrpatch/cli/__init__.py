@@ -3,13 +3,18 @@
     attrpatch score --model models/tiny/tiny-gpt2 --task ioi --method eap_ig --n 32 --out scores.csv
     attrpatch graph --layers 12 --heads 12          # node/edge counts of a shape
     attrpatch train --model tiny-gpt2 --out DIR     # = python -m attrpatch.models.train
-    attrpatch claims --profile tiny                 # = python -m attrpatch.claims
+    attrpatch claims --profile tiny                 # = python -m attrpatch.repro.claims
     attrpatch methods                               # every method and its options
     attrpatch circuit --model DIR --task ioi --method eap_ig --edges 30 --out DIR   # find, measure, save, draw
     attrpatch evaluate DIR/circuit.json --model DIR --task ioi                     # faithfulness of a saved circuit
     attrpatch score --help                          # tasks, methods and what each option means
 
 Errors are one line (exit status 2); add --debug for the traceback.
+
+The CLI is the package's lazy entry: each command imports what it needs inside its function
+(here and in `cli.circuit`), so that ``attrpatch --help`` and a bad argument answer without
+importing torch and the models. The rest of the package imports at module top
+(tests/test_imports.py).
 """
 from __future__ import annotations
 
@@ -20,8 +25,7 @@ import sys
 
 def _parse_options(method: str, text: str | None) -> dict:
     """--options as a JSON object of known, valid options of `method` (checked before loading)."""
-    from .attribute import method_options
-    from .validate import check_options
+    from ..methods.registry import check_options, method_options
 
     if not text:
         return {}
@@ -32,7 +36,7 @@ def _parse_options(method: str, text: str | None) -> dict:
                          'example: --options \'{"steps": 5}\'') from None
     if not isinstance(options, dict):
         raise ValueError(f"--options must be a JSON object like '{{\"steps\": 5}}', got {text!r}")
-    from .validate import OPTIONS
+    from ..methods.registry import OPTIONS
 
     valid = [o for o in method_options(method) if not (o in OPTIONS and OPTIONS[o].api_only)]
     bad = sorted(set(options) - set(valid))
@@ -45,8 +49,8 @@ def _header(a, model, batch, options: dict) -> str:
     """What the table is: model, task, metric, n, the clean run's metric, the sign convention."""
     import torch
 
-    from .metrics import get_metric
-    from .patching import DEFAULT_DIRECTION
+    from ..metrics import get_metric
+    from ..patching import DEFAULT_DIRECTION
 
     direction = options.get("direction") or DEFAULT_DIRECTION
     metric = options.get("metric", "task")
@@ -66,11 +70,11 @@ def _header(a, model, batch, options: dict) -> str:
 def _score(a) -> int:
     import torch
 
-    from .attribute import attribute, level
-    from .graph import Graph
-    from .io import write_csv
-    from .models import load_model
-    from .tasks import make_batch
+    from ..methods.registry import attribute, level
+    from ..graph import Graph
+    from ..io import write_csv
+    from ..models import load_model
+    from ..tasks import make_batch
 
     options = _parse_options(a.method, a.options)  # every input checked before the model loads
     torch.manual_seed(a.seed)
@@ -102,9 +106,9 @@ def _positive_int(text: str) -> int:
 
 
 def _score_epilog() -> str:
-    from .attribute import METHODS, method_options
-    from .tasks import TASKS
-    from .validate import OPTIONS
+    from ..methods.registry import METHODS, method_options
+    from ..tasks import TASKS
+    from ..methods.registry import OPTIONS
 
     lines = ["tasks:"] + [f"  {t:18s} metric {m.METRIC}" for t, m in TASKS.items()]
     lines += ["", "methods (--method) and their options:"]
@@ -118,7 +122,7 @@ def _score_epilog() -> str:
 
 
 def _graph(a) -> int:
-    from .graph import Graph
+    from ..graph import Graph
 
     try:
         g = Graph(a.layers, a.heads, has_mlps=not a.attn_only, n_kv_heads=a.kv_heads, parallel_blocks=a.parallel)
@@ -129,7 +133,7 @@ def _graph(a) -> int:
 
 
 def _methods(a) -> int:
-    from .attribute import METHODS, method_options
+    from ..methods.registry import METHODS, method_options
 
     for name, spec in METHODS.items():
         print(f"{name:20s} {spec.level:5s} {spec.doc}\n{'':26s} options: {', '.join(method_options(name))}")
@@ -137,8 +141,8 @@ def _methods(a) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .attribute import METHODS
-    from .tasks import TASKS
+    from ..methods.registry import METHODS
+    from ..tasks import TASKS
 
     p = argparse.ArgumentParser(prog="attrpatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -168,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=_graph)
     m = sub.add_parser("methods", help="list methods and their options")
     m.set_defaults(fn=_methods)
-    from .cli_circuit import add_parsers as add_circuit_parsers
+    from .circuit import add_parsers as add_circuit_parsers
     add_circuit_parsers(sub)
     sub.add_parser("train", help="train a tiny model (attrpatch train -h)")
     sub.add_parser("claims", help="check claims (attrpatch claims -h)")
@@ -183,10 +187,10 @@ def main(argv=None) -> int:
     cmd = argv[0] if argv else None
     try:
         if cmd == "train":
-            from .models.train import main as train_main
+            from ..models.train import main as train_main
             return train_main(argv[1:], prog="attrpatch train") or 0
         if cmd == "claims":
-            from .claims import main as claims_main
+            from ..repro.claims import main as claims_main
             return claims_main(argv[1:])
         a = _parser().parse_args(argv)
         return a.fn(a)

@@ -57,11 +57,11 @@ def _fail(msg: str) -> int:
 def circuit_main(a) -> int:
     import torch
 
-    from .circuit_file import Circuit
-    from .circuit_run import evaluate, find_circuit, write_circuit
-    from .graph import Graph
-    from .models import load_model
-    from .tasks import make_batch
+    from ..circuits.file import Circuit
+    from ..circuits.run import evaluate, find_circuit, write_circuit
+    from ..graph import Graph
+    from ..models import load_model
+    from ..tasks import make_batch
 
     try:
         options = json.loads(a.options) if a.options else {}
@@ -102,11 +102,11 @@ def circuit_main(a) -> int:
 
 
 def evaluate_main(a) -> int:
-    from .circuit_file import CircuitFileError, load_circuit
-    from .circuit_run import evaluate
-    from .graph import Graph
-    from .models import load_model
-    from .tasks import make_batch
+    from ..circuits.file import CircuitFileError, load_circuit
+    from ..circuits.run import evaluate
+    from ..graph import Graph
+    from ..models import load_model
+    from ..tasks import make_batch
 
     try:
         model = load_model(a.model, device=a.device)

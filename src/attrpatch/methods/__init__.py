@@ -1,1 +1,1 @@
-"""Attribution methods over the shared graph (see `attrpatch.attribute` for one entry point)."""
+"""Attribution methods over the shared graph (see `attrpatch.methods.registry` for one entry point)."""

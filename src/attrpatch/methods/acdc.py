@@ -45,7 +45,7 @@ History rows of direct tests have ``direct`` True, ``u`` -1 and the edge named
 
 The returned ``mask`` drops the edges into nodes left without a path to logits (ACDC never
 tests them, and they cannot change the output: it is the same function up to float
-rounding); ``raw_mask`` keeps them. `attrpatch.circuits.prune` also drops nodes without
+rounding); ``raw_mask`` keeps them. `attrpatch.circuits.select.prune` also drops nodes without
 parents.
 """
 from __future__ import annotations
@@ -398,7 +398,7 @@ class AcdcSweep:
 
     @property
     def masks(self) -> torch.Tensor:
-        """Bool [T, n_up, n_down], in tau order (for `circuits.roc_from_circuits`)."""
+        """Bool [T, n_up, n_down], in tau order (for `circuits.roc.roc_from_circuits`)."""
         return torch.stack([r.mask for r in self.results])
 
     def frame(self) -> pd.DataFrame:

@@ -63,12 +63,11 @@ from dataclasses import dataclass
 import torch
 
 from ..activations import _as_nodes
-from ..metrics import check_finite
-from ..graph import Graph
-from ..metrics import Metric
+from ..graph import Graph, model_family
+from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION, base_and_source
+from ..qkv_direct import direct_inputs
 from ..tasks.base import TaskBatch
-from ..metrics import resolve_metric
 from .common import check_metric_chunking, chunks
 
 KEY_MODES = ("per_position", "all")
@@ -272,7 +271,6 @@ def check_head_parts(model, graph: Graph, heads: str) -> None:
     values are not one per query head (GQA), instead of a wrong score or a shape error."""
     if heads == "output":
         return
-    from ..graph import model_family
     cfg = getattr(model, "cfg", None)
     if graph.n_kv_heads != graph.n_heads:
         raise RuntimeError(f"{model_family(model)}: AtP's q/k/v head parts need one key/value per query head; "
@@ -431,4 +429,28 @@ def qk_node_effects(model, graph: Graph, batch: TaskBatch, metric: str | Metric 
                 v = m(model.run_with_hooks(base, fwd_hooks=[(f"blocks.{l}.attn.{kind}.hook_out", patch)]))
                 check_finite(v, m)
                 out.append(v.mean() - base_val)
+    return torch.stack(out).double().cpu()
+
+
+# ---- ACDC's q/k/v direct edges (attrpatch.qkv_direct) scored as the EAP paper's code scores them
+def direct_atp_scores(model, graph: Graph, batch, metric="task", *, direction: str | None = None) -> torch.Tensor:
+    """[n_direct]: EAP's score of each direct edge as the EAP paper's code computes it
+    (Aaquib111/acdcpp ``utils/prune_utils.py``, edge mode: a DIRECT_COMPUTATION receiver
+    ``hook_q[h]`` is scored at itself): (x_src - x_base) . dM/dx at the head's q, k or v
+    activation x (every position), the mean over prompts. It differs from
+    `first_order_direct_scores` (the gradient at the input, before ln1 and W_q) by the
+    linearisation point. Needs the q/k/v head hooks (`check_head_parts`)."""
+    check_head_parts(model, graph, "qkv")
+    m = resolve_metric(model, batch, metric)
+    base, src_tokens = base_and_source(batch, direction or DEFAULT_DIRECTION)
+    src = _forward(model, graph, src_tokens)
+    run = _forward(model, graph, base, m)
+    out = []
+    for v in direct_inputs(graph).tolist():
+        name = graph.downstream[v]                      # a{l}.h{h}<q|k|v>
+        l, rest = name[1:].split(".h")
+        h, kind = int(rest.split("<")[0]), rest[-2]
+        x_src, x, grad = (getattr(src, kind)[int(l)], getattr(run, kind)[int(l)],
+                          getattr(run, f"{kind}_grads")[int(l)])
+        out.append(_per_pair(x_src[:, :, h:h + 1] - x[:, :, h:h + 1], grad[:, :, h:h + 1]).mean(0).sum())
     return torch.stack(out).double().cpu()

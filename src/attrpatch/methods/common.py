@@ -18,12 +18,11 @@ from ..graph import Graph, InputHook
 from ..metrics import Metric, resolve_metric
 from ..patching import DEFAULT_DIRECTION, base_and_source
 from ..tasks.base import TaskBatch
+from ..validate import integer
 
 
 def chunks(batch: TaskBatch, batch_size: int | None) -> Iterator[tuple[TaskBatch, float]]:
     """Sub-batches with their weight (fraction of examples), so means over chunks are exact."""
-    from ..validate import integer
-
     n = len(batch)
     bs = integer("batch_size", batch_size, none_ok=True) or n  # -1 would silently give no chunks: zero scores
     for s in range(0, n, bs):

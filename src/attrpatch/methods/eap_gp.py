@@ -45,9 +45,8 @@ from __future__ import annotations
 import torch
 
 from ..activations import EMBED_HOOK
-from ..metrics import check_finite
 from ..graph import Graph
-from ..metrics import Metric
+from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
 from .common import PathContext, gradient_scores
@@ -148,8 +147,6 @@ def path_diagnostics(model, graph: Graph, batch: TaskBatch, steps: int = 5, *, s
     distance to the corrupted input's embeddings (``embed_distance``, j = 0..k) and of the
     output distance ||G(gamma_j) - G(x_source)|| (``logit_distance``, j = 0..k-1), plus the
     fraction of examples whose path ends closer to the corrupted input than it starts."""
-    from ..metrics import resolve_metric
-
     ctx = PathContext(model, graph, batch, resolve_metric(model, batch, metric), direction)
     info = None
     for _, info in grad_path(model, ctx, int(steps), step=step, step_size=step_size,

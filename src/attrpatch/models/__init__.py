@@ -46,6 +46,8 @@ from pathlib import Path
 
 import torch
 
+from ..graph import GraphUnsupported, enable_graph_hooks
+from ..tasks.hf_tokenizer import hf_tokenizer
 from ..tasks.vocab import ToyTokenizer
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -113,7 +115,7 @@ def resolve_pretrained(name: str) -> Path:
     """The local snapshot directory of pretrained model `name`, or ModelWeightsMissing."""
     from huggingface_hub import snapshot_download
 
-    from . import shortformer
+    from . import shortformer  # lazy: shortformer builds on this package (ready, ModelWeightsMissing)
     if name in shortformer.NAMES:   # TL-format checkpoint (+ its tokenizer): not a HF model dir
         return shortformer.require_cached(name)
     tiny = {"tiny-gpt2", "tiny-attn"}
@@ -193,8 +195,6 @@ def ready(model, *, attn_only: bool):
     or not (``model.attrpatch_attn_only``, read by `graph.is_attn_only`), the graph's hooks on
     (`graph.enable_graph_hooks`). A model whose attention the graph cannot hook keeps the
     reason in ``model.attrpatch_graph_error`` (raised by `graph.Graph.from_model`)."""
-    from ..graph import GraphUnsupported, enable_graph_hooks
-
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -217,7 +217,7 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
     ``cfg.attn_only``) and ``attrpatch_tokenizer`` (the toy tokenizer from vocab.json for
     tiny checkpoints, else the HF tokenizer) for `tasks.make_batch`.
     """
-    from . import shortformer
+    from . import shortformer  # lazy: shortformer builds on this package (ready, ModelWeightsMissing)
     if shortformer.is_shortformer(name_or_path):   # attn-only-4l: no bridge can build it
         return shortformer.load_shortformer(name_or_path, device=device, dtype=dtype)
     check_checkpoint_path(name_or_path)
@@ -233,7 +233,7 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
 def tokenizer_for(name_or_path):
     """Toy tokenizer (vocab.json) for tiny checkpoints, None for a checkpoint without a
     tokenizer (token ids in, token ids out), else the HF tokenizer (local only)."""
-    from . import shortformer
+    from . import shortformer  # lazy: shortformer builds on this package (ready, ModelWeightsMissing)
     if str(name_or_path) in shortformer.NAMES:
         return shortformer.cached_tokenizer()
     if _is_checkpoint_dir(name_or_path):
@@ -242,9 +242,7 @@ def tokenizer_for(name_or_path):
             return ToyTokenizer.load(p / "vocab.json")
         if not has_tokenizer(p):
             return None
-        from ..tasks.hf_tokenizer import hf_tokenizer
         return hf_tokenizer(str(p))
     check_checkpoint_path(name_or_path)
     snap = resolve_pretrained(str(name_or_path))
-    from ..tasks.hf_tokenizer import hf_tokenizer
     return hf_tokenizer(str(snap))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from ..metrics import task_metric
-from . import make_batch
-from .base import TaskBatch
+from ..tasks import make_batch
+from ..tasks.base import TaskBatch
 
 EVAL_SEED = 12345
 

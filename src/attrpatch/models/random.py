@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from . import boot_bridge
 
 GPT2_SHAPES = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768),
@@ -133,8 +134,6 @@ def random_bridge(*, n_layer: int, n_head: int, n_embd: int, vocab_size: int = 5
                   attn_only: bool = False, seed: int = 0, weight_scale: float | None = None,
                   device: str = "cpu", dtype=torch.float32):
     """A TransformerBridge with random weights and the graph's hooks enabled."""
-    from . import boot_bridge
-
     with tempfile.TemporaryDirectory() as tmp:
         path = save_random_gpt2(tmp, n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size,
                                 n_positions=n_positions, attn_only=attn_only, seed=seed, weight_scale=weight_scale)

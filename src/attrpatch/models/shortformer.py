@@ -55,6 +55,9 @@ import torch.nn as nn
 from transformer_lens.HookedRootModule import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from ..tasks.hf_tokenizer import hf_tokenizer
+from . import ModelWeightsMissing, _fetch_hint, ready
+
 # The EAP paper's Docstring model (TransformerLens name "attn-only-4l") and its tokenizer.
 HF_REPO = "NeelNanda/Attn_Only_4L512W_C4_Code"
 TOKENIZER_REPO = "NeelNanda/gpt-neox-tokenizer-digits"
@@ -382,8 +385,6 @@ def random_shortformer(*, n_layers: int = 4, n_heads: int = 8, d_model: int = 51
 
 def _ready(model: HookedShortformer, device) -> HookedShortformer:
     """On `device`, then the steps every built model takes (`models.ready`)."""
-    from . import ready
-
     return ready(model.to(device), attn_only=True)
 
 
@@ -403,8 +404,6 @@ def checkpoint_dir(name_or_path) -> Path:
     """A directory holding ``config.json`` and a ``*final.pth``: the given directory, or the
     cached snapshot of the Docstring model (local Hugging Face cache only, no request).
     Missing: `models.ModelWeightsMissing` naming the repo and the fetch command."""
-    from . import ModelWeightsMissing, _fetch_hint
-
     p = Path(str(name_or_path))
     if p.is_dir():
         if not (p / "config.json").exists() or _final_pth(os.listdir(p)) is None:
@@ -472,8 +471,6 @@ def _normalise_legacy(sd: dict, cfg_json: dict, cfg: ShortformerConfig) -> dict:
 def _tokenizer(path: Path, cfg: ShortformerConfig):
     """The directory's own tokenizer files, else ``tokenizer_name`` from the local cache
     (`TokenizerMissing` when absent), else None (a checkpoint that names no tokenizer)."""
-    from ..tasks.hf_tokenizer import hf_tokenizer
-
     if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
         return hf_tokenizer(str(path))
     return cached_tokenizer(cfg.tokenizer_name) if cfg.tokenizer_name else None
@@ -483,8 +480,6 @@ def cached_tokenizer(name: str = TOKENIZER_REPO):
     """Tokenizer `name` from its cached snapshot directory (as models.resolve_pretrained:
     no hub request), or `TokenizerMissing` naming the repo and the fetch command."""
     from huggingface_hub import snapshot_download
-
-    from ..tasks.hf_tokenizer import hf_tokenizer
 
     try:
         snap = snapshot_download(name, local_files_only=True)
@@ -509,8 +504,6 @@ def missing_repos() -> list[str]:
     """Which of the Docstring model's two hub repos (checkpoint, tokenizer) the local cache lacks."""
     from huggingface_hub import snapshot_download
 
-    from . import ModelWeightsMissing
-
     out = []
     try:
         checkpoint_dir(HF_REPO)
@@ -527,8 +520,6 @@ def require_cached(name: str) -> Path:
     """Pre-flight for the paper profile: the checkpoint AND its tokenizer are in the local
     cache, else `models.ModelWeightsMissing` naming what is missing and how to fetch it."""
     from huggingface_hub import snapshot_download
-
-    from . import ModelWeightsMissing, _fetch_hint
 
     path = checkpoint_dir(name)
     try:

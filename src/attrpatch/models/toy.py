@@ -21,6 +21,7 @@ import tempfile
 import torch
 
 from ..tasks.base import TaskBatch
+from . import boot_bridge
 
 D = 8
 ANCHOR = 1000.0
@@ -55,8 +56,6 @@ def _base(n_layer: int, n_head: int, vocab: int, n_positions: int = 8):
 
 
 def _boot(hf_model, attn_only: bool = False, dtype=torch.float64):
-    from . import boot_bridge
-
     with tempfile.TemporaryDirectory() as tmp:
         hf_model.save_pretrained(tmp)
         return boot_bridge(tmp, device="cpu", dtype=dtype, attn_only=attn_only)

@@ -18,7 +18,7 @@ Loss: next-token cross-entropy over the whole sequence (pads masked), plus
 The whole-sequence term keeps it a language model; the answer term concentrates the small
 step budget on the behaviour the circuits are about.
 
-Held-out accuracy during and after training: `tasks.evaluate.evaluate_tasks`.
+Held-out accuracy during and after training: `models.evaluate.evaluate_tasks`.
 
 Determinism: torch.manual_seed(seed), data from random.Random(seed), one thread, CPU.
 """
@@ -37,9 +37,11 @@ from pathlib import Path
 
 import torch
 
+from ..io import clean_stale_temps, normal_tree
+from ..progress import tqdm
 from ..tasks import TASKS
-from ..tasks.evaluate import EVAL_SEED, evaluate_tasks
 from ..tasks.vocab import FILLER, ToyTokenizer, toy_tokenizer
+from .evaluate import EVAL_SEED, evaluate_tasks
 
 CONFIGS: dict[str, dict] = {
     "tiny-gpt2": dict(
@@ -169,7 +171,6 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     t0 = time.time()
     bar = None
     if progress:
-        from ..progress import tqdm
         bar = tqdm(total=total, desc=f"train {name}", leave=False)
     stop_reason = "steps"
     model.train()
@@ -215,7 +216,6 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    from ..io import clean_stale_temps, normal_tree
 
     clean_stale_temps(out_dir)  # a killed earlier run's half-written directory
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))

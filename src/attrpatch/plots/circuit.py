@@ -27,7 +27,7 @@ import networkx as nx
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from ..circuit_file import Circuit
+from ..circuits.file import Circuit
 from ..io import atomic_path
 
 BACKENDS = ("matplotlib", "graphviz")

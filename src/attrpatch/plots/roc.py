@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from .scales import set_symlog, symlog_threshold
 
 TASK_TITLES = {"ioi": "IOI", "greater_than": "Greater-Than", "docstring": "Docstring"}
 METHOD_LABELS = {"eap": "EAP", "acdc_task": "ACDC (task metric)", "acdc_kl": "ACDC (KL)",
@@ -65,8 +66,6 @@ def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dic
     from the data for both axes, so y = x stays the straight diagonal and the bulk is visible (no
     fit line: a straight line would bend). Right: metric effect along the outlier edge vs alpha,
     with the EAP tangent at alpha = 0."""
-    from .scales import set_symlog, symlog_threshold
-
     sns.set_style("whitegrid")
     x, y = np.asarray(eap, float), np.asarray(exact, float)
     symlog = np.ptp(y) > 20 * max(np.percentile(np.abs(y), 90), 1e-12)   # a few huge edges

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from ..io import clean_stale_temps, normal_mode
 from .config import load_yaml_strict
 
 PROFILES = ("tiny", "paper")
@@ -548,8 +549,6 @@ def render_junit(outcomes: Sequence[Outcome], suite: str = "claims") -> bytes:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, then rename: readers never see half a file."""
-    from .io import clean_stale_temps, normal_mode
-
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

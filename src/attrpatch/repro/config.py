@@ -44,7 +44,7 @@ def find_root(start: str | os.PathLike | None = None) -> Path:
     for d in (here, *here.parents):
         if (d / "pyproject.toml").is_file() and (d / "config").is_dir():
             return d
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 def available_profiles(root: Path) -> list[str]:

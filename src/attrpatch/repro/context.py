@@ -27,8 +27,18 @@ from pathlib import Path
 
 import torch
 
-from . import config as config_mod
-from . import settings as settings_mod
+from ..graph import Graph
+from ..methods.registry import ALL_METHOD_NAMES, SCORERS
+from ..models import ModelWeightsMissing, load_model, resolve_pretrained
+from ..models.random import GPT2_SHAPES, random_bridge
+from ..models.shortformer import NAMES as SHORTFORMER_NAMES, missing_repos, random_shortformer
+from ..models.train import CONFIGS
+from ..tasks import ALL_TASK_NAMES, make_batch
+from ..tasks.eapig_files import (PAPER_TASKS, data_dir, load_batch, missing_paper_data as missing_paper_files,
+                                 standin_tokenizer)
+from ..tasks.vocab import toy_tokenizer
+from . import config as config_mod, settings as settings_mod
+from .claims import PROFILES as CLAIM_PROFILES
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
                "eapig_faith", "eapgp_gain", "hvp")
@@ -42,36 +52,28 @@ DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 def known_methods() -> set[str]:
-    from .attribute import ALL_METHOD_NAMES
     return set(ALL_METHOD_NAMES)
 
 
 def known_scorers() -> set[str]:
     """Methods `attribute` scores with (the procedures acdc_task/acdc_kl/eap_acdc are not)."""
-    from .attribute import SCORERS
     return set(SCORERS)
 
 
 def trainable_models() -> list[str]:
-    from .models.train import CONFIGS
     return sorted(CONFIGS)
 
 
 def load_profile(profile_or_path, root=None) -> dict:
     """Parse and validate a profile config (fails before any work, naming the bad entry)."""
-    from .tasks import ALL_TASK_NAMES
-
     return config_mod.load_config(profile_or_path, known_tasks=set(ALL_TASK_NAMES), known_methods=known_methods(),
                                   known_experiments=set(EXPERIMENTS), root=root,
                                   extra_top_level=EXTRA_TOP_LEVEL, check=_check_profile)
 
 
 def _check_profile(cfg: dict) -> list[str]:
-    """The checks beyond config.py's generic ones; replaces each experiment section by its
-    settings merged with the declared defaults (attrpatch.settings)."""
-    from .claims import PROFILES as CLAIM_PROFILES
-    from .tasks import ALL_TASK_NAMES
-
+    """The checks beyond repro/config.py's generic ones; replaces each experiment section by its
+    settings merged with the declared defaults (attrpatch.repro.settings)."""
     errs = []
     cp = cfg.get("claims_profile", cfg.get("profile"))
     if cp not in CLAIM_PROFILES:
@@ -140,14 +142,10 @@ def _check_resources(res) -> list[str]:
 
 def missing_paper_data(cfg: dict) -> str | None:
     """Why the profile's EAP-IG paper prompt files cannot be read (None when they can)."""
-    from .tasks.eapig_files import missing_paper_data as missing
-
-    return missing(cfg)
+    return missing_paper_files(cfg)
 
 
 def _check_random_spec(name: str, spec: dict) -> list[str]:
-    from .models.random import GPT2_SHAPES
-
     shape = GPT2_SHAPES.get(spec["random"])
     if shape is None:
         return [f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}"]
@@ -159,8 +157,6 @@ def _check_random_spec(name: str, spec: dict) -> list[str]:
 
 def random_shape(spec: dict) -> dict:
     """GPT-2 dimensions of a ``{random: ...}`` model spec (``n_embd`` overrides the width)."""
-    from .models.random import GPT2_SHAPES
-
     shape = dict(GPT2_SHAPES[spec["random"]])
     if spec.get("n_embd") is not None:
         shape["n_embd"] = int(spec["n_embd"])
@@ -180,8 +176,6 @@ def model_dir(profile: str, name: str, root: Path | None = None) -> Path:
 def missing_pretrained(cfg: dict) -> list[str]:
     """Names of pretrained models whose weights are not in the local cache (no download);
     for the Docstring model, the hub repos to fetch (its checkpoint and/or tokenizer)."""
-    from .models import ModelWeightsMissing, resolve_pretrained
-    from .models.shortformer import NAMES as SHORTFORMER_NAMES, missing_repos
 
     missing = []
     for name, spec in cfg["models"].items():
@@ -195,7 +189,7 @@ def missing_pretrained(cfg: dict) -> list[str]:
     return missing
 
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def config_root(profile: str, workdir: Path) -> Path:
@@ -217,7 +211,7 @@ class Context:
         self.cfg = load_profile(profile, root=config_root(profile, self.root))
         self.profile = self.cfg["profile"]
         self.experiment = experiment
-        # the experiment's settings: its profile section merged with its declaration (attrpatch.settings)
+        # the experiment's settings: its profile section merged with its declaration (attrpatch.repro.settings)
         self.spec = self.cfg["experiments"].get(experiment) or settings_mod.resolve(experiment, {}, {})[0]
         self.seed = int(self.spec["seed"] if self.spec.get("seed") is not None else self.cfg["seed"])
         self.device = resolve_device(self.cfg["device"])
@@ -244,9 +238,6 @@ class Context:
         return self._models[name]
 
     def _load(self, name: str):
-        from .models import load_model
-        from .models.random import GPT2_SHAPES, random_bridge
-
         spec = self.cfg["models"][name]
         dtype = getattr(torch, spec.get("dtype", "float32"))
         if "train" in spec:
@@ -260,9 +251,7 @@ class Context:
         tok = self._random_tokenizer()
         if spec["random"] not in GPT2_SHAPES:
             raise ValueError(f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}")
-        from .models.shortformer import NAMES as SHORTFORMER_NAMES
         if spec["random"] in SHORTFORMER_NAMES:   # the Docstring model's own class (shortformer positions)
-            from .models.shortformer import random_shortformer
             sh = random_shape(spec)
             model = random_shortformer(n_layers=sh["n_layer"], n_heads=sh["n_head"], d_model=sh["n_embd"],
                                        d_vocab=len(tok), n_ctx=64, seed=self.seed, device=self.device, dtype=dtype)
@@ -275,9 +264,6 @@ class Context:
     def _random_tokenizer(self):
         """Random models: the toy tokenizer, or the stand-in over the paper's files when this
         experiment reads them (the stand-in contains the toy vocabulary)."""
-        from .tasks.eapig_files import PAPER_TASKS, data_dir, standin_tokenizer
-        from .tasks.vocab import toy_tokenizer
-
         if any(t in PAPER_TASKS for t in self.task_models()):
             return standin_tokenizer(data_dir(self.cfg))
         return toy_tokenizer()
@@ -290,9 +276,6 @@ class Context:
     def batch(self, task: str, model_name: str, n: int | None, seed: int | None = None):
         """`n` pairs of `task` for `model_name`'s tokenizer: seeded generated pairs, or the first
         `n` kept rows of the EAP-IG paper's file for a ``<task>_eapig`` task."""
-        from .tasks import make_batch
-        from .tasks.eapig_files import PAPER_TASKS, data_dir, load_batch
-
         tok = self.model(model_name).attrpatch_tokenizer
         bos = self.prepend_bos(task)
         if task in PAPER_TASKS:
@@ -321,8 +304,6 @@ class TaskRun:
     ``batch_size=`` keyword for methods, empty when unset)."""
 
     def __init__(self, ctx: Context, task: str, model_name: str, edge_counts: bool):
-        from .graph import Graph
-
         self.ctx, self.task, self.model_name = ctx, task, model_name
         self.model = ctx.model(model_name)
         self.graph = Graph.from_model(self.model)

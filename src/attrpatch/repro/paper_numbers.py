@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import ConfigError, parse_yaml
 
-PATH = Path(__file__).resolve().parents[2] / "paper_numbers.yaml"
+PATH = Path(__file__).resolve().parents[3] / "paper_numbers.yaml"
 KEYS = ("eap_roc_auc", "eap_r2", "eapig_points", "eapig_notes", "eapig_pearson", "eapgp_max_gain")
 
 

@@ -2,7 +2,7 @@
 
 A profile (``config/<profile>.yaml``, section ``experiments.<exp>``) says only what differs
 from these declarations. `resolve` merges a section with its declaration and returns every
-problem as ``experiments.<exp>.<key>: <value> ...; allowed: ...``; `pipeline.load_profile`
+problem as ``experiments.<exp>.<key>: <value> ...; allowed: ...``; `repro.context.load_profile`
 runs it for every experiment, so a typo'd key (``eap_keep_fraction``) or a bad value
 (``n: -40``, ``n: forty``) stops ``snakemake -n`` before any work, naming the entry. The
 experiment scripts read the merged settings (``ctx.spec``) and hold no defaults of their own.
@@ -322,10 +322,10 @@ def _faith(methods: list[str]) -> dict[str, Setting]:
                    batch_size=BATCH_SIZE, exact=EXACT, models=EXTRA_MODELS)
 
 
-CIRCUIT_EDGES = Setting(POS, Ref("attrpatch.circuit_run", "DAG_CIRCUIT_EDGES"),
+CIRCUIT_EDGES = Setting(POS, Ref("attrpatch.circuits.run", "DAG_CIRCUIT_EDGES"),
                         "edges of the circuit saved and drawn per task and method (ACDC: its tau closest to it)")
 ROC_METHODS = ("eap", "acdc_task", "acdc_kl", "exact")
-EDGES = Setting(Choice("acdc", "plain"), Ref("attrpatch.qkv_direct", "DEFAULT_EDGE_CONVENTION"),
+EDGES = Setting(Choice("acdc", "plain"), Ref("attrpatch.circuits.roc", "DEFAULT_EDGE_CONVENTION"),
                 "edges counted: 'acdc' (ACDC's graph with its q/k/v direct edges: ACDC tests them, EAP and exact "
                 "patching score them; the papers' count) or 'plain' (the graph's edges); eap_roc writes AUCs "
                 "under both in auc_by_edges")
@@ -347,14 +347,14 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                                     "ACDC thresholds: a list, or {n, low_exp, high_exp} for 10^linspace"),
                        batch_size=BATCH_SIZE, max_edges=MAX_EDGES, acdc_max_edges=ACDC_MAX_EDGES,
                        auc_rule=Setting(Choice("pessimistic", "trapezoid"),
-                                        Ref("attrpatch.analysis.roc", "DEFAULT_AUC_RULE"),
+                                        Ref("attrpatch.circuits.roc", "DEFAULT_AUC_RULE"),
                                         "AUC written as `auc` (both always written; default: the authors' rule)"),
                        edges=EDGES,
                        circuit_edges=CIRCUIT_EDGES),
     "eap_r2": _common(40, tasks=Setting(TaskModels(max_len=1), REQUIRED, "the one task (the paper's Docstring)"),
                       alphas=Setting(Int(lo=2), 21, "points on the interpolation curve of the worst edge"),
                       pairing=Setting(Choice("authors", "signed", "abs"),
-                                      Ref("attrpatch.analysis.roc", "DEFAULT_R2_PAIRING"),
+                                      Ref("attrpatch.analysis.linearity", "DEFAULT_R2_PAIRING"),
                                       "R^2 pairing at the top level and in the figure (all are under fits)")),
     "eap_acdc": _common(32, n_by_task=N_BY_TASK,
                         eap_keep_fractions=Setting(ListOf(Float(0.0, 1.0, lo_open=True)), [0.1, 0.2, 0.4, 1.0],

@@ -8,7 +8,8 @@ the tiny models' training text). ``make_batch`` tokenizes pairs with the toy tok
 """
 from __future__ import annotations
 
-from . import (country_capital, docstring, gender_bias, greater_than, hypernymy, ioi, sva)
+from ..validate import integer
+from . import country_capital, docstring, gender_bias, greater_than, hypernymy, ioi, sva
 from ._common import Pair, build_batch, words_to_text
 from .base import METRIC_KINDS, TaskBatch
 from .eapig_files import PAPER_TASKS
@@ -38,8 +39,6 @@ def make_batch(task: str, n: int, seed: int, tokenizer=None) -> TaskBatch:
     Face tokenizer (pairs that do not tokenize cleanly are rejected and counted in
     ``meta["rejected"]``).
     """
-    from ..validate import integer
-
     mod = get_task(task)
     n = integer("n", n, where=f"make_batch({task!r})")
     seed = integer("seed", seed, minimum=0, where=f"make_batch({task!r})")

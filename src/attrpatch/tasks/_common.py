@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import TaskBatch
+from .vocab import ToyTokenizer, toy_tokenizer
 
 log = logging.getLogger("attrpatch.tasks")
 
@@ -86,8 +87,6 @@ def build_batch(task: str, metric: str, sample_pair, n: int, seed: int, tokenize
     Deterministic for `seed` (a local random.Random; no global state). For a Hugging Face
     tokenizer, pairs that do not tokenize cleanly are rejected and counted.
     """
-    from .vocab import ToyTokenizer, toy_tokenizer
-
     rng = random.Random(f"{task}:{seed}")
     tok = toy_tokenizer() if tokenizer is None else tokenizer
     toy = isinstance(tok, ToyTokenizer)

@@ -74,7 +74,7 @@ class ToyTokenizer:
 
 def all_words() -> list[str]:
     """Specials, then every task word and filler word, sorted (deterministic)."""
-    from . import TASKS
+    from . import TASKS  # lazy: the task registry imports this module (tasks._common, tasks.eapig_files)
 
     words: set[str] = set(FILLER)
     for mod in TASKS.values():
