@@ -24,6 +24,16 @@ construction (`eap_ig_edge_names`) and compared with our graph's edges, name by 
 A loaded circuit is refused, with what differs, when the file's graph is not the model's:
 shape, convention fields, or edge names. Node flags in a file are not trusted (EAP-IG
 derives them from the edges when it prunes); nodes are derived from the circuit's edges.
+
+Trust fields (optional, per edge, beside ``score`` and ``in_graph``; only on the edges where
+they were computed): ``exact`` (the edge's exact patching effect), ``reliability`` (the
+second-order correction's rho, `methods.hvp`), ``flag`` (Screen-Flag-Fix's flag, rho >
+threshold), and with them ``rank`` (the method's rank of the edge: 1 = the largest |score|,
+ties in the graph's edge order; `Circuit.ranks`, recomputed from the scores when read). A
+file without them stays byte-for-byte the EAP-IG layout. Readers that do not know them ignore
+them: the EAP-IG library's ``Graph.from_json`` reads only ``score`` and ``in_graph`` of each
+edge (hannamw/EAP-IG, eap/graph.py at 009cb68), and so did this module before the trust
+fields; what was computed (K, threshold, cost) is recorded in ``info["trust"]``.
 """
 from __future__ import annotations
 
@@ -42,6 +52,8 @@ from ..io import atomic_path, json_safe
 FORMAT = "attrpatch.circuit"
 VERSION = 1
 EAP_IG_KEYS = ("cfg", "nodes", "edges")
+# optional per-edge trust fields: name -> what a value must be
+TRUST_FIELDS = {"exact": "a number or null", "reliability": "a number or null", "flag": "true or false"}
 
 
 class CircuitFileError(ValueError):
@@ -169,7 +181,9 @@ class Circuit:
     """A circuit on a graph: edge mask, every edge's score, and where it came from.
 
     mask: bool [n_up, n_down] (cells off ``graph.edge_mask`` are dropped); scores: float
-    [n_up, n_down] (NaN: not scored) or None; info: free-form (selection, faithfulness, ...).
+    [n_up, n_down] (NaN: not scored) or None; info: free-form (selection, faithfulness, ...);
+    edge_info: {edge name: {trust field: value}} for the edges whose exact effect /
+    reliability / flag were computed (`TRUST_FIELDS`).
     """
 
     graph: Graph
@@ -180,6 +194,7 @@ class Circuit:
     model: str | None = None
     task: str | None = None
     info: dict = field(default_factory=dict)
+    edge_info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         shape = (self.graph.n_up, self.graph.n_down)
@@ -191,6 +206,26 @@ class Circuit:
             self.scores = torch.as_tensor(self.scores).detach().cpu().double()
             if tuple(self.scores.shape) != shape:
                 raise ValueError(f"circuit scores must be {list(shape)} for this graph, got {list(self.scores.shape)}")
+        known = set(self.graph.edge_names)
+        for name, fields in self.edge_info.items():
+            if name not in known:
+                raise ValueError(f"edge_info names {name!r}, not an edge of this graph (e.g. {self.graph.edge_names[0]!r})")
+            bad = sorted(set(fields) - set(TRUST_FIELDS))
+            if bad:
+                raise ValueError(f"edge_info[{name!r}] has unknown field(s) {bad}; allowed: {list(TRUST_FIELDS)}")
+
+    def ranks(self) -> torch.Tensor:
+        """Rank of each edge by |score|, in the graph's edge order (1 = largest; ties in edge
+        order; 0 for an unscored (NaN) edge, and everywhere when there are no scores)."""
+        out = torch.zeros(self.graph.n_edges, dtype=torch.long)
+        if self.scores is None:
+            return out
+        s = self.graph.edges_from_matrix(self.scores).double()
+        key = torch.where(torch.isnan(s), torch.full_like(s, -1.0), s.abs())
+        order = torch.sort(key, descending=True, stable=True).indices
+        order = order[~torch.isnan(s[order])]
+        out[order] = torch.arange(1, order.numel() + 1)
+        return out
 
     @property
     def n_edges(self) -> int:
@@ -228,6 +263,10 @@ class Circuit:
             return False
         if (self.scores is None) != (other.scores is None):
             return False
+        if self.edge_info.keys() != other.edge_info.keys() or any(
+                json.dumps(self.edge_info[k], sort_keys=True) != json.dumps(other.edge_info[k], sort_keys=True)
+                for k in self.edge_info):                    # NaN equal to NaN
+            return False
         if self.scores is None:
             return True
         a, b = (self.graph.edges_from_matrix(x) for x in (self.scores, other.scores))
@@ -252,6 +291,11 @@ def to_dict(c: Circuit) -> dict:
     node_set = set(c.nodes)
     nodes = {n: {"in_graph": n in node_set or n == "logits"} for n in g.nodes}
     edges = {n: {"score": _score_json(float(s)), "in_graph": bool(i)} for n, s, i in zip(g.edge_names, scores, inside)}
+    rank = dict(zip(g.edge_names, c.ranks().tolist())) if c.edge_info else {}
+    for n, fields in c.edge_info.items():
+        if rank[n]:
+            edges[n]["rank"] = rank[n]
+        edges[n].update({k: (bool(v) if k == "flag" else _score_json(float(v))) for k, v in fields.items()})
     if cfg.get("parallel_attn_mlp") is not None:        # EAP-IG's own order, for files that diff cleanly
         edges = {n: edges[n] for n in eap_ig_edge_names(g.n_layers, g.n_heads, cfg["parallel_attn_mlp"]) if n in edges}
     meta = {"format": FORMAT, "version": VERSION, "method": c.method, "options": c.options, "model": c.model,
@@ -346,6 +390,7 @@ def _read_edges(d: dict, graph: Graph, meta: dict, source) -> Circuit:
     scores = torch.full((graph.n_edges,), float("nan"), dtype=torch.float64)
     inside = torch.zeros(graph.n_edges, dtype=torch.bool)
     seen, dropped = 0, 0
+    edge_info = {}
     for name, e in d["edges"].items():
         if not isinstance(e, dict) or not isinstance(e.get("in_graph"), bool):
             _fail(source, f"edge {name!r}: needs {{'score': number, 'in_graph': true|false}}, got {e!r}")
@@ -363,6 +408,9 @@ def _read_edges(d: dict, graph: Graph, meta: dict, source) -> Circuit:
                           f"{graph.n_edges} edges, e.g. {graph.edge_names[0]!r})")
         scores[i] = float("nan") if s is None else float(s)
         inside[i] = e["in_graph"]
+        trust = _read_trust(name, e, source)
+        if trust:
+            edge_info[name] = trust
         seen += 1
     info = dict(meta.get("info") or {})
     if seen < graph.n_edges:
@@ -371,7 +419,21 @@ def _read_edges(d: dict, graph: Graph, meta: dict, source) -> Circuit:
         info["mlp_edges_ignored"] = dropped
     return Circuit(graph, graph.matrix_from_edges(inside, fill=False).bool(), graph.matrix_from_edges(scores, fill=float("nan")),
                    method=meta.get("method"), options=dict(meta.get("options") or {}), model=meta.get("model"),
-                   task=meta.get("task"), info=info)
+                   task=meta.get("task"), info=info, edge_info=edge_info)
+
+
+def _read_trust(name: str, e: dict, source) -> dict:
+    """The trust fields of one edge entry, checked (`TRUST_FIELDS`); other keys are ignored."""
+    out = {}
+    for k, want in TRUST_FIELDS.items():
+        if k not in e:
+            continue
+        v = e[k]
+        number = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not (isinstance(v, bool) if k == "flag" else number):
+            _fail(source, f"edge {name!r}: {k} must be {want}, got {v!r}")
+        out[k] = v if k == "flag" else (float("nan") if v is None else float(v))
+    return out
 
 
 def load_circuit(path, graph: Graph | None = None) -> Circuit:
