@@ -141,7 +141,10 @@ def circuit_outputs(exp):
              for t in spec.get("tasks", {}) for m in methods]
     return {"circuits": [str(p["json"]) for p in paths],
             "circuit_figures": [report(str(p["png"]), category="circuits", subcategory=exp,
-                                       caption="report/circuits.rst") for p in paths]}
+                                       caption="report/circuits.rst") for p in paths],
+            # one interactive viewer per task (attrpatch.plots.viewer), all its methods
+            "circuit_views": [report(v, category="circuit viewers", subcategory=exp, caption="report/circuit_views.rst")
+                              for v in sorted({str(p["view"]) for p in paths})]}
 
 
 for _exp in ["graph_counts"]:

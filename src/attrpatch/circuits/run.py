@@ -14,7 +14,12 @@ DAG's eap_roc / eapig_faith share.
   keep fewer); ACDC: the circuit of its tau sweep whose size is closest to that
   (`closest_circuit`). Each is measured by exact patching on the experiment's prompts and
   written by `save_dag_circuits` to `dag_circuit_paths` (JSON under results/, PNG under
-  figures/, both named ``<task>.<method>``), which the Snakefile declares as outputs.
+  figures/, both named ``<task>.<method>``), which the Snakefile declares as outputs. Each
+  file carries the exact patching effect of the circuit's own edges (`circuit_trust.exact_top`,
+  K = its size) and the faithfulness at the viewer's other sizes; one interactive view per
+  task (``<figures>/circuits/<exp>/<task>.html``, `plots.viewer`) shows the task's circuits,
+  the reference circuit ("exact") first where the experiment has one, so that the others
+  are compared with it.
 """
 from __future__ import annotations
 
@@ -27,9 +32,11 @@ from ..methods.registry import METHODS, attribute
 from ..metrics import resolve_metric
 from ..patching import Patcher
 from ..plots.circuit import draw_circuit
+from ..plots.viewer import write_view
 from .faithfulness import circuit_faithfulness
 from .file import Circuit, save_circuit
 from .select import prune, select
+from ..circuit_trust import exact_top, faithfulness_by_size
 
 ACDC_METHODS = {"acdc_task": "task", "acdc_kl": "kl"}
 
@@ -96,27 +103,32 @@ def circuit_paths(out_dir, name: str) -> dict[str, Path]:
 
 
 def write_circuit(circuit: Circuit, out_dir, name: str = "circuit", formats=("png", "svg"),
-                  backend: str = "matplotlib") -> dict[str, Path]:
-    """Save the circuit file and draw it beside it."""
+                  backend: str = "matplotlib", view: bool = False) -> dict[str, Path]:
+    """Save the circuit file and draw it beside it (with `view`, also the interactive HTML viewer)."""
     paths = circuit_paths(out_dir, name)
     save_circuit(paths["json"], circuit)
     draw_circuit(circuit, paths["png"], formats=formats, backend=backend)
-    return {k: paths[k] for k in ("json", *formats)}
+    out = {k: paths[k] for k in ("json", *formats)}
+    if view:
+        out["html"] = write_view([circuit], paths["json"].with_suffix(".html"), [paths["json"]])
+    return out
 
 
 # ---- the DAG's circuits ------------------------------------------------------------------------
 DAG_CIRCUIT_EDGES = 30
 DAG_CIRCUIT_EXPERIMENTS = ("eap_roc", "eapig_faith")
+REFERENCE_METHOD = "exact"      # eap_roc: the circuit of exact patching scores, the others are compared with it
 
 
 def dag_circuit_paths(out_json, figure_png, exp: str, task: str, method: str) -> dict[str, Path]:
     """JSON beside the experiment's result (``<results>/circuits/<exp>/<task>.<method>.json``),
     PNG beside its figure (``<figures>/circuits/<exp>/<task>.<method>.png``; beside the JSON
-    when the experiment draws no figure)."""
+    when the experiment draws no figure); "view": the task's interactive viewer, one for all
+    its methods (``<figures>/circuits/<exp>/<task>.html``)."""
     res = Path(out_json).parent / "circuits" / exp
     fig = Path(figure_png).parent / "circuits" / exp if figure_png else res
     stem = f"{task}.{method}"
-    return {"json": res / f"{stem}.json", "png": fig / f"{stem}.png"}
+    return {"json": res / f"{stem}.json", "png": fig / f"{stem}.png", "view": fig / f"{task}.html"}
 
 
 def sized_circuit(scores: torch.Tensor, graph, n: int, selection: str = "greedy") -> torch.Tensor:
@@ -139,14 +151,23 @@ def save_dag_circuits(model, graph, batch, circuits: dict, *, exp: str, task: st
     if not circuits:
         return {}
     patcher = Patcher(model, graph, batch, resolve_metric(model, batch, metric))
-    out = {}
+    out, saved = {}, []
     for method, (mask, scores, info) in circuits.items():
         faith = evaluate(model, graph, batch, mask, metric, patcher=patcher)
         c = Circuit(graph, mask, scores, method=method, model=model_name, task=task,
                     info=dict(info, faithfulness=faith, experiment=exp))
+        if c.scores is not None and c.n_edges:
+            c.info["trust"] = {"exact": exact_top(c, patcher, c.n_edges)}
+        by_size = faithfulness_by_size(c, model, batch, metric, patcher=patcher)
+        if by_size:
+            c.info["faithfulness_by_size"] = by_size
         paths = dag_circuit_paths(out_json, figure_png, exp, task, method)
         save_circuit(paths["json"], c)
         draw_circuit(c, paths["png"], formats=("png",))
+        saved.append((method, c, paths["json"]))
         out[method] = {"n_edges": c.n_edges, "n_nodes": len(c.nodes), "faithfulness": faith["faithfulness"],
-                       "selection": info.get("selection"), "json": str(paths["json"]), "png": str(paths["png"])}
+                       "selection": info.get("selection"), "json": str(paths["json"]), "png": str(paths["png"]),
+                       "view": str(paths["view"])}
+    saved.sort(key=lambda x: x[0] != REFERENCE_METHOD)        # the reference first: the others are compared with it
+    write_view([c for _, c, _ in saved], paths["view"], [p for _, _, p in saved])
     return out

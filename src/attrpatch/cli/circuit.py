@@ -4,6 +4,7 @@ save and draw it; or measure a saved one (ours or the EAP-IG library's graph JSO
     attrpatch circuit --model DIR --task ioi --method eap_ig --edges 30 --out circuits/ioi
     attrpatch circuit --model DIR --task ioi --method acdc_kl --tau 0.01 --out circuits/ioi_acdc
     attrpatch evaluate circuits/ioi/circuit.json --model DIR --task ioi
+    attrpatch view circuits/ioi/circuit.json [other.json ...] --out circuit.html
 """
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ def add_parsers(sub) -> None:
     c.add_argument("--device", default="cpu")
     c.add_argument("--backend", default="matplotlib", choices=["matplotlib", "graphviz"])
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--exact-top", type=int, default=0, metavar="K",
+                   help="exact patching effect of the K edges of largest |score| into the file (costs K single-edge "
+                        "patches; the budget is printed before it runs)")
+    c.add_argument("--reliability", action="store_true",
+                   help="the second-order correction's reliability rho and Screen-Flag-Fix flag of the circuit's "
+                        "edges (and the --exact-top ones) into the file (methods.hvp)")
+    c.add_argument("--view", action="store_true", help="also write the interactive viewer <name>.html")
     c.set_defaults(fn=circuit_main)
     e = sub.add_parser("evaluate", help="faithfulness of a saved circuit by exact patching",
                        description="Faithfulness of a circuit file (ours or the EAP-IG library's graph JSON).")
@@ -47,6 +55,15 @@ def add_parsers(sub) -> None:
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(fn=evaluate_main)
+    v = sub.add_parser("view", help="interactive HTML viewer of circuit files (one self-contained file)",
+                       description="One self-contained HTML file (plotly, offline) drawing circuit files: the first "
+                                   "one, the others selectable, and the first against each other one.")
+    v.add_argument("circuits", nargs="+", help="circuit JSON files (ours or the EAP-IG library's), one model")
+    v.add_argument("--out", required=True, help="the HTML file to write")
+    v.add_argument("--max-edges", type=int, default=None,
+                   help="edges drawn per view at most (default: plots.viewer.MAX_EDGES)")
+    v.add_argument("--title", help="title of every view (default: method, size, faithfulness)")
+    v.set_defaults(fn=view_main)
 
 
 def _fail(msg: str) -> int:
@@ -87,7 +104,8 @@ def circuit_main(a) -> int:
         bar.update(1), bar.set_description(steps[3])
         info.update(found_on={"n": a.n, "seed": a.seed}, faithfulness=faith)
         c = Circuit(graph, mask, scores, method=a.method, options=options, model=a.model, task=a.task, info=info)
-        files = write_circuit(c, a.out, a.name, backend=a.backend)
+        _add_trust(a, c, model, batch, ebatch)
+        files = write_circuit(c, a.out, a.name, backend=a.backend, view=a.view)
         bar.update(1)
     except (ValueError, KeyError, RuntimeError, FileNotFoundError) as err:
         bar.close()
@@ -98,6 +116,43 @@ def circuit_main(a) -> int:
           f"metric circuit {faith['m_circuit']:.4f}, clean {faith['m_clean']:.4f}, corrupted {faith['m_corrupt']:.4f})")
     for f in files.values():
         print(f"wrote {f}")
+    return 0
+
+
+def _add_trust(a, c, model, batch, ebatch) -> None:
+    """--exact-top / --reliability (on the prompts the scores came from) and the faithfulness at
+    the viewer's other sizes (on the evaluation prompts), into the circuit."""
+    from .circuit_trust import add_reliability, exact_cost, exact_top, faithfulness_by_size, top_edges
+    from .metrics import resolve_metric
+    from .patching import Patcher
+
+    if a.exact_top < 0:
+        raise ValueError(f"--exact-top must be >= 0, got {a.exact_top}")
+    trust = {}
+    if a.exact_top:
+        patcher = Patcher(model, c.graph, batch, resolve_metric(model, batch, a.metric), progress=not a.quiet)
+        print(f"budget: {exact_cost(patcher, len(top_edges(c, a.exact_top)))}", file=sys.stderr)
+        trust["exact"] = exact_top(c, patcher, a.exact_top)
+    if a.reliability:
+        edges = list(dict.fromkeys(c.edges + top_edges(c, a.exact_top)))
+        trust["reliability"] = add_reliability(c, model, batch, edges, a.metric)
+    if trust:
+        c.info["trust"] = trust
+    by_size = faithfulness_by_size(c, model, ebatch, a.metric)
+    if by_size:
+        c.info["faithfulness_by_size"] = by_size
+
+
+def view_main(a) -> int:
+    from .circuit_file import CircuitFileError, load_circuit
+    from .plots.viewer import MAX_EDGES, write_view
+
+    try:
+        circuits = [load_circuit(p) for p in a.circuits]
+        out = write_view(circuits, a.out, a.circuits, max_edges=a.max_edges or MAX_EDGES, title=a.title)
+    except (CircuitFileError, ValueError) as err:
+        return _fail(str(err))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; {len(circuits)} circuit(s))")
     return 0
 
 
