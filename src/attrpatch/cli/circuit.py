@@ -80,6 +80,8 @@ def circuit_main(a) -> int:
     from ..models import load_model
     from ..tasks import make_batch
 
+    if a.exact_top < 0:
+        return _fail(f"--exact-top must be >= 0, got {a.exact_top}")
     try:
         options = json.loads(a.options) if a.options else {}
     except json.JSONDecodeError as err:
@@ -126,8 +128,6 @@ def _add_trust(a, c, model, batch, ebatch) -> None:
     from .metrics import resolve_metric
     from .patching import Patcher
 
-    if a.exact_top < 0:
-        raise ValueError(f"--exact-top must be >= 0, got {a.exact_top}")
     trust = {}
     if a.exact_top:
         patcher = Patcher(model, c.graph, batch, resolve_metric(model, batch, a.metric), progress=not a.quiet)
@@ -149,7 +149,7 @@ def view_main(a) -> int:
 
     try:
         circuits = [load_circuit(p) for p in a.circuits]
-        out = write_view(circuits, a.out, a.circuits, max_edges=a.max_edges or MAX_EDGES, title=a.title)
+        out = write_view(circuits, a.out, a.circuits, max_edges=MAX_EDGES if a.max_edges is None else a.max_edges, title=a.title)
     except (CircuitFileError, ValueError) as err:
         return _fail(str(err))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; {len(circuits)} circuit(s))")
