@@ -67,7 +67,9 @@ def test_slider_views_are_the_methods_selection_at_each_size():
     fig = figure([c])
     (slider,) = fig.layout.sliders
     labels = [s.label for s in slider.steps]
-    assert labels[slider.active].endswith("(saved)")
+    assert labels[slider.active] == "12 (saved)"
+    nums = [int(x.split()[0]) for x in labels]
+    assert nums == sorted(nums) and len(set(nums)) == len(nums)       # by requested size, the saved one in place
     for p in fig.layout.meta["panels"]:
         if "selection of 20" in p["title"]:
             assert "faithfulness 0.900" in p["title"]

@@ -89,7 +89,7 @@ def sized(c: Circuit) -> bool:
 
 def size_steps(n_circuit: int, n_scored: int, max_edges: int = MAX_VIEW_EDGES) -> list[int]:
     """Circuit sizes the viewer's slider offers: 5, 10, 20, 50, 100, ... up to
-    min(n_scored, max_edges), and the saved circuit's own size when it is drawn whole."""
+    min(n_scored, max_edges), and the saved circuit's own (requested) size up to max_edges."""
     cap = min(int(n_scored), int(max_edges))
     out, base = {cap}, 1
     while base <= cap:
@@ -101,12 +101,13 @@ def size_steps(n_circuit: int, n_scored: int, max_edges: int = MAX_VIEW_EDGES) -
 
 
 def other_sizes(c: Circuit, max_edges: int = MAX_VIEW_EDGES) -> list[int]:
-    """The slider's sizes other than the saved circuit's (requested size)."""
+    """The slider's sizes other than the saved circuit's requested size (``info["n_requested"]``,
+    else its edge count: greedy growth and pruning may keep fewer)."""
     if not sized(c):
         return []
     n_scored = int(torch.isfinite(c.graph.edges_from_matrix(c.scores)).sum())
-    own = {c.n_edges, c.info.get("n_requested", c.n_edges)}
-    return [n for n in size_steps(c.n_edges, n_scored, max_edges) if n not in own]
+    requested = int(c.info.get("n_requested", c.n_edges))
+    return [n for n in size_steps(requested, n_scored, max_edges) if n != requested]
 
 
 def faithfulness_by_size(c: Circuit, model, batch, metric="task", patcher: Patcher | None = None,

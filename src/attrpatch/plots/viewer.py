@@ -42,7 +42,7 @@ import torch
 from .. import circuits as C
 from ..circuit_file import Circuit, convention_differences, graph_convention
 from ..circuit_trust import MAX_VIEW_EDGES as MAX_EDGES
-from ..circuit_trust import size_steps, sized
+from ..circuit_trust import other_sizes, sized
 from ..io import atomic_path
 from .circuit import ARC, KIND_COLORS, KIND_LABELS, MAX_WIDTH, MIN_WIDTH, NODE_COLORS, _node_kind, _row_label, \
     layered_layout
@@ -76,28 +76,22 @@ def _recorded_faithfulness(c: Circuit) -> float | None:
 
 
 def _steps(c: Circuit, max_edges: int) -> list[dict]:
-    """[{mask, label, faith, own}]: the saved circuit, and with `sized` its other sizes."""
-    own = {"mask": _thin(c, c.mask, max_edges), "n_requested": c.info.get("n_requested", c.n_edges),
-           "faith": _recorded_faithfulness(c), "own": True}
+    """[{mask, n_requested, faith, own}] by requested size: the saved circuit, and with
+    `sized` the method's circuit at the slider's other sizes (empty ones left out)."""
+    requested = int(c.info.get("n_requested", c.n_edges))
+    own = {"mask": _thin(c, c.mask, max_edges), "n_requested": requested, "faith": _recorded_faithfulness(c),
+           "own": True}
     if not sized(c):
         return [own]
     by_size = {int(r["n_requested"]): r.get("faithfulness") for r in c.info.get("faithfulness_by_size") or []
                if isinstance(r, dict) and "n_requested" in r}
     scores = torch.nan_to_num(c.scores, nan=0.0)
-    n_scored = int(torch.isfinite(c.graph.edges_from_matrix(c.scores)).sum())
-    out = []
-    for n in size_steps(c.n_edges, n_scored, max_edges):
-        if n == c.n_edges or n == own["n_requested"]:
-            if not any(s["own"] for s in out):
-                out.append(own)
-            continue
+    out = [own]
+    for n in other_sizes(c, max_edges):
         m = C.select(scores, c.graph, n, c.info["selection"], do_prune=c.info.get("pruned", True))
-        if not bool(m.any()):            # e.g. greedy growth whose few edges do not reach the input: pruned away
-            continue
-        out.append({"mask": m, "n_requested": n, "faith": by_size.get(n), "own": False})
-    if not any(s["own"] for s in out):       # the saved circuit is larger than max_edges: drawn thinned
-        out.append(own)
-    return out
+        if bool(m.any()):            # e.g. greedy growth whose few edges do not reach the input: pruned away
+            out.append({"mask": m, "n_requested": n, "faith": by_size.get(n), "own": False})
+    return sorted(out, key=lambda s: s["n_requested"])
 
 
 # ---- geometry -------------------------------------------------------------------------------------
