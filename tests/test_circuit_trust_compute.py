@@ -2,6 +2,7 @@
 (Patcher over all edges) at the top-|score| edges; add_reliability equals hvp_scores' rho on
 the same edges and flags rho > threshold; faithfulness_by_size equals the faithfulness curve."""
 import math
+import re
 
 import pytest
 import torch
@@ -70,3 +71,29 @@ def test_faithfulness_by_size_is_the_curve_at_the_sliders_sizes(model):
     assert [r["faithfulness"] for r in rows] == pytest.approx(df.faithfulness.tolist(), abs=1e-9)
     c.info["selection"] = "ACDC tau=0.1"
     assert faithfulness_by_size(c, model, b) == []
+
+
+def test_dag_circuits_carry_exact_effects_and_one_view_per_task(model, tmp_path):
+    from attrpatch.circuit_file import load_circuit
+    from attrpatch.circuit_run import save_dag_circuits
+
+    g = Graph.from_model(model)
+    b = random_batch()
+    found = {}
+    for m, seed in (("eap", 0), ("exact", 1)):
+        torch.manual_seed(seed)
+        s = torch.randn(g.n_up, g.n_down, dtype=torch.float64) * g.edge_mask
+        found[m] = (C.select(s, g, 20, "greedy"), s, {"selection": "greedy", "n_requested": 20, "pruned": True})
+    out = save_dag_circuits(model, g, b, found, exp="eap_roc", task="toy", model_name="random",
+                            out_json=tmp_path / "results" / "eap_roc.json", figure_png=tmp_path / "fig" / "eap_roc.png")
+    assert out["eap"]["view"] == out["exact"]["view"] == str(tmp_path / "fig" / "circuits" / "eap_roc" / "toy.html")
+    every = Patcher(model, g, b, task_metric(b)).edge_effects().double()
+    for m in found:
+        c = load_circuit(out[m]["json"])
+        assert c.n_edges > 0 and set(c.edge_info) == set(c.edges) and c.info["trust"]["exact"]["n_edges"] == c.n_edges
+        for n in c.edges:
+            assert c.edge_info[n]["exact"] == pytest.approx(float(every[g.edge_names.index(n)]), abs=1e-9)
+        assert [r["n_requested"] for r in c.info["faithfulness_by_size"]] == other_sizes(c)
+    text = open(out["eap"]["view"]).read()
+    labels = re.findall(r'"label": ?"([^"]+)", ?"method": ?"update"', text)
+    assert labels[-3:] == ["exact", "eap", "exact vs eap"]                   # the menu: exact patching's circuit first

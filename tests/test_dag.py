@@ -75,6 +75,7 @@ def test_smoke_dag_end_to_end(tmp_path):
             assert (c.task, c.method) == (task, method) and c.n_edges == d["n_edges"]
             assert method.startswith("acdc") or c.n_edges <= 30      # ACDC: its tau closest to 30 edges
             assert (tmp_path / d["png"]).stat().st_size > 1000
+            assert (tmp_path / d["view"]).stat().st_size > 3_000_000             # the task's viewer (plotly inlined)
     report = (tmp_path / "results" / "smoke" / "claims_report.md").read_text()
     assert "passed" in report and "| " in report
     assert (tmp_path / "results" / "smoke" / "claims_report.xml").exists()

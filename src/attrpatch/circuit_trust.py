@@ -1,10 +1,11 @@
 """Whether to believe a circuit's edges, computed: what the circuit file's trust fields
 (`circuit_file.TRUST_FIELDS`) and the viewer (`plots.viewer`) show beside each score.
 
-* `exact_top`: the exact patching effect of the K edges of largest |score| (the ground
-  truth an attribution score estimates), at a cost stated before it runs: K single-edge
-  patches, ``ceil(K / patcher.chunk)`` batched forwards or a few more (edges are grouped
-  by receiving layer).
+* `exact_top` / `exact_edges`: the exact patching effect of the K edges of largest |score|
+  (or of named edges: the DAG checks each circuit's own), the ground truth an attribution
+  score estimates, at a cost stated before it runs: K single-edge patches,
+  ``ceil(K / patcher.chunk)`` batched forwards or a few more (edges are grouped by
+  receiving layer).
 * `add_reliability`: the second-order correction's reliability rho and Screen-Flag-Fix's
   flag (`methods.hvp.hvp_scores`, `sff_flag` at its threshold) on chosen edges.
 * `size_steps` / `faithfulness_by_size`: the circuit sizes the viewer's slider offers and
@@ -47,8 +48,13 @@ def exact_cost(patcher: Patcher, k: int) -> str:
 
 def exact_top(c: Circuit, patcher: Patcher, k: int) -> dict:
     """Exact effect of the top-k edges into ``c.edge_info[name]["exact"]``; returns the record."""
-    names = top_edges(c, k)
-    rec = {"k": int(k), "n_edges": len(names), "budget": exact_cost(patcher, len(names))}
+    return dict(exact_edges(c, patcher, top_edges(c, k)), k=int(k))
+
+
+def exact_edges(c: Circuit, patcher: Patcher, names: list[str]) -> dict:
+    """Exact effect of the named edges (single-edge patches on ``patcher``'s prompts) into
+    ``c.edge_info[name]["exact"]``; returns the record (edges, stated budget, forwards, seconds)."""
+    rec = {"n_edges": len(names), "budget": exact_cost(patcher, len(names))}
     if not names:
         return rec
     uv = torch.tensor([c.graph.edge(n) for n in names], dtype=torch.long)

@@ -15,11 +15,11 @@ DAG's eap_roc / eapig_faith share.
   (`closest_circuit`). Each is measured by exact patching on the experiment's prompts and
   written by `save_dag_circuits` to `dag_circuit_paths` (JSON under results/, PNG under
   figures/, both named ``<task>.<method>``), which the Snakefile declares as outputs. Each
-  file carries the exact patching effect of the circuit's own edges (`circuit_trust.exact_top`,
-  K = its size) and the faithfulness at the viewer's other sizes; one interactive view per
-  task (``<figures>/circuits/<exp>/<task>.html``, `plots.viewer`) shows the task's circuits,
-  the reference circuit ("exact") first where the experiment has one, so that the others
-  are compared with it.
+  file carries the exact patching effect of the circuit's own edges
+  (`circuit_trust.exact_edges`) and the faithfulness at the viewer's other sizes; one
+  interactive view per task (``<figures>/circuits/<exp>/<task>.html``, `plots.viewer`) shows
+  the task's circuits, exact patching's circuit ("exact") first where the experiment has one,
+  so that the others are compared with it.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from ..plots.viewer import write_view
 from .faithfulness import circuit_faithfulness
 from .file import Circuit, save_circuit
 from .select import prune, select
-from ..circuit_trust import exact_top, faithfulness_by_size
+from ..circuit_trust import exact_edges, faithfulness_by_size
 
 ACDC_METHODS = {"acdc_task": "task", "acdc_kl": "kl"}
 
@@ -157,7 +157,7 @@ def save_dag_circuits(model, graph, batch, circuits: dict, *, exp: str, task: st
         c = Circuit(graph, mask, scores, method=method, model=model_name, task=task,
                     info=dict(info, faithfulness=faith, experiment=exp))
         if c.scores is not None and c.n_edges:
-            c.info["trust"] = {"exact": exact_top(c, patcher, c.n_edges)}
+            c.info["trust"] = {"exact": dict(exact_edges(c, patcher, c.edges), edges="the circuit's own")}
         by_size = faithfulness_by_size(c, model, batch, metric, patcher=patcher)
         if by_size:
             c.info["faithfulness_by_size"] = by_size
