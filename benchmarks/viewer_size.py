@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from attrpatch import circuits as C
-from attrpatch.circuit_file import Circuit, save_circuit
+from attrpatch.circuits.select import select
+from attrpatch.circuits.file import Circuit, save_circuit
 from attrpatch.graph import Graph
 from attrpatch.plots.viewer import DIV_ID, write_view
 
@@ -34,7 +34,7 @@ def circuits() -> list[tuple[str, Circuit]]:
         torch.manual_seed(seed)
         s = torch.randn(g.n_up, g.n_down, dtype=torch.float64).abs() ** 3 * torch.randn(g.n_up, g.n_down).sign()
         s = s * g.edge_mask
-        out.append((name, Circuit(g, C.select(s, g, n, "greedy"), s, method=name, model="gpt2-shape (synthetic)",
+        out.append((name, Circuit(g, select(s, g, n, "greedy"), s, method=name, model="gpt2-shape (synthetic)",
                                   task="synthetic", info={"selection": "greedy", "n_requested": n, "pruned": True})))
     return out
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from attrpatch import circuits as C
-from attrpatch.circuit_file import Circuit, CircuitFileError, from_dict, load_circuit, save_circuit
+from attrpatch.circuits.select import top_n
+from attrpatch.circuits.file import Circuit, CircuitFileError, from_dict, load_circuit, save_circuit
 from attrpatch.graph import Graph
 
 
@@ -15,7 +15,7 @@ def _circuit():
     g = Graph(2, 3, d_model=16)
     torch.manual_seed(0)
     s = torch.randn(g.n_up, g.n_down, dtype=torch.float64) * g.edge_mask
-    c = Circuit(g, C.top_n(s, g, 6), s, method="eap")
+    c = Circuit(g, top_n(s, g, 6), s, method="eap")
     top = c.edges[:2]
     c.edge_info = {top[0]: {"exact": 0.25, "reliability": 0.1, "flag": False},
                    top[1]: {"exact": float("nan"), "reliability": 2.5, "flag": True}}

@@ -1,4 +1,4 @@
-"""circuit_trust against ground truth: exact_top equals every edge's exact patching effect
+"""circuits.trust against ground truth: exact_top equals every edge's exact patching effect
 (Patcher over all edges) at the top-|score| edges; add_reliability equals hvp_scores' rho on
 the same edges and flags rho > threshold; faithfulness_by_size equals the faithfulness curve."""
 import math
@@ -7,9 +7,10 @@ import re
 import pytest
 import torch
 
-from attrpatch import circuits as C
-from attrpatch.circuit_file import Circuit
-from attrpatch.circuit_trust import (add_reliability, exact_top, faithfulness_by_size, other_sizes, top_edges)
+from attrpatch.circuits.select import select
+from attrpatch.circuits.faithfulness import faithfulness_curve
+from attrpatch.circuits.file import Circuit
+from attrpatch.circuits.trust import (add_reliability, exact_top, faithfulness_by_size, other_sizes, top_edges)
 from attrpatch.graph import Graph
 from attrpatch.methods.hvp import hvp_scores
 from attrpatch.metrics import task_metric
@@ -22,7 +23,7 @@ def _circuit(model, n=8):
     g = Graph.from_model(model)
     torch.manual_seed(0)
     s = torch.randn(g.n_up, g.n_down, dtype=torch.float64) * g.edge_mask
-    return Circuit(g, C.select(s, g, n, "greedy"), s, method="eap",
+    return Circuit(g, select(s, g, n, "greedy"), s, method="eap",
                    info={"selection": "greedy", "n_requested": n, "pruned": True})
 
 
@@ -67,15 +68,15 @@ def test_faithfulness_by_size_is_the_curve_at_the_sliders_sizes(model):
     rows = faithfulness_by_size(c, model, b)
     sizes = other_sizes(c)
     assert [r["n_requested"] for r in rows] == sizes and 8 not in sizes
-    df = C.faithfulness_curve(model, c.graph, b, c.scores, sizes, selection="greedy")
+    df = faithfulness_curve(model, c.graph, b, c.scores, sizes, selection="greedy")
     assert [r["faithfulness"] for r in rows] == pytest.approx(df.faithfulness.tolist(), abs=1e-9)
     c.info["selection"] = "ACDC tau=0.1"
     assert faithfulness_by_size(c, model, b) == []
 
 
 def test_dag_circuits_carry_exact_effects_and_one_view_per_task(model, tmp_path):
-    from attrpatch.circuit_file import load_circuit
-    from attrpatch.circuit_run import save_dag_circuits
+    from attrpatch.circuits.file import load_circuit
+    from attrpatch.circuits.run import save_dag_circuits
 
     g = Graph.from_model(model)
     b = random_batch()
@@ -83,7 +84,7 @@ def test_dag_circuits_carry_exact_effects_and_one_view_per_task(model, tmp_path)
     for m, seed in (("eap", 0), ("exact", 1)):
         torch.manual_seed(seed)
         s = torch.randn(g.n_up, g.n_down, dtype=torch.float64) * g.edge_mask
-        found[m] = (C.select(s, g, 20, "greedy"), s, {"selection": "greedy", "n_requested": 20, "pruned": True})
+        found[m] = (select(s, g, 20, "greedy"), s, {"selection": "greedy", "n_requested": 20, "pruned": True})
     out = save_dag_circuits(model, g, b, found, exp="eap_roc", task="toy", model_name="random",
                             out_json=tmp_path / "results" / "eap_roc.json", figure_png=tmp_path / "fig" / "eap_roc.png")
     assert out["eap"]["view"] == out["exact"]["view"] == str(tmp_path / "fig" / "circuits" / "eap_roc" / "toy.html")

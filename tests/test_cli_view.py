@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from attrpatch.circuit_file import load_circuit
+from attrpatch.circuits.file import load_circuit
 from attrpatch.cli import main
 
 

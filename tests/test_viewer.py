@@ -7,9 +7,9 @@ import re
 import pytest
 import torch
 
-from attrpatch import circuits as C
-from attrpatch.circuit_file import Circuit
-from attrpatch.circuit_trust import size_steps
+from attrpatch.circuits.select import select
+from attrpatch.circuits.file import Circuit
+from attrpatch.circuits.trust import size_steps
 from attrpatch.graph import Graph
 from attrpatch.plots.viewer import DIV_ID, figure, panel_counts, write_view
 
@@ -18,7 +18,7 @@ def _circuit(g=None, n=12, selection="greedy", seed=0, method="eap"):
     g = g or Graph(2, 3, d_model=16)
     torch.manual_seed(seed)
     s = torch.randn(g.n_up, g.n_down, dtype=torch.float64) * g.edge_mask
-    mask = C.select(s, g, n, selection)
+    mask = select(s, g, n, selection)
     return Circuit(g, mask, s, method=method, info={"selection": selection, "n_requested": n, "pruned": True,
                                                    "faithfulness": {"faithfulness": 0.75}})
 
@@ -73,7 +73,7 @@ def test_slider_views_are_the_methods_selection_at_each_size():
     for p in fig.layout.meta["panels"]:
         if "selection of 20" in p["title"]:
             assert "faithfulness 0.900" in p["title"]
-            want = C.select(torch.nan_to_num(c.scores), c.graph, 20, "greedy")
+            want = select(torch.nan_to_num(c.scores), c.graph, 20, "greedy")
             assert p["n_lines"] == int(want.sum())
         elif "saved" not in p["title"]:
             assert "faithfulness not measured at this size" in p["title"]

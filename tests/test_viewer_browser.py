@@ -13,8 +13,8 @@ import time
 import pytest
 import torch
 
-from attrpatch import circuits as C
-from attrpatch.circuit_file import Circuit, save_circuit
+from attrpatch.circuits.select import select
+from attrpatch.circuits.file import Circuit, save_circuit
 from attrpatch.cli import main
 from attrpatch.graph import Graph
 from attrpatch.plots.viewer import DIV_ID
@@ -59,13 +59,13 @@ def files(tmp_path_factory):
     g = Graph(2, 3, d_model=16)
     torch.manual_seed(0)
     s = torch.randn(g.n_up, g.n_down, dtype=torch.float64) * g.edge_mask
-    a = Circuit(g, C.select(s, g, 12, "greedy"), s, method="eap_ig", task="toy",
+    a = Circuit(g, select(s, g, 12, "greedy"), s, method="eap_ig", task="toy",
                 info={"selection": "greedy", "n_requested": 12, "pruned": True, "faithfulness": {"faithfulness": 0.61},
                       "faithfulness_by_size": [{"n_requested": 20, "n_edges": 20, "faithfulness": 0.83}]})
     top = a.edges[0]
     a.edge_info = {top: {"exact": 0.3125, "reliability": 0.875, "flag": True}}
     s2 = s + 0.5 * torch.randn(g.n_up, g.n_down, dtype=torch.float64) * g.edge_mask
-    b = Circuit(g, C.select(s2, g, 9, "greedy"), s2, method="eap", info={"selection": "greedy", "n_requested": 9})
+    b = Circuit(g, select(s2, g, 9, "greedy"), s2, method="eap", info={"selection": "greedy", "n_requested": 9})
     assert b.n_edges > 0 and not torch.equal(a.mask, b.mask)
     pa, pb = save_circuit(d / "a.json", a), save_circuit(d / "b.json", b)
     out = d / "view.html"

@@ -16,7 +16,7 @@ DAG's eap_roc / eapig_faith share.
   written by `save_dag_circuits` to `dag_circuit_paths` (JSON under results/, PNG under
   figures/, both named ``<task>.<method>``), which the Snakefile declares as outputs. Each
   file carries the exact patching effect of the circuit's own edges
-  (`circuit_trust.exact_edges`) and the faithfulness at the viewer's other sizes; one
+  (`circuits.trust.exact_edges`) and the faithfulness at the viewer's other sizes; one
   interactive view per task (``<figures>/circuits/<exp>/<task>.html``, `plots.viewer`) shows
   the task's circuits, exact patching's circuit ("exact") first where the experiment has one,
   so that the others are compared with it.
@@ -36,7 +36,7 @@ from ..plots.viewer import write_view
 from .faithfulness import circuit_faithfulness
 from .file import Circuit, save_circuit
 from .select import prune, select
-from ..circuit_trust import exact_edges, faithfulness_by_size
+from .trust import exact_edges, faithfulness_by_size
 
 ACDC_METHODS = {"acdc_task": "task", "acdc_kl": "kl"}
 

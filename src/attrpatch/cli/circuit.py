@@ -124,9 +124,9 @@ def circuit_main(a) -> int:
 def _add_trust(a, c, model, batch, ebatch) -> None:
     """--exact-top / --reliability (on the prompts the scores came from) and the faithfulness at
     the viewer's other sizes (on the evaluation prompts), into the circuit."""
-    from .circuit_trust import add_reliability, exact_cost, exact_top, faithfulness_by_size, top_edges
-    from .metrics import resolve_metric
-    from .patching import Patcher
+    from ..circuits.trust import add_reliability, exact_cost, exact_top, faithfulness_by_size, top_edges
+    from ..metrics import resolve_metric
+    from ..patching import Patcher
 
     trust = {}
     if a.exact_top:
@@ -144,8 +144,8 @@ def _add_trust(a, c, model, batch, ebatch) -> None:
 
 
 def view_main(a) -> int:
-    from .circuit_file import CircuitFileError, load_circuit
-    from .plots.viewer import MAX_EDGES, write_view
+    from ..circuits.file import CircuitFileError, load_circuit
+    from ..plots.viewer import MAX_EDGES, write_view
 
     try:
         circuits = [load_circuit(p) for p in a.circuits]

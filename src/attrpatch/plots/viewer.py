@@ -12,18 +12,18 @@ positive, light dashed: negative), width by |score| (in `WIDTH_LEVELS` steps: on
 line trace per kind, sign and width). Edges point upward; arrows are left out.
 
 * Hover an edge (its midpoint marker): score, the method's rank, and where the circuit file
-  carries them (`circuit_file.TRUST_FIELDS`) the exact patching effect, the reliability rho
+  carries them (`circuits.file.TRUST_FIELDS`) the exact patching effect, the reliability rho
   and the Screen-Flag-Fix flag; hover a node: its name and degree in the view.
 * Slider (circuits found by size, ``selection`` greedy or topn): the method's circuit at
   other sizes (`circuits.select` on the file's scores, the circuit's own selection and
   pruning), with the faithfulness at that size where the file records it
   (``info["faithfulness"]`` for the saved size, ``info["faithfulness_by_size"]`` for the
-  others: `circuit_trust.faithfulness_by_size`), "not measured" where it does not.
+  others: `circuits.trust.faithfulness_by_size`), "not measured" where it does not.
 * Several files: a dropdown picks the circuit, and for the first against each other one a
   difference view (edges in both, only in the first, only in the other).
 
 Thinning: a view draws at most ``max_edges`` edges (`MAX_EDGES` = 300, its home is
-`circuit_trust.MAX_VIEW_EDGES`). A circuit larger
+`circuits.trust.MAX_VIEW_EDGES`). A circuit larger
 than that is drawn as its ``max_edges`` edges of largest |score| and its title says so; the
 slider's sizes stop there. Why: beyond a few hundred edges a node-link drawing of a model's
 ~150 nodes is a solid band that hides what one is looking for, and every drawn edge adds
@@ -39,10 +39,10 @@ from pathlib import Path
 import plotly.graph_objects as go
 import torch
 
-from .. import circuits as C
-from ..circuit_file import Circuit, convention_differences, graph_convention
-from ..circuit_trust import MAX_VIEW_EDGES as MAX_EDGES
-from ..circuit_trust import other_sizes, sized
+from ..circuits.select import select
+from ..circuits.file import Circuit, convention_differences, graph_convention
+from ..circuits.trust import MAX_VIEW_EDGES as MAX_EDGES
+from ..circuits.trust import other_sizes, sized
 from ..io import atomic_path
 from .circuit import ARC, KIND_COLORS, KIND_LABELS, MAX_WIDTH, MIN_WIDTH, NODE_COLORS, _node_kind, _row_label, \
     layered_layout
@@ -88,7 +88,7 @@ def _steps(c: Circuit, max_edges: int) -> list[dict]:
     scores = torch.nan_to_num(c.scores, nan=0.0)
     out = [own]
     for n in other_sizes(c, max_edges):
-        m = C.select(scores, c.graph, n, c.info["selection"], do_prune=c.info.get("pruned", True))
+        m = select(scores, c.graph, n, c.info["selection"], do_prune=c.info.get("pruned", True))
         if bool(m.any()):            # e.g. greedy growth whose few edges do not reach the input: pruned away
             out.append({"mask": m, "n_requested": n, "faith": by_size.get(n), "own": False})
     return sorted(out, key=lambda s: s["n_requested"])

@@ -1,5 +1,5 @@
 """Whether to believe a circuit's edges, computed: what the circuit file's trust fields
-(`circuit_file.TRUST_FIELDS`) and the viewer (`plots.viewer`) show beside each score.
+(`circuits.file.TRUST_FIELDS`) and the viewer (`plots.viewer`) show beside each score.
 
 * `exact_top` / `exact_edges`: the exact patching effect of the K edges of largest |score|
   (or of named edges: the DAG checks each circuit's own), the ground truth an attribution
@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from . import circuits as C
-from .circuit_file import Circuit
-from .metrics import resolve_metric
-from .methods.hvp import DEFAULT_THRESHOLD, hvp_scores, sff_flag
-from .patching import Patcher
+from .faithfulness import faithfulness_curve
+from .file import Circuit
+from ..metrics import resolve_metric
+from ..methods.hvp import DEFAULT_THRESHOLD, hvp_scores, sff_flag
+from ..patching import Patcher
 
 SIZED_SELECTIONS = ("greedy", "topn")
 MAX_VIEW_EDGES = 300        # the viewer draws at most this many edges per view (plots.viewer says why)
@@ -125,7 +125,7 @@ def faithfulness_by_size(c: Circuit, model, batch, metric="task", patcher: Patch
         return []
     if patcher is None:
         patcher = Patcher(model, c.graph, batch, resolve_metric(model, batch, metric))
-    df = C.faithfulness_curve(model, c.graph, batch, torch.nan_to_num(c.scores, nan=0.0), sizes,
+    df = faithfulness_curve(model, c.graph, batch, torch.nan_to_num(c.scores, nan=0.0), sizes,
                               selection=c.info["selection"], do_prune=c.info.get("pruned", True), patcher=patcher)
     return [{"n_requested": int(r.n_requested), "n_edges": int(r.n_edges_after_prune),
              "faithfulness": float(r.faithfulness)} for r in df.itertuples()]
