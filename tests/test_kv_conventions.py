@@ -138,6 +138,10 @@ def test_conventions_agree_where_conversion_is_exact(family, pair):
     assert torch.equal(from_dict(d, gu).mask, c_u.mask)
     with pytest.raises(Exception, match="kv_convention"):
         from_dict(d, gg)
+    del d["attrpatch"]                                  # an EAP-IG library file: the fix is named
+    with pytest.raises(Exception, match="load the model with kv_convention='ungrouped'"):
+        from_dict(d, gg)
+    assert torch.equal(from_dict(d, gu).mask, c_u.mask)
 
 
 def test_split_group_is_refused():
