@@ -101,3 +101,28 @@ def test_mib_scores_on_a_random_tiny_model(root, tmp_path):
     g = Graph.from_model(model)
     out = cpr_cmd(model, g, b, eap_scores(model, g, b))
     assert out["curve_signed"]["faithfulness"][-1] == pytest.approx(1.0) and out["cmd"] >= 0
+
+
+def test_track_writes_a_submission_mib_accepts(root, tmp_path):
+    """Tiny random GPT-2 (ioi_gpt2) and ungrouped Llama-GQA (ioi_llama3, arithmetic-addition_llama3):
+    EAP and EAP-IG scored, CPR/CMD computed, and each method's folder passes `read_submission`."""
+    from attrpatch.mib_submission import SubmissionError, read_submission
+    from attrpatch.mib_track import run_track
+    out = tmp_path / "sub"
+    gpt = load_model(save_random_family("gpt2", tmp_path / "g", vocab_size=len(TOK), seed=2), dtype=torch.float64)
+    path = save_random_family("llama-gqa", tmp_path / "l", vocab_size=len(TOK), seed=2)
+    llama = load_model(path, dtype=torch.float64, kv_convention="ungrouped")
+    ioi = M.load_batch("ioi", None, root, "validation", TOK)
+    add = M.load_batch("arithmetic_addition", None, root, "validation", TOK)
+    methods, opts = ["eap", "eap_ig"], {"eap_ig": {"steps": 2}}
+    rows = run_track(gpt, "gpt2", {"ioi": ioi}, methods, out, options=opts)
+    rows += run_track(llama, "llama3", {"ioi": ioi, "arithmetic_addition": add}, methods, out, options=opts)
+    assert len(rows) == 6 and all(r["cmd"] >= 0 for r in rows)
+    for m in methods:
+        sub = read_submission(out / m)
+        assert set(sub) == {"ioi_gpt2", "ioi_llama3", "arithmetic-addition_llama3"}
+        assert all(v["form"] == "importances" for v in sub.values())
+    with pytest.raises(SubmissionError, match="does not score task 'ioi' on model 'qwen'"):
+        run_track(gpt, "qwen", {"ioi": ioi}, methods, out)
+    with pytest.raises(SubmissionError, match="kv_convention='ungrouped'"):
+        run_track(load_model(path, dtype=torch.float64), "llama3", {"ioi": ioi}, methods, out)
