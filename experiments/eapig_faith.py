@@ -15,7 +15,7 @@ JSON fields: tasks.<task>.{m_clean, m_corrupt} (mean clean / corrupted metric: t
 reason, BOS), tasks.<task>.methods.<method>.{curve, auc, auc_log, faith_at.<n>,
 min_edges_for_f085, pearson, pearson_signed, spearman}; shortcuts auc.<task>.<method>,
 pearson.<task>.<method>; MIB's scores tasks.<task>.methods.<method>.{cpr, cmd, mib_curves}
-and shortcuts cpr.<task>.<method>, cmd.<task>.<method> (`attrpatch.mib_metrics`); summary.{mean_auc, mean_auc_log, mean_pearson, min_pearson,
+and shortcuts cpr.<task>.<method>, cmd.<task>.<method> (`attrpatch.circuits.mib_metrics`); summary.{mean_auc, mean_auc_log, mean_pearson, min_pearson,
 max_pearson}.<method>, summary.n_tasks_ig_beats_eap (EAP-IG AUC >= EAP AUC),
 summary.n_tasks_igact_beats_eap, summary.n_tasks_ig_beats_eap_log, summary.n_tasks.
 

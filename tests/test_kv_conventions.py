@@ -5,7 +5,7 @@ compute the same logits as the grouped one; its graph must be the EAP-IG library
 counts); a head's private key input must really be private (patching it leaves the group's
 other heads alone); EAP on it must equal exact patching where the metric is linear and the
 derivative of exact patching elsewhere, like every family in tests/test_families.py; and the
-two conventions must agree where `circuit_kv.convert` says they do (masks exactly, EAP scores
+two conventions must agree where `circuits.kv.convert` says they do (masks exactly, EAP scores
 as group sums). Negative controls: a split group is refused; a grouped-only edge set is not
 the EAP-IG layout.
 """
@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from attrpatch.activations import capture_outputs, frozen_hooks
-from attrpatch.circuit_file import Circuit, eap_ig_edge_names, eap_ig_incompatibility, from_dict, to_dict
-from attrpatch.circuit_kv import KvConversionError, convert
-from attrpatch.circuits import circuit_metric
+from attrpatch.circuits.file import Circuit, eap_ig_edge_names, eap_ig_incompatibility, from_dict, to_dict
+from attrpatch.circuits.kv import KvConversionError, convert
+from attrpatch.circuits.faithfulness import circuit_metric
 from attrpatch.graph import Graph, closed_form_edge_count
 from attrpatch.methods.eap import eap_scores
 from attrpatch.models import load_model

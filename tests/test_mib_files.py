@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
+from attrpatch.circuits.mib_submission import SubmissionError, read_submission
+from attrpatch.circuits.mib_track import run_track
 from attrpatch.graph import Graph
 from attrpatch.methods.eap import eap_scores
-from attrpatch.mib_metrics import cpr_cmd
+from attrpatch.circuits.mib_metrics import cpr_cmd
 from attrpatch.models import load_model
 from attrpatch.models.random import save_random_family
 from attrpatch.tasks import mib_files as M
@@ -106,8 +108,6 @@ def test_mib_scores_on_a_random_tiny_model(root, tmp_path):
 def test_track_writes_a_submission_mib_accepts(root, tmp_path):
     """Tiny random GPT-2 (ioi_gpt2) and ungrouped Llama-GQA (ioi_llama3, arithmetic-addition_llama3):
     EAP and EAP-IG scored, CPR/CMD computed, and each method's folder passes `read_submission`."""
-    from attrpatch.mib_submission import SubmissionError, read_submission
-    from attrpatch.mib_track import run_track
     out = tmp_path / "sub"
     gpt = load_model(save_random_family("gpt2", tmp_path / "g", vocab_size=len(TOK), seed=2), dtype=torch.float64)
     path = save_random_family("llama-gqa", tmp_path / "l", vocab_size=len(TOK), seed=2)

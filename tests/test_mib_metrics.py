@@ -1,14 +1,15 @@
-"""MIB's CPR and CMD (attrpatch.mib_metrics) against a hand computation and on a tiny model."""
+"""MIB's CPR and CMD (attrpatch.circuits.mib_metrics) against a hand computation and on a tiny model."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from attrpatch.circuits import circuit_metric, faithfulness, select
+from attrpatch.circuits.faithfulness import circuit_metric, faithfulness
+from attrpatch.circuits.select import select
 from attrpatch.graph import Graph
 from attrpatch.methods.eap import eap_scores
 from attrpatch.metrics import resolve_metric
-from attrpatch.mib_metrics import PERCENTAGES, cmd, cpr, cpr_cmd, mib_sizes
+from attrpatch.circuits.mib_metrics import PERCENTAGES, cmd, cpr, cpr_cmd, mib_sizes
 from attrpatch.patching import Patcher
 
 from conftest import random_batch

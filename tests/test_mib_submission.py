@@ -1,4 +1,4 @@
-"""MIB's submission folder (attrpatch.mib_submission): written, read back, and refused when MIB
+"""MIB's submission folder (attrpatch.circuits.mib_submission): written, read back, and refused when MIB
 would refuse it; every method's circuit on random tiny GPT-2 and ungrouped Llama-GQA
 checkpoints passes the EAP-IG loader's conventions."""
 from __future__ import annotations
@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from attrpatch.attribute import attribute, level
-from attrpatch.circuit_file import Circuit, to_dict
-from attrpatch.circuits import top_n
+from attrpatch.circuits.file import Circuit, to_dict
+from attrpatch.circuits.select import top_n
 from attrpatch.graph import Graph, GraphUnsupported
-from attrpatch.mib_submission import (IMPORTANCES, SIZED_PERCENT, SubmissionError, eap_ig_loader_problems,
+from attrpatch.circuits.mib_submission import (IMPORTANCES, SIZED_PERCENT, SubmissionError, eap_ig_loader_problems,
                                       folder_name, read_folder, read_submission, sized_file_name, write_importances,
                                       write_sized)
+from attrpatch.methods.registry import METHODS, attribute, level
 from attrpatch.models import load_model
 from attrpatch.models.random import save_random_family
 
@@ -107,7 +107,6 @@ FAST = {"eap_ig": {"steps": 2}, "eap_ig_activations": {"steps": 2}, "eap_ig_cc":
 def test_every_methods_circuit_loads_in_eap_ig(family, tiny, tmp_path):
     """Each edge method's scores -> a 20-edge circuit -> MIB's importance file, passing the loader's
     conventions; a method the family cannot run says so (AtP*'s QK fix on rotary models)."""
-    from attrpatch.attribute import METHODS
     model = tiny[family]
     g = Graph.from_model(model)
     b = random_batch(B=2, P=4, V=48, seed=1)

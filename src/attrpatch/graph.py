@@ -38,7 +38,7 @@ The model must then compute per-query-head keys and values: `models.ungroup` rep
 head's projection once per query head of its group, which leaves the model's function
 unchanged and gives ``hook_k_input`` / ``hook_v_input`` an H-head axis to patch. A graph
 records its convention (and G, the model's own kv heads) so circuit files say which one they
-use (`circuit_kv` converts between them where that is exact). With G = H both conventions are
+use (`circuits.kv` converts between them where that is exact). With G = H both conventions are
 the same graph and the field reads "grouped".
 
 Edge counts in closed form (`closed_form_edge_count`), with M = 1 for MLPs, 0 without, and

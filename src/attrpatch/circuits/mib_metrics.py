@@ -26,10 +26,10 @@ from typing import Sequence
 
 import torch
 
-from .circuits import faithfulness_curve
-from .graph import Graph
-from .metrics import resolve_metric
-from .patching import Patcher
+from ..graph import Graph
+from ..metrics import resolve_metric
+from ..patching import Patcher
+from .faithfulness import faithfulness_curve
 
 PERCENTAGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 SOURCE = "hannamw/MIB-circuit-track, MIB_circuit_track/evaluation.py, commit b759df34"

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .attribute import attribute, level
-from .circuit_file import Circuit
-from .graph import Graph
-from .metrics import resolve_metric
+from ..graph import Graph
+from ..methods.registry import attribute, level
+from ..metrics import resolve_metric
+from ..patching import Patcher
+from .file import Circuit
 from .mib_metrics import cpr_cmd
 from .mib_submission import SubmissionError, folder_name, write_importances
-from .patching import Patcher
 
 
 def run_track(model, model_key: str, batches: dict, methods, out_dir, *, options: dict | None = None,

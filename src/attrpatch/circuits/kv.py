@@ -26,8 +26,8 @@ import dataclasses
 
 import torch
 
-from .circuit_file import Circuit
-from .graph import KV_CONVENTIONS, Graph
+from ..graph import KV_CONVENTIONS, Graph
+from .file import Circuit
 
 
 class KvConversionError(ValueError):

@@ -22,7 +22,7 @@ MIB Leaderboard"; run_attribution.py writes the same folders; MIB_circuit_track/
 
 GQA models are scored by MIB with ungrouped keys and values, so a grouped-GQA circuit is
 refused here with the fix (load the model with ``kv_convention="ungrouped"``, or
-`circuit_kv.convert` when exact).
+`circuits.kv.convert` when exact).
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from .circuit_file import Circuit, eap_ig_edge_names, eap_ig_node_names, load_circuit, save_circuit, to_dict
-from .circuits import top_n, prune
+from .file import Circuit, eap_ig_edge_names, eap_ig_node_names, load_circuit, save_circuit, to_dict
+from .select import prune, top_n
 
 SOURCE = "hannamw/MIB-circuit-track, README.md and MIB_circuit_track/utils.py, commit b759df34"
 TASKS = ("ioi", "mcqa", "arithmetic-addition", "arithmetic-subtraction", "arc-easy", "arc-challenge")
@@ -65,7 +65,7 @@ def sized_file_name(percent: float) -> str:
 # ---- MIB's loader, as a checker -------------------------------------------------------------
 def eap_ig_loader_problems(d) -> list[str]:
     """What stops the EAP-IG library's ``Graph.from_json`` (as MIB calls it) from loading `d`
-    ([] when it loads). Independent of `circuit_file`'s reader: names are rebuilt from cfg."""
+    ([] when it loads). Independent of `circuits.file`'s reader: names are rebuilt from cfg."""
     if not isinstance(d, dict):
         return [f"the file is a JSON {type(d).__name__}, not an object"]
     missing = [k for k in ("cfg", "nodes", "edges") if k not in d]
@@ -101,7 +101,7 @@ def _checked_dict(circuit: Circuit, where: str) -> dict:
     if not meta["eap_ig_compatible"]:
         g = circuit.graph
         fix = (" MIB scores GQA models with ungrouped keys and values: load the model with kv_convention='ungrouped'"
-               " (or convert the circuit with attrpatch.circuit_kv.convert where exact)."
+               " (or convert the circuit with attrpatch.circuits.kv.convert where exact)."
                if g.n_kv_heads != g.n_heads and g.kv_convention == "grouped" else "")
         raise SubmissionError(f"{where}: MIB cannot load this circuit: {meta['eap_ig_incompatibility']}.{fix}")
     problems = eap_ig_loader_problems(d)
