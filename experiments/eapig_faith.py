@@ -14,7 +14,8 @@ JSON fields: tasks.<task>.{m_clean, m_corrupt} (mean clean / corrupted metric: t
 `baseline` / `corrupted_baseline`), tasks.<task>.data (source file, rows kept / rejected per
 reason, BOS), tasks.<task>.methods.<method>.{curve, auc, auc_log, faith_at.<n>,
 min_edges_for_f085, pearson, pearson_signed, spearman}; shortcuts auc.<task>.<method>,
-pearson.<task>.<method>; summary.{mean_auc, mean_auc_log, mean_pearson, min_pearson,
+pearson.<task>.<method>; MIB's scores tasks.<task>.methods.<method>.{cpr, cmd, mib_curves}
+and shortcuts cpr.<task>.<method>, cmd.<task>.<method> (`attrpatch.circuits.mib_metrics`); summary.{mean_auc, mean_auc_log, mean_pearson, min_pearson,
 max_pearson}.<method>, summary.n_tasks_ig_beats_eap (EAP-IG AUC >= EAP AUC),
 summary.n_tasks_igact_beats_eap, summary.n_tasks_ig_beats_eap_log, summary.n_tasks.
 
@@ -32,6 +33,7 @@ from attrpatch.progress import tqdm
 from attrpatch.circuits import curves as F
 from attrpatch.circuits.run import save_dag_circuits, sized_circuit
 from attrpatch.io import save_figure, write_json
+from attrpatch.circuits.mib_metrics import SOURCE as MIB_SOURCE, methods_cpr_cmd
 from attrpatch.plots.faithfulness import plot_faith_panels
 from attrpatch.repro.context import Context
 from attrpatch.repro.paper_numbers import paper_numbers
@@ -56,6 +58,9 @@ def main(argv=None):
         res = F.method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps, selection=selection,
                               exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str)
         summ = F.task_summary(res, st["edge_counts"])
+        mib = methods_cpr_cmd(run.model, run.graph, run.batch, {m: d["scores"] for m, d in res["methods"].items()})
+        for m, r in mib.items():
+            summ["methods"][m].update(cpr=r["cpr"], cmd=r["cmd"], mib_curves={"signed": r["curve_signed"], "abs": r["curve_abs"]})
         summ.update(model=model_name, n=st["n"], edge_counts=st["edge_counts"], data=describe(run.batch))
         summ["forward_passes"] = res["forward_passes"]
         summ["circuits"] = save_dag_circuits(
@@ -83,6 +88,8 @@ def main(argv=None):
         "n_tasks": len(tasks_out),
         "mean_auc": {m: F.mean_finite(v) for m, v in auc.items()},
         "mean_auc_log": {m: F.mean_finite(v) for m, v in auc_log.items()},
+        "mean_cpr": {m: F.mean_finite(v) for m, v in per_method("cpr").items()},
+        "mean_cmd": {m: F.mean_finite(v) for m, v in per_method("cmd").items()},
         "mean_pearson": {m: F.mean_finite(v) for m, v in pear.items()},
         "min_pearson": {m: min(v, default=float("nan")) for m, v in pear.items()},
         "max_pearson": {m: max(v, default=float("nan")) for m, v in pear.items()},
@@ -105,6 +112,9 @@ def main(argv=None):
         "auc_definition": "trapezoid area under F vs pruned-edge fraction, anchored (0,0) and (1,1), x-range [0,1]",
         "tasks": tasks_out,
         "auc": {t: {m: d["auc"] for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
+        "cpr": {t: {m: d["cpr"] for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
+        "cmd": {t: {m: d["cmd"] for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
+        "cpr_cmd_definition": f"MIB's CPR (signed top-n) and CMD (|score| top-n) at fixed edge fractions ({MIB_SOURCE})",
         "pearson": {t: {m: d.get("pearson") for m, d in tasks_out[t]["methods"].items()} for t in tasks_out},
         "summary": summary,
         "paper": {"points": paper_numbers("eapig_points"), "pearson_range": paper_numbers("eapig_pearson")},

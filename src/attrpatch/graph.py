@@ -26,11 +26,20 @@ per *kv head*, shared by its group of H/G query heads (query head h reads kv hea
 inputs are ``a{l}.kv{g}<k>`` and ``a{l}.kv{g}<v>``, owned by every head of the group
 (`receiver_nodes`); query inputs stay ``a{l}.h{h}<q>``. This is the function the model
 computes: transformer_lens 4.3 projects each kv head once from a ``[B, P, G, d]`` input, so
-patching an edge into ``a{l}.kv{g}<k>`` changes the keys of the whole group. The EAP-IG
-library's other convention (a private k/v copy per query head, from TransformerLens'
-``ungroup_grouped_query_attention``) is not offered: the bridge has no per-query-head key
-input to patch, so its exact patching could not be checked. With G = H the names and counts
-are those of multi-head attention.
+patching an edge into ``a{l}.kv{g}<k>`` changes the keys of the whole group. This is
+``kv_convention="grouped"``, the default.
+
+``kv_convention="ungrouped"`` is the EAP-IG library's and MIB's convention: every query
+head has its own key and value input, ``a{l}.h{h}<k>`` / ``<v>``, so the graph's names and
+counts are those of multi-head attention with H heads (hannamw/EAP-IG, src/eap/graph.py,
+commit 795f5607: ``Graph.from_model`` adds ``<q>``, ``<k>``, ``<v>`` edges for every
+head, and its attribution asserts TransformerLens' ``ungroup_grouped_query_attention``).
+The model must then compute per-query-head keys and values: `models.ungroup` repeats each kv
+head's projection once per query head of its group, which leaves the model's function
+unchanged and gives ``hook_k_input`` / ``hook_v_input`` an H-head axis to patch. A graph
+records its convention (and G, the model's own kv heads) so circuit files say which one they
+use (`circuits.kv` converts between them where that is exact). With G = H both conventions are
+the same graph and the field reads "grouped".
 
 Edge counts in closed form (`closed_form_edge_count`), with M = 1 for MLPs, 0 without, and
 ``n_l = 1 + l (H + M)`` upstream nodes before layer l: per layer ``(H + 2G) n_l`` edges into
@@ -50,6 +59,7 @@ import pandas as pd
 import torch
 
 QKV = ("q", "k", "v")
+KV_CONVENTIONS = ("grouped", "ungrouped")
 
 
 def enable_graph_hooks(model) -> None:
@@ -115,6 +125,7 @@ class Graph:
     d_model: int | None = None
     n_kv_heads: int | None = None     # None = n_heads (multi-head attention)
     parallel_blocks: bool = False     # attention and MLP read the same block input
+    kv_convention: str = "grouped"    # GQA: one k/v input per kv head, or one per query head
     family: str | None = field(default=None, init=False)   # the model's architecture, for messages
     upstream: list[str] = field(init=False)
     downstream: list[str] = field(init=False)
@@ -131,13 +142,17 @@ class Graph:
             raise ValueError(f"n_kv_heads must be >= 1 and divide n_heads={self.n_heads}, got {self.n_kv_heads}")
         if self.parallel_blocks and not self.has_mlps:
             raise ValueError("parallel_blocks needs MLPs (an attention-only block has nothing in parallel)")
-        L, H, G = self.n_layers, self.n_heads, self.n_kv_heads
+        if self.kv_convention not in KV_CONVENTIONS:
+            raise ValueError(f"kv_convention must be one of {KV_CONVENTIONS}, got {self.kv_convention!r}")
+        if self.n_kv_heads == self.n_heads:
+            self.kv_convention = "grouped"      # multi-head attention: the two conventions coincide
+        L, H, G = self.n_layers, self.n_heads, self.n_kv_inputs
         up, outs = ["input"], [OutputHook("blocks.0.hook_in", "input", 0, 1)]
         down, ins, n_par = [], [], []
         for l in range(L):
             n_before = len(up)
             for kind in QKV:
-                n = H if kind == "q" or G == H else G
+                n = H if kind == "q" else G
                 ins.append(InputHook(f"blocks.{l}.attn.hook_{kind}_input", l, kind, len(down), n_before, n))
                 down += [f"a{l}.h{h}<{kind}>" if n == H else f"a{l}.kv{h}<{kind}>" for h in range(n)]
                 n_par += [n_before] * n
@@ -162,8 +177,10 @@ class Graph:
     def from_model(cls, model) -> "Graph":
         """The graph of a TransformerBridge model.
 
-        Reads n_layers, n_heads, d_model, the kv heads (``cfg.n_key_value_heads``), the block
-        kind (``cfg.parallel_attn_mlp``) and attention-only-ness from the model. A model the
+        Reads n_layers, n_heads, d_model, the kv heads (``cfg.n_key_value_heads``, or the
+        checkpoint's own count for a model `models.ungroup` ungrouped), the kv convention
+        (``model.attrpatch_kv_convention``, set by the loader), the block kind
+        (``cfg.parallel_attn_mlp``) and attention-only-ness from the model. A model the
         graph cannot serve raises `GraphUnsupported` naming its family and what is missing.
         """
         cfg = model.cfg
@@ -172,9 +189,10 @@ class Graph:
         if missing:
             raise GraphUnsupported(f"{family}: model config lacks {missing}; the graph needs n_layers, n_heads and d_model")
         check_supported(model)
-        kv = getattr(cfg, "n_key_value_heads", None)
+        kv = getattr(model, "attrpatch_native_kv_heads", None) or getattr(cfg, "n_key_value_heads", None)
         g = cls(int(cfg.n_layers), int(cfg.n_heads), has_mlps=not is_attn_only(model), d_model=int(cfg.d_model),
-                n_kv_heads=int(kv) if kv else None, parallel_blocks=bool(getattr(cfg, "parallel_attn_mlp", False)))
+                n_kv_heads=int(kv) if kv else None, parallel_blocks=bool(getattr(cfg, "parallel_attn_mlp", False)),
+                kv_convention=getattr(model, "attrpatch_kv_convention", "grouped"))
         g.family = family
         return g
 
@@ -250,9 +268,14 @@ class Graph:
         """Query heads per kv head (1 without GQA)."""
         return self.n_heads // self.n_kv_heads
 
+    @property
+    def n_kv_inputs(self) -> int:
+        """Key (and value) inputs per layer: G grouped, H ungrouped."""
+        return self.n_heads if self.kv_convention == "ungrouped" else self.n_kv_heads
+
     def kv_input_name(self, l: int, h: int, kind: str) -> str:
         """Name of the `kind` ("q" | "k" | "v") input that query head h of layer l reads."""
-        if kind == "q" or self.n_kv_heads == self.n_heads:
+        if kind == "q" or self.n_kv_inputs == self.n_heads:
             return f"a{l}.h{h}<{kind}>"
         return f"a{l}.kv{h // self.group_size}<{kind}>"
 
@@ -375,19 +398,19 @@ class Graph:
     def summary(self) -> dict:
         return {
             "n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
-            "has_mlps": self.has_mlps, "parallel_blocks": self.parallel_blocks,
+            "has_mlps": self.has_mlps, "parallel_blocks": self.parallel_blocks, "kv_convention": self.kv_convention,
             "n_nodes": len(self.nodes), "n_upstream": self.n_up, "n_downstream": self.n_down,
             "n_edges": self.n_edges,
         }
 
 
 def closed_form_edge_count(n_layers: int, n_heads: int, has_mlps: bool = True, n_kv_heads: int | None = None,
-                           parallel_blocks: bool = False) -> int:
+                           parallel_blocks: bool = False, kv_convention: str = "grouped") -> int:
     """Edges by counting parents per input (module docstring): a check on Graph independent
     of its loops. Summed in closed form: with n_l = 1 + l (H + M),
-    sum_l n_l = L + (H + M) L (L - 1) / 2."""
+    sum_l n_l = L + (H + M) L (L - 1) / 2. Ungrouped GQA counts as G = H."""
     L, H, M = n_layers, n_heads, int(has_mlps)
-    G = H if n_kv_heads is None else n_kv_heads
+    G = H if n_kv_heads is None or kv_convention == "ungrouped" else n_kv_heads
     s = L + (H + M) * L * (L - 1) // 2                 # sum over layers of n_l
     heads = (H + 2 * G) * s
     mlps = (s + (0 if parallel_blocks else H * L)) if has_mlps else 0

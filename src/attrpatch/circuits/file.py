@@ -404,6 +404,9 @@ def _read_edges(d: dict, graph: Graph, meta: dict, source) -> Circuit:
                 continue
             why = "an MLP edge on an attention-only model" if (not graph.has_mlps and _is_mlp_edge(name)) else \
                 "not an edge of this graph"
+            if graph.kv_convention == "grouped" and graph.n_kv_heads != graph.n_heads and name.endswith(("<k>", "<v>")):
+                why += (" (the file gives each query head its own key/value input, the EAP-IG library's ungrouped "
+                        "convention: load the model with kv_convention='ungrouped')")
             _fail(source, f"edge {name!r} is {why} ({graph.n_layers} layers x {graph.n_heads} heads, "
                           f"{graph.n_edges} edges, e.g. {graph.edge_names[0]!r})")
         scores[i] = float("nan") if s is None else float(s)

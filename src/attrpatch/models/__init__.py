@@ -46,8 +46,9 @@ from pathlib import Path
 
 import torch
 
-from ..graph import GraphUnsupported, enable_graph_hooks
+from ..graph import KV_CONVENTIONS, GraphUnsupported, enable_graph_hooks
 from ..tasks.hf_tokenizer import hf_tokenizer
+from .ungroup import ungroup_hf_model
 from ..tasks.vocab import ToyTokenizer
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -162,20 +163,40 @@ def ids_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="0", pad_token="0", model_max_length=1 << 20)
 
 
+def check_kv_convention(kv_convention: str) -> str:
+    """`kv_convention` if it is one of `graph.KV_CONVENTIONS`, else a ValueError naming them."""
+    if kv_convention not in KV_CONVENTIONS:
+        raise ValueError(f"kv_convention must be one of {KV_CONVENTIONS}, got {kv_convention!r}")
+    return kv_convention
+
+
 def boot_bridge(path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                attn_only: bool | None = None):
+                attn_only: bool | None = None, kv_convention: str = "grouped"):
     """The one way a checkpoint directory becomes a model: a TransformerBridge booted offline,
     then `ready` (eval mode, weights frozen, marked attention-only - `attn_only`, else the
-    ``attrpatch_attn_only`` config.json marker or ``cfg.attn_only`` - and the graph's hooks on)."""
+    ``attrpatch_attn_only`` config.json marker or ``cfg.attn_only`` - and the graph's hooks on).
+
+    kv_convention "ungrouped": the Hugging Face model is loaded first and its GQA key/value
+    projections repeated per query head (`models.ungroup`), the EAP-IG library's and MIB's
+    convention; ``model.attrpatch_kv_convention`` and ``attrpatch_native_kv_heads`` record it
+    for `graph.Graph.from_model`."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    check_kv_convention(kv_convention)
     path = Path(path)
     hf_cfg = _read_config(path)
     kwargs = {} if has_tokenizer(path) else {"tokenizer": ids_tokenizer(int(hf_cfg["vocab_size"]))}
     old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    native_kv = None
     try:
+        if kv_convention == "ungrouped":
+            from transformers import AutoModelForCausalLM
+
+            hf = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=dtype)
+            native_kv = ungroup_hf_model(hf)
+            kwargs.update(hf_model=hf, hf_config_overrides={"num_key_value_heads": int(hf.config.num_attention_heads)})
         model = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype, **kwargs)
     finally:
         for k, v in old.items():
@@ -186,6 +207,9 @@ def boot_bridge(path, *, device: str | torch.device = "cpu", dtype: torch.dtype 
     if attn_only is None:
         attn_only = bool(hf_cfg.get("attrpatch_attn_only", False) or getattr(model.cfg, "attn_only", False))
     model.attrpatch_source = str(path)
+    model.attrpatch_kv_convention = kv_convention
+    if native_kv is not None:
+        model.attrpatch_native_kv_heads = native_kv
     return ready(model, attn_only=attn_only)
 
 
@@ -207,7 +231,8 @@ def ready(model, *, attn_only: bool):
     return model
 
 
-def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               kv_convention: str = "grouped"):
     """A TransformerBridge for a tiny checkpoint dir or a cached pretrained model.
 
     The result is in eval mode, its weights have requires_grad False (methods take
@@ -215,17 +240,19 @@ def load_model(name_or_path, device: str | torch.device = "cpu", dtype: torch.dt
     (`graph.enable_graph_hooks`), and it carries two attributes:
     ``attrpatch_attn_only`` (True for tiny-attn, via the config.json marker, or when
     ``cfg.attn_only``) and ``attrpatch_tokenizer`` (the toy tokenizer from vocab.json for
-    tiny checkpoints, else the HF tokenizer) for `tasks.make_batch`.
+    tiny checkpoints, else the HF tokenizer) for `tasks.make_batch`. kv_convention:
+    "grouped" (default) or "ungrouped" (per-query-head keys and values, MIB's; `boot_bridge`).
     """
     from . import shortformer  # lazy: shortformer builds on this package (ready, ModelWeightsMissing)
-    if shortformer.is_shortformer(name_or_path):   # attn-only-4l: no bridge can build it
+    check_kv_convention(kv_convention)
+    if shortformer.is_shortformer(name_or_path):   # attn-only-4l: no bridge can build it (multi-head: no GQA)
         return shortformer.load_shortformer(name_or_path, device=device, dtype=dtype)
     check_checkpoint_path(name_or_path)
     if _is_checkpoint_dir(name_or_path):
         path = Path(name_or_path)
     else:
         path = resolve_pretrained(str(name_or_path))
-    model = boot_bridge(path, device=device, dtype=dtype)
+    model = boot_bridge(path, device=device, dtype=dtype, kv_convention=kv_convention)
     model.attrpatch_tokenizer = tokenizer_for(path)
     return model
 
