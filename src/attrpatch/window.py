@@ -131,8 +131,8 @@ class WindowRunner:
             if not self._close(got, self.p.resid[j + 1][:, t0:P1]):
                 return f"block {j} on positions [{t0}, {P1}) does not reproduce the forward"
             if self.P > 1:  # on the first row only (the recorded per-row arguments cut to it)
-                x = self.p.resid[j][:1].clone()
-                x[:, -1] += 1.0
+                x = self.p.resid[j][:1].clone()  # a non-constant change (a norm cancels a constant shift)
+                x[:, -1] += torch.randn(x.shape[-1], generator=torch.Generator().manual_seed(0)).to(x) * x.std()
                 args, kwargs = self.p.calls[j]
                 first = (lambda a: a[:1] if isinstance(a, torch.Tensor) and a.ndim >= 2 and a.shape[0] == B else a)
                 out = self.p._block(j, x, 1, KV("capture"), [first(a) for a in args],
