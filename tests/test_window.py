@@ -58,7 +58,7 @@ def test_window_equals_the_full_forward_and_computes_fewer_positions(deep, batch
     fast.window.rows_positions = 0
     fast.edge_effects()
     L, B, n_into = g.n_layers, 3, torch.bincount(fast._recv_layer[g.edge_index[:, 1]], minlength=g.n_layers + 1)
-    want = sum(int(n_into[l]) * B * ((L - 1 - l) * 4 + 4 + 1) for l in range(1, L))
+    want = sum(int(n_into[l]) * B * ((L - 1 - l) * 4 + 4 + 1) for l in range(L))  # layer 0 too
     assert fast.window.rows_positions == want
 
 

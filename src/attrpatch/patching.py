@@ -228,17 +228,18 @@ class Patcher:
     @torch.no_grad()
     def _patched_values(self, masks: torch.Tensor, start: int) -> torch.Tensor:
         """Metric [C*B] of the patched copies (all starting at layer `start`)."""
-        if start == 0:  # nothing to skip: the full forward
-            return self.metric(patched_logits(self.model, self.graph, self.base_tokens, self.source_outputs, masks,
-                                              self.extra_hooks))
         masks = masks.to(self.base_tokens.device) * self.graph.edge_mask.to(self.base_tokens.device)
         C, B = masks.shape[0], len(self.batch)
-        hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, self._n_below[start])
+        n_low = self._n_below[start] if start > 0 else 0  # from block 0 the input node is computed too
         w = self.window
         if w is not None and self.metric.on_pos is not None and torch.equal(torch.as_tensor(self.metric.pos).cpu(), w.pos):
             view = PositionView(w.t0, w.P1, w.pos)
-            hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, self._n_below[start], view)
+            hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, n_low, view)
             return self.metric.on_pos(self.runner.logits(start, C, hooks, window=(w, view)))
+        if start == 0:  # nothing to skip: the full forward
+            return self.metric(patched_logits(self.model, self.graph, self.base_tokens, self.source_outputs, masks,
+                                              self.extra_hooks))
+        hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, n_low)
         if self.metric.on_pos is None or self.extra_hooks:  # extra hooks may expect every position
             return self.metric(self.runner.logits(start, C, hooks + self.extra_hooks))
         return self.metric.on_pos(self.runner.logits(start, C, hooks, pos=self.metric.pos))
