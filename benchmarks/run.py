@@ -57,6 +57,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--patch-batch", type=int, default=None, help="prefix part: batch size (default: the shape's, 16)")
     ap.add_argument("--patch-seq", type=int, default=None, help="prefix part: prompt length (default: the shape's, 20)")
     ap.add_argument("--patch-rows", type=int, default=256, help="prefix part: rows per batched forward")
+    ap.add_argument("--patch-first-diff", type=int, default=1,
+                    help="prefix part: first position where clean and corrupted prompts differ (default 1)")
     ap.add_argument("--peer-python", default=os.environ.get("ATTRPATCH_PEER_PYTHON", str(peer.VENV_PYTHON)),
                     help="python of the peer venv with auto-circuit (`python benchmarks/peer.py` builds it; "
                          "skipped if missing)")
@@ -79,7 +81,7 @@ def main(argv=None) -> list[dict]:
     if "prefix" in parts:
         rows += prefix_patching.run(shape, batch=args.patch_batch, seq=args.patch_seq, rows=args.patch_rows,
                                     repeats=repeats, threads=args.threads, loop_edges=1 if args.quick else 3,
-                                    acdc_tests=2 if args.quick else 4)
+                                    acdc_tests=2 if args.quick else 4, first_diff=args.patch_first_diff)
     if "memory" in parts:
         mrows, _ = memory.run(shape, methods=("eap",) if args.quick else tuple(args.memory_methods.split(",")), threads=args.threads)
         rows += mrows
