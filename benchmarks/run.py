@@ -22,10 +22,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from benchmarks import common, gradient_methods, memory, patching_throughput, peer, prefix_patching  # noqa: E402
+from benchmarks import common, gradient_methods, memory, patching_throughput, peer, peer_tl, prefix_patching  # noqa: E402
 from attrpatch.io import atomic_path  # noqa: E402
 
-PARTS = ("gradient", "patching", "prefix", "memory", "peer")
+PARTS = ("gradient", "patching", "prefix", "memory", "peer", "peer_tl")
 FIELDS = ("id", "measurement", "value", "unit", "target", "ok", "context")
 
 
@@ -89,6 +89,9 @@ def main(argv=None) -> list[dict]:
         py = args.peer_python if args.peer_python and Path(args.peer_python).exists() else None
         small = dict(batch=shape.batch, seq=shape.seq, steps=2, n_exact=None, tiny=False) if args.quick else {}
         rows += peer.run(py, shape, threads=args.threads, **small)
+    if "peer_tl" in parts:
+        rows += (peer_tl.run(shape, batch=shape.batch, seq=shape.seq, repeats=1, threads=args.threads) if args.quick
+                 else peer_tl.run(shape, repeats=repeats, threads=args.threads))
     for r in rows:
         r.setdefault("unit", "x")
     import torch
