@@ -22,10 +22,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from benchmarks import common, gradient_methods, memory, patching_throughput, peer, peer_tl, prefix_patching  # noqa: E402
+from benchmarks import common, cuda_rows, gradient_methods, memory, patching_throughput, peer, peer_tl, prefix_patching  # noqa: E402
 from attrpatch.io import atomic_path  # noqa: E402
 
-PARTS = ("gradient", "patching", "prefix", "memory", "peer", "peer_tl")
+PARTS = ("gradient", "patching", "prefix", "memory", "peer", "peer_tl", "cuda")
 FIELDS = ("id", "measurement", "value", "unit", "target", "ok", "context")
 
 
@@ -92,6 +92,8 @@ def main(argv=None) -> list[dict]:
     if "peer_tl" in parts:
         rows += (peer_tl.run(shape, batch=shape.batch, seq=shape.seq, repeats=1, threads=args.threads) if args.quick
                  else peer_tl.run(shape, repeats=repeats, threads=args.threads))
+    if "cuda" in parts:
+        rows += cuda_rows.run()
     for r in rows:
         r.setdefault("unit", "x")
     import torch
