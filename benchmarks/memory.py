@@ -35,7 +35,7 @@ def _child(ckpt: str, method: str, B: int, P: int, threads: int) -> dict:
     from attrpatch.methods.eap_gp import eap_gp_scores
     from attrpatch.methods.eap_ig import eap_ig_scores
     from attrpatch.models import boot_bridge
-    from attrpatch.tl_eap import tl_edge_scores
+    from attrpatch.methods.tl_eap import tl_edge_scores
 
     from benchmarks.common import random_batch
 

@@ -1,6 +1,6 @@
 """Row: transformer_lens 4.3's own EAP beside ours, on the same model object.
 
-Its tool (`attrpatch.tl_eap.tl_edge_scores` wraps it: positions summed, our edge names, weights
+Its tool (`attrpatch.methods.tl_eap.tl_edge_scores` wraps it: positions summed, our edge names, weights
 lent ``requires_grad``) takes the gradient on the corrupted run, so it is compared with our EAP
 in that direction (``direction="clean_into_corrupt"``); our default direction is timed too.
 
@@ -19,7 +19,7 @@ import torch
 
 from attrpatch.graph import Graph
 from attrpatch.methods.eap import eap_scores
-from attrpatch.tl_eap import tl_edge_scores
+from attrpatch.methods.tl_eap import tl_edge_scores
 
 from . import memory
 from .common import FULL, QUICK, Shape, build_model, interleaved_times, median, random_batch

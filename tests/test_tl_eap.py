@@ -1,11 +1,11 @@
-"""transformer_lens's own EAP (`attrpatch.tl_eap`) equals ours in its direction, edge by edge."""
+"""transformer_lens's own EAP (`attrpatch.methods.tl_eap`) equals ours in its direction, edge by edge."""
 import pytest
 import torch
 
 from attrpatch.graph import Graph
 from attrpatch.methods.eap import eap_scores
 from attrpatch.models.random import random_bridge
-from attrpatch.tl_eap import tl_edge_scores, unfrozen
+from attrpatch.methods.tl_eap import tl_edge_scores, unfrozen
 
 from conftest import VOCAB, random_batch
 

@@ -24,9 +24,11 @@ import contextlib
 
 import torch
 
-from .graph import Graph
-from .metrics import task_metric
-from .tasks.base import TaskBatch
+from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+from ..graph import Graph
+from ..metrics import task_metric
+from ..tasks.base import TaskBatch
 
 
 @contextlib.contextmanager
@@ -65,8 +67,6 @@ def _our_down(node) -> str:
 def tl_edge_scores(model, graph: Graph, batch: TaskBatch) -> torch.Tensor:
     """Its EAP edge scores [n_up, n_down] in our layout (positions summed; mean over examples),
     each example scored by our task metric on that example alone."""
-    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
-
     out = torch.zeros(graph.n_up, graph.n_down, dtype=torch.float64)
     cfg = EdgeAttributionConfig(granularity="edge")
     with unfrozen(model):
