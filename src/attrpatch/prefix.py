@@ -19,6 +19,8 @@ blocks l..L-1, the final norm and the unembedding from a residual?":
    the next block's recorded input, and the final norm and unembedding the forward's logits
    (rtol 1e-5). This costs one pass of the blocks on two copies per Patcher, a setup cost
    beside the two cached runs (it is not a patched forward and not in ``forward_passes``).
+   Where the blocks' attention takes a KV cache (`kv_cache.KV`), this pass also reads off the
+   base run's keys and values (``PrefixRunner.kv``, used by `window.WindowRunner`).
 
 A model that fails any step gets ``None`` and the reason; `patching.Patcher` then runs the
 full forward, which stays the reference path (``Patcher(..., prefix=False)``).
@@ -119,7 +121,7 @@ class Recorder:
                 what = f"block {k}" if k != "final" else "the final norm and unembedding"
                 return None, f"driving {what} from its recorded input does not reproduce the forward"
         if caches and all(c.got is not None for c in caches):  # copy 0 of the probe is the base run
-            runner.kv = [tuple(t[:B] for t in c.got) for c in caches]
+            runner.kv = [tuple(t[:B].clone() for t in c.got) for c in caches]
         return runner, None
 
 
