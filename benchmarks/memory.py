@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 METHODS = ("eap", "eap_ig", "eap_gp", "atp", "atp_star")
+PEER_METHODS = ("tl_eap", "eap_c2c")  # transformer_lens's own EAP and ours in its direction (benchmarks/peer_tl.py)
 
 
 def _child(ckpt: str, method: str, B: int, P: int, threads: int) -> dict:
@@ -34,6 +35,7 @@ def _child(ckpt: str, method: str, B: int, P: int, threads: int) -> dict:
     from attrpatch.methods.eap_gp import eap_gp_scores
     from attrpatch.methods.eap_ig import eap_ig_scores
     from attrpatch.models import boot_bridge
+    from attrpatch.methods.tl_eap import tl_edge_scores
 
     from benchmarks.common import random_batch
 
@@ -47,6 +49,8 @@ def _child(ckpt: str, method: str, B: int, P: int, threads: int) -> dict:
         "eap_gp": lambda: eap_gp_scores(model, graph, batch, steps=5),
         "atp": lambda: atp_node_scores(model, graph, batch),
         "atp_star": lambda: atp_star_node_scores(model, graph, batch),
+        "tl_eap": lambda: tl_edge_scores(model, graph, batch),
+        "eap_c2c": lambda: eap_scores(model, graph, batch, direction="clean_into_corrupt"),
     }
     import gc
 

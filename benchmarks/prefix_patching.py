@@ -1,12 +1,19 @@
-"""Exact patching of every edge of a GPT-2-small-shaped random model: prefix reuse x batching.
+"""Exact patching of every edge of a GPT-2-small-shaped random model: prefix reuse x batching x window.
 
-Four configurations of `Patcher.edge_effects` on one model, batch and metric, in one process:
+Five configurations of `Patcher.edge_effects` on one model, batch and metric, in one process:
 
 * loop: one full forward per edge (``prefix=False``, one patched copy per forward);
-* prefix alone: one copy per forward, starting at the edge's receiving layer from the cached
-  clean residual (`attrpatch.prefix`);
+* prefix + window: one copy per forward, starting at the edge's receiving layer from the
+  cached clean residual (`attrpatch.prefix`) on the window's positions (what ACDC runs);
 * batching alone: full forwards of ``rows`` rows (``rows / B`` edges each);
-* both: the default (`Patcher` with prefix reuse and ``rows`` rows).
+* prefix + batching: prefix reuse and ``rows`` rows, every position computed (``window=False``);
+* both: the default (`Patcher` with prefix reuse, ``rows`` rows and the window: positions from
+  the first differing one, the last block at the metric position, `attrpatch.window`).
+
+The batch's corrupted prompts first differ at ``first_diff`` (also at first_diff + 2); the
+limit of `attrpatch.patch_cost` (the fraction of a full forward per edge that must be
+recomputed, for this model's edges per layer and this first differing position) is reported
+beside the measured speedup.
 
 Timing all 32,491 edges of each configuration would take hours on 2 cores, so the time of
 *all* edges is computed from timed samples, using what decides a patched forward's cost:
@@ -17,7 +24,7 @@ weighted by that layer's edge count. The sampled edges' effects of all configura
 must agree (max difference reported).
 
 ACDC at one tau: each ACDC test is one patched copy whose lowest patched input is the
-receiver's layer (earlier removals all enter later layers), i.e. the "prefix alone"
+receiver's layer (earlier removals all enter later layers), i.e. the "prefix + window"
 forward of that layer; the whole run's edges tested per second is computed from those
 per-layer times (every edge tested once, as when every receiver stays connected), before
 (one full forward per test) and after. The first tests of a real ACDC run (receiver:
@@ -29,12 +36,13 @@ import time
 
 import torch
 
+from attrpatch import patch_cost
 from attrpatch.graph import Graph
 from attrpatch.patching import Patcher
 
 from .common import FULL, Shape, build_model, interleaved_times, median, random_batch
 
-CONFIGS = ("loop", "prefix alone", "batching alone", "both")
+CONFIGS = ("loop", "prefix + window", "batching alone", "prefix + batching", "both")
 
 
 def _sample(idx: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -60,22 +68,26 @@ def _acdc_first_tests(patcher: Patcher, graph: Graph, n_tests: int, tau: float) 
 
 def run(shape: Shape = FULL, *, batch: int | None = None, seq: int | None = None, rows: int = 256,
         loop_edges: int = 3, repeats: int = 3, threads: int = 2, acdc_tests: int = 4, tau: float = 1e-3,
-        seed: int = 0) -> list[dict]:
+        seed: int = 0, first_diff: int = 1) -> list[dict]:
     torch.set_num_threads(threads)
     B, P = batch or shape.batch, seq or shape.seq
     t0 = time.perf_counter()
     model = build_model(shape)
-    b = random_batch(B, P, shape.vocab_size, seed=seed)
+    first_diff = min(first_diff, P - 1)
+    b = random_batch(B, P, shape.vocab_size, seed=seed, corrupt_positions=(first_diff, first_diff + 2))
     g = Graph.from_model(model)
     copies = max(1, rows // B)
     patchers = {
         "loop": Patcher(model, g, b, prefix=False, rows_per_forward=B),
-        "prefix alone": Patcher(model, g, b, rows_per_forward=B),
+        "prefix + window": Patcher(model, g, b, rows_per_forward=B),
         "batching alone": Patcher(model, g, b, prefix=False, rows_per_forward=copies * B),
+        "prefix + batching": Patcher(model, g, b, rows_per_forward=copies * B, window=False),
         "both": Patcher(model, g, b, rows_per_forward=copies * B),
     }
     if patchers["both"].runner is None:
         raise RuntimeError(f"prefix reuse unavailable: {patchers['both'].prefix_reason}")
+    if patchers["both"].window is None:
+        raise RuntimeError(f"window unavailable: {patchers['both'].window_reason}")
     setup_s = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(seed)
     E = g.edge_index
@@ -117,8 +129,9 @@ def run(shape: Shape = FULL, *, batch: int | None = None, seq: int | None = None
             est[name].append(total)
         return fn
 
-    fns = {"loop": uniform("loop", loop_idx), "prefix alone": by_layer("prefix alone", per_layer_one, True),
-           "batching alone": uniform("batching alone", batch_idx), "both": by_layer("both", per_layer_chunk)}
+    fns = {"loop": uniform("loop", loop_idx), "prefix + window": by_layer("prefix + window", per_layer_one, True),
+           "batching alone": uniform("batching alone", batch_idx),
+           "prefix + batching": by_layer("prefix + batching", per_layer_chunk), "both": by_layer("both", per_layer_chunk)}
     acdc_times: dict[str, list[float]] = {"before": [], "after": []}
 
     def acdc_fn(name, p):
@@ -129,7 +142,7 @@ def run(shape: Shape = FULL, *, batch: int | None = None, seq: int | None = None
         return fn
 
     fns["acdc before"] = acdc_fn("before", patchers["loop"])
-    fns["acdc after"] = acdc_fn("after", patchers["prefix alone"])
+    fns["acdc after"] = acdc_fn("after", patchers["prefix + window"])
     interleaved_times(fns, repeats=repeats, warmup=0)
 
     # the same edge, any configuration: the same effect
@@ -145,26 +158,41 @@ def run(shape: Shape = FULL, *, batch: int | None = None, seq: int | None = None
            f"when batched), {threads} threads (medians of {repeats} interleaved "
            f"repeats); all-edge time computed from timed samples (see benchmarks/prefix_patching.py); "
            f"max |effect difference| between configurations on common edges {diff:.1e}; setup {setup_s:.0f} s")
+    speed = rate["both"] / rate["loop"]
+    counts = patch_cost.edges_per_layer(g)
+    pos = int(b.pos.max())
+    frac = {k: patch_cost.recompute_fraction(patch_cost.shape_of(model), counts, P, first_diff, pos, k)
+            for k in ("limit", "window", "prefix")}
     rows_out = [dict(id="patching_gpt2_speedup", measurement="exact patching of all edges, GPT-2-small shape: "
-                     "prefix reuse + batching (default) / one full forward per edge",
-                     value=rate["both"] / rate["loop"], target=">= 5", ok=rate["both"] / rate["loop"] >= 5,
-                     context=ctx + "; " + ", ".join(f"{k}: {rate[k]:.2f} edges/s" for k in CONFIGS))]
-    for k in CONFIGS[1:3]:
-        rows_out.append(dict(id="patching_gpt2_speedup_" + k.replace(" ", "_"),
+                     "prefix reuse + window + batching (default) / one full forward per edge",
+                     value=speed, target=">= 5", ok=speed >= 5,
+                     context=ctx + "; " + ", ".join(f"{k}: {rate[k]:.2f} edges/s" for k in CONFIGS)),
+                dict(id="patching_gpt2_limit", measurement=f"limit: 1 / fraction of a full forward per edge that must "
+                     f"be recomputed (this model's edges per layer, first differing position {first_diff}, metric "
+                     f"position {pos}; attrpatch.patch_cost)", value=1 / frac["limit"], target="context", ok=None,
+                     context=f"fraction {frac['limit']:.4f}; measured default reaches {speed * frac['limit']:.0%} "
+                             f"of the limit; counted cost of the window path {1 / frac['window']:.2f}x, of the "
+                             f"prefix path without window {1 / frac['prefix']:.2f}x (multiply-adds only)"),
+                dict(id="patching_gpt2_window_gain", measurement="same, default / prefix + batching without window",
+                     value=rate["both"] / rate["prefix + batching"], target="context", ok=None,
+                     context=f"counted {frac['prefix'] / frac['window']:.2f}x")]
+    for k in CONFIGS[1:4]:
+        rows_out.append(dict(id="patching_gpt2_speedup_" + k.replace(" ", "_").replace("+", "and"),
                              measurement=f"same, {k} / one full forward per edge", value=rate[k] / rate["loop"],
                              target="context", ok=None, context=f"{rate[k]:.2f} vs {rate['loop']:.2f} edges/s"))
     for k in CONFIGS:
-        rows_out.append(dict(id="patching_gpt2_rate_" + k.replace(" ", "_"), measurement=f"exact patching, {k}",
+        rows_out.append(dict(id="patching_gpt2_rate_" + k.replace(" ", "_").replace("+", "and"),
+                             measurement=f"exact patching, {k}",
                              value=rate[k], unit="edges/s", target="context", ok=None,
                              context=f"all-edge time {T[k]:.0f} s (median of {[round(x) for x in est[k]]})"))
-    # ACDC, whole run, from the per-layer one-copy times (prefix alone) vs one full forward per test
+    # ACDC, whole run, from the per-layer one-copy times (prefix + window) vs one full forward per test
     t_layer = {l: median(v) for l, v in per_layer_time.items()}
     after = len(E) / sum(n_l[l] * t_layer[l] for l in layers)
     before = rate["loop"]
     rows_out.append(dict(id="acdc_gpt2_rate", measurement="ACDC at one tau, whole run: edges tested per second, "
-                         "after / before prefix reuse", value=after / before, target="context", ok=None,
+                         "after / before prefix reuse and window", value=after / before, target="context", ok=None,
                          context=f"after {after:.2f} edges/s, before {before:.2f} edges/s (one patched copy per "
-                                 f"test; per-layer forward times of 'prefix alone'; every edge tested once)"))
+                                 f"test; per-layer forward times of 'prefix + window'; every edge tested once)"))
     a, bf = median(acdc_times["after"]), median(acdc_times["before"])
     rows_out.append(dict(id="acdc_gpt2_first_tests", measurement=f"ACDC tau={tau:g}, its first {acdc_tests} tests "
                          "(receiver: logits), real run: after / before", value=bf / a, target="context", ok=None,

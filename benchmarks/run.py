@@ -22,10 +22,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from benchmarks import common, gradient_methods, memory, patching_throughput, peer, prefix_patching  # noqa: E402
+from benchmarks import common, cuda_rows, gradient_methods, memory, patching_throughput, peer, peer_tl, prefix_patching  # noqa: E402
 from attrpatch.io import atomic_path  # noqa: E402
 
-PARTS = ("gradient", "patching", "prefix", "memory", "peer")
+PARTS = ("gradient", "patching", "prefix", "memory", "peer", "peer_tl", "cuda")
 FIELDS = ("id", "measurement", "value", "unit", "target", "ok", "context")
 
 
@@ -57,6 +57,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--patch-batch", type=int, default=None, help="prefix part: batch size (default: the shape's, 16)")
     ap.add_argument("--patch-seq", type=int, default=None, help="prefix part: prompt length (default: the shape's, 20)")
     ap.add_argument("--patch-rows", type=int, default=256, help="prefix part: rows per batched forward")
+    ap.add_argument("--patch-first-diff", type=int, default=1,
+                    help="prefix part: first position where clean and corrupted prompts differ (default 1)")
     ap.add_argument("--peer-python", default=os.environ.get("ATTRPATCH_PEER_PYTHON", str(peer.VENV_PYTHON)),
                     help="python of the peer venv with auto-circuit (`python benchmarks/peer.py` builds it; "
                          "skipped if missing)")
@@ -79,7 +81,7 @@ def main(argv=None) -> list[dict]:
     if "prefix" in parts:
         rows += prefix_patching.run(shape, batch=args.patch_batch, seq=args.patch_seq, rows=args.patch_rows,
                                     repeats=repeats, threads=args.threads, loop_edges=1 if args.quick else 3,
-                                    acdc_tests=2 if args.quick else 4)
+                                    acdc_tests=2 if args.quick else 4, first_diff=args.patch_first_diff)
     if "memory" in parts:
         mrows, _ = memory.run(shape, methods=("eap",) if args.quick else tuple(args.memory_methods.split(",")), threads=args.threads)
         rows += mrows
@@ -87,6 +89,11 @@ def main(argv=None) -> list[dict]:
         py = args.peer_python if args.peer_python and Path(args.peer_python).exists() else None
         small = dict(batch=shape.batch, seq=shape.seq, steps=2, n_exact=None, tiny=False) if args.quick else {}
         rows += peer.run(py, shape, threads=args.threads, **small)
+    if "peer_tl" in parts:
+        rows += (peer_tl.run(shape, batch=shape.batch, seq=shape.seq, repeats=1, threads=args.threads) if args.quick
+                 else peer_tl.run(shape, repeats=repeats, threads=args.threads))
+    if "cuda" in parts:
+        rows += cuda_rows.run()
     for r in rows:
         r.setdefault("unit", "x")
     import torch

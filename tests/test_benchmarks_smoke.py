@@ -12,8 +12,10 @@ EXPECTED = {
     "gradient": {"eap_overhead", "eap_ig_cost", "eap_gp_cost", "atp_graddrop_cost", "atp_star_cost"},
     "patching": {"patching_speedup", "patching_speedup_best",
                  "patching_rate_loop", "patching_rate_batched_default"},
-    "prefix": {"patching_gpt2_speedup", "patching_gpt2_speedup_prefix_alone", "patching_gpt2_speedup_batching_alone",
-               "patching_gpt2_rate_loop", "patching_gpt2_rate_both", "acdc_gpt2_rate", "acdc_gpt2_first_tests"},
+    "prefix": {"patching_gpt2_speedup", "patching_gpt2_limit", "patching_gpt2_window_gain",
+               "patching_gpt2_speedup_prefix_and_window", "patching_gpt2_speedup_batching_alone",
+               "patching_gpt2_speedup_prefix_and_batching", "patching_gpt2_rate_loop", "patching_gpt2_rate_both",
+               "acdc_gpt2_rate", "acdc_gpt2_first_tests"},
     "memory": {"memory_eap"},
     "peer": {"peer_auto_circuit"},
 }

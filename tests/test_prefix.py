@@ -34,7 +34,7 @@ def deep():
 @contextlib.contextmanager
 def block_calls(model, rows=None):
     """Count calls of each block (list index = layer) while the context is open; `rows`
-    (a list) also gets the batch rows each layer processed (the cost)."""
+    (a list) also gets the rows x positions each layer processed (the cost)."""
     n = [0] * len(model.blocks)
     if rows is not None:
         rows[:] = [0] * len(model.blocks)
@@ -43,7 +43,7 @@ def block_calls(model, rows=None):
         def fn(mod, args):
             n[i] += 1
             if rows is not None:
-                rows[i] += args[0].shape[0]
+                rows[i] += args[0].shape[0] * args[0].shape[1]
         return fn
     hs = [b.register_forward_pre_hook(hook(i)) for i, b in enumerate(model.blocks)]
     try:
@@ -62,8 +62,8 @@ def _no_prefix(monkeypatch):
 
 
 def both(model, monkeypatch, fn):
-    """(result with prefix reuse, result on the reference path, block rows computed by each:
-    Patcher setup and capability probe included)."""
+    """(result with prefix reuse, result on the reference path, block rows x positions computed
+    by each: Patcher setup and capability probes included)."""
     r_fast, r_ref = [], []
     with block_calls(model, r_fast):
         fast = fn()
@@ -90,11 +90,18 @@ def test_edge_effects_equal_and_lower_blocks_are_skipped(attn_only, direction):
     assert b.abs().max() > 1e-3
     L = g.n_layers
     # one forward per receiving layer (the chunk holds every edge): edges into layer l run blocks l..L-1
-    # (each block once), edges into the logits none; the reference runs every block once
-    assert n_fast == [l + 1 for l in range(L)], n_fast
+    # from the cache (each block once; the last twice, on the window up to its keys and values, then
+    # at the metric position: `window.WindowRunner`), edges into the logits none; the reference runs
+    # every block once
+    assert n_fast == [l + 1 for l in range(L - 1)] + [2 * L], n_fast
     assert n_ref == [1] * L
-    # edges into layer 0 start from the embeddings (the full forward), the others from the cache
-    assert fast.runner.block_calls == sum(L - l for l in range(1, L)) and fast.runner.forwards == L
+    assert fast.runner.block_calls == sum(L - l for l in range(L)) and fast.runner.forwards == L + 1
+    # without the window, edges into layer 0 start from the embeddings (the full forward)
+    plain = Patcher(model, g, batch, direction=direction, rows_per_forward=10_000, window=False)
+    with block_calls(model) as n_plain:
+        torch.testing.assert_close(plain.edge_effects(), b, **TOL)
+    assert n_plain == [l + 1 for l in range(L)], n_plain
+    assert plain.runner.block_calls == sum(L - l for l in range(1, L)) and plain.runner.forwards == L
 
 
 def test_metric_of_masks_mixed_layers_and_fractions(deep, monkeypatch):

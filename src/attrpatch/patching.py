@@ -30,6 +30,7 @@ from .metrics import Metric, check_finite, task_metric
 from .prefix import Recorder
 from .tasks.base import TaskBatch
 from .validate import check_batch_fits, integer
+from .window import PositionView, WindowRunner
 
 DIRECTIONS = ("corrupt_into_clean", "clean_into_corrupt")
 DEFAULT_DIRECTION = "corrupt_into_clean"
@@ -45,13 +46,15 @@ def base_and_source(batch: TaskBatch, direction: str = DEFAULT_DIRECTION) -> tup
 
 
 def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int, B: int,
-                 low_diff: torch.Tensor | None = None, n_low: int = 0):
+                 low_diff: torch.Tensor | None = None, n_low: int = 0, view: PositionView | None = None):
     """Hooks that apply per-copy edge masks [C, n_up, n_down] with source outputs [B,P,n_up,d].
 
     n_low > 0 (prefix reuse): upstream nodes [0, n_low) are not recomputed; their output is
     the base run's in every copy, so their patch is m * low_diff ([B,P,n_low,d], source -
-    base), broadcast over the copies instead of read from this run.
+    base), broadcast over the copies instead of read from this run. `view`
+    (`window.WindowRunner`): the positions of the base run the hooks see now (default: all).
     """
+    view = view or PositionView()
     cur: dict[int, torch.Tensor] = {}
     stacked: dict = {}
 
@@ -74,24 +77,25 @@ def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int
         nz = (c_i, u_i, v_i, m[c_i, u_i, v_i]) if c_i.numel() <= m.shape[0] * m.shape[1] // 2 else None
 
         def current():  # [C, B, P, n_par - lo, d]: this run's outputs of parents [lo, n_par)
-            if stacked.get("n") != len(cur):  # q, k, v hooks of a layer read the same outputs: concatenate once
-                parts = [cur[k] for k in sorted(cur)]
-                stacked["n"], stacked["up"] = len(cur), torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+            if stacked.get("n") != (len(cur), view.mode):  # q, k, v hooks of a layer read the same outputs
+                parts = [view.current(cur[k]) for k in sorted(cur)]
+                stacked["n"], stacked["up"] = (len(cur), view.mode), torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
             allup = stacked["up"]  # [C*B, P, n_available, d]
             P, d = allup.shape[1], allup.shape[-1]
             return allup.reshape(C, B, P, allup.shape[2], d)[:, :, :, : ih.n_parents - lo]
 
         def fn(t, hook):
             P, d = t.shape[1], t.shape[-1]
-            src = source[:, :, : ih.n_parents].to(t.device, t.dtype)
+            src = view.base(source[:, :, : ih.n_parents]).to(t.device, t.dtype)
+            low = view.base(low_diff) if lo else None
             if nz is not None:  # few patched edges per copy (edge_effects: one): only those differences
                 c, u, v, w = nz
                 vals = t.new_empty(c.numel(), B, P, d)
-                low = u < lo
-                if bool(low.any()):
-                    vals[low] = low_diff[:, :, u[low]].to(t.dtype).permute(2, 0, 1, 3)
-                if not bool(low.all()):
-                    hi = ~low
+                below = u < lo
+                if bool(below.any()):
+                    vals[below] = low[:, :, u[below]].to(t.dtype).permute(2, 0, 1, 3)
+                if not bool(below.all()):
+                    hi = ~below
                     up = current()
                     vals[hi] = src[:, :, u[hi]].permute(2, 0, 1, 3) - up[c[hi], :, :, u[hi] - lo]
                 vals = vals * w[:, None, None, None]  # [K,B,P,d]
@@ -100,7 +104,7 @@ def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int
             else:
                 delta = None
                 if lo:  # base-run parents: one contraction without a copy axis on the data
-                    delta = torch.einsum("cuv,bpud->cbpvd", m[:, :lo], low_diff[:, :, :lo].to(t.dtype))
+                    delta = torch.einsum("cuv,bpud->cbpvd", m[:, :lo], low[:, :, :lo].to(t.dtype))
                 if ih.n_parents > lo:
                     hi = torch.einsum("cuv,cbpud->cbpvd", m[:, lo:], src[:, :, lo:].unsqueeze(0) - current())
                     delta = hi if delta is None else delta + hi
@@ -156,11 +160,16 @@ class Patcher:
     is `prefix.Recorder.runner`; a model it rejects (``prefix_reason`` says why) and
     ``prefix=False`` run the full forward, the reference path. A copy that starts late and whose
     metric declares its one position per example (`Metric.pos`) is unembedded there only.
+
+    Window (`window`, default on where `window.WindowRunner.build` allows it, else
+    ``window_reason`` says why): such a copy also computes only positions from the first one
+    where base and source differ up to the last metric position, and its last block only at
+    the metric positions.
     """
 
     def __init__(self, model, graph: Graph, batch: TaskBatch, metric: Metric | None = None, *,
                  direction: str = DEFAULT_DIRECTION, rows_per_forward: int | None = None, progress: bool = False,
-                 extra_hooks=(), prefix: bool = True):
+                 extra_hooks=(), prefix: bool = True, window: bool = True):
         rows_per_forward = integer("rows_per_forward", rows_per_forward, none_ok=True, where="Patcher")
         check_batch_fits(model, batch)
         self.model, self.graph, self.batch = model, graph, batch
@@ -183,6 +192,9 @@ class Patcher:
                                            else (None, "prefix=False"))
         if self.runner is not None:
             self._low_diff = self.source_outputs - self.base_outputs  # patch of a parent left in the prefix
+        self.window, self.window_reason = (WindowRunner.build(self.runner, self.base_tokens, src_tokens, self.metric.pos,
+                                                              self.base_logits, self.extra_hooks)
+                                           if window else (None, "window=False"))
         # receiving layer of every downstream input (n_layers: logits), and the upstream nodes below each layer
         L = graph.n_layers
         self._recv_layer = torch.empty(graph.n_down, dtype=torch.long)
@@ -216,12 +228,18 @@ class Patcher:
     @torch.no_grad()
     def _patched_values(self, masks: torch.Tensor, start: int) -> torch.Tensor:
         """Metric [C*B] of the patched copies (all starting at layer `start`)."""
+        masks = masks.to(self.base_tokens.device) * self.graph.edge_mask.to(self.base_tokens.device)
+        C, B = masks.shape[0], len(self.batch)
+        n_low = self._n_below[start] if start > 0 else 0  # from block 0 the input node is computed too
+        w = self.window
+        if w is not None and self.metric.on_pos is not None and torch.equal(torch.as_tensor(self.metric.pos).cpu(), w.pos):
+            view = PositionView(w.t0, w.P1, w.pos)
+            hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, n_low, view)
+            return self.metric.on_pos(self.runner.logits(start, C, hooks, window=(w, view)))
         if start == 0:  # nothing to skip: the full forward
             return self.metric(patched_logits(self.model, self.graph, self.base_tokens, self.source_outputs, masks,
                                               self.extra_hooks))
-        masks = masks.to(self.base_tokens.device) * self.graph.edge_mask.to(self.base_tokens.device)
-        C, B = masks.shape[0], len(self.batch)
-        hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, self._n_below[start])
+        hooks = _patch_hooks(self.graph, masks, self.source_outputs, C, B, self._low_diff, n_low)
         if self.metric.on_pos is None or self.extra_hooks:  # extra hooks may expect every position
             return self.metric(self.runner.logits(start, C, hooks + self.extra_hooks))
         return self.metric.on_pos(self.runner.logits(start, C, hooks, pos=self.metric.pos))

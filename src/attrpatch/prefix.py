@@ -19,6 +19,8 @@ blocks l..L-1, the final norm and the unembedding from a residual?":
    the next block's recorded input, and the final norm and unembedding the forward's logits
    (rtol 1e-5). This costs one pass of the blocks on two copies per Patcher, a setup cost
    beside the two cached runs (it is not a patched forward and not in ``forward_passes``).
+   Where the blocks' attention takes a KV cache (`kv_cache.KV`), this pass also reads off the
+   base run's keys and values (``PrefixRunner.kv``, used by `window.WindowRunner`).
 
 A model that fails any step gets ``None`` and the reason; `patching.Patcher` then runs the
 full forward, which stays the reference path (``Patcher(..., prefix=False)``).
@@ -26,6 +28,8 @@ full forward, which stays the reference path (``Patcher(..., prefix=False)``).
 from __future__ import annotations
 
 import torch
+
+from .kv_cache import KV
 
 PROBE_RTOL = 1e-5  # driven blocks vs the real forward: the same ops, so float rounding only
 
@@ -83,7 +87,7 @@ class Recorder:
         if bad:
             return None, f"modules {bad} were not called exactly once in one forward"
         B = base_logits.shape[0]
-        resid, calls = [], []
+        resid, calls, slots = [], [], []
         for k in keys:
             args, kwargs = self.calls[k][0]
             x = args[0] if args else kwargs.get("hidden_states")
@@ -97,27 +101,37 @@ class Recorder:
                 if isinstance(a, torch.Tensor) and a.ndim >= 2 and a.shape[0] not in (1, B):
                     return None, f"block {k} argument {name} has leading axis {a.shape[0]}, neither 1 nor the batch {B}"
             resid.append(x.detach())
+            slots.append([i for i, a in enumerate(args[1:]) if _is_cache(a)] + [n for n, a in kwargs.items() if _is_cache(a)])
             calls.append(([None if _is_cache(a) else a for a in args[1:]],
                           {n: (None if _is_cache(a) else False if n == "use_cache" else a) for n, a in kwargs.items()}))
-        runner = PrefixRunner(self.model, resid, calls, B)
+        runner = PrefixRunner(self.model, resid, calls, B, slots)
         want = [r.repeat(2, 1, 1) for r in resid[1:]] + [base_logits.repeat(2, 1, 1)]
         try:
+            caches = [KV("capture") for _ in range(self.n_layers)]
             with torch.no_grad():
-                got = runner.each_block(2, list(extra_hooks))
+                try:  # keys and values read off on the way, for `window.WindowRunner`
+                    got = runner.each_block(2, list(extra_hooks), caches)
+                except Exception:  # blocks that take no KV cache: the probe without one
+                    caches = []
+                    got = runner.each_block(2, list(extra_hooks))
         except Exception as e:  # an architecture whose blocks need more than their recorded arguments
             return None, f"driving the blocks raised {type(e).__name__}: {e}"
         for k, g, w in zip(keys, got, want):
             if g.shape != w.shape or not torch.allclose(g, w, rtol=PROBE_RTOL, atol=PROBE_RTOL * float(w.abs().max())):
                 what = f"block {k}" if k != "final" else "the final norm and unembedding"
                 return None, f"driving {what} from its recorded input does not reproduce the forward"
+        if caches and all(c.got is not None for c in caches):  # copy 0 of the probe is the base run
+            runner.kv = [tuple(t[:B].clone() for t in c.got) for c in caches]
         return runner, None
 
 
 class PrefixRunner:
     """Blocks start..L-1, the final norm and the unembedding on C stacked copies of a cached run."""
 
-    def __init__(self, model, resid: list[torch.Tensor], calls: list, batch_size: int):
+    def __init__(self, model, resid: list[torch.Tensor], calls: list, batch_size: int, cache_slots: list | None = None):
         self.model, self.resid, self.calls, self.B = model, resid, calls, batch_size
+        self.cache_slots = cache_slots or [[] for _ in calls]  # where each block got a KV cache in the forward
+        self.kv = None  # per block: the base run's (keys, values) seen by the capability probe, if it could
         self.n_layers = len(resid) - 1
         self.block_calls = 0  # blocks run by `logits` so far (what prefix reuse saves is visible here)
         self.forwards = 0     # calls of `logits`
@@ -129,20 +143,33 @@ class PrefixRunner:
             return a.repeat(C, *([1] * (a.ndim - 1)))
         return a
 
-    def _block(self, j: int, x: torch.Tensor, C: int) -> torch.Tensor:
-        args, kwargs = self.calls[j]
-        out = self.model.blocks[j](x, *[self._rep(a, C) for a in args], **{n: self._rep(a, C) for n, a in kwargs.items()})
+    def _block(self, j: int, x: torch.Tensor, C: int, cache=None, args=None, kwargs=None) -> torch.Tensor:
+        """Block j on x (C copies) with its recorded arguments (or `args`/`kwargs` in their place);
+        `cache` (`window.KV`) goes where the attention reads a KV cache: ``past_key_values``, or
+        ``layer_past`` where the block took its cache under another name (transformers' GPT-2
+        block takes ``cache`` and maps ``past_key_values`` onto it; the bridge's attention reads
+        ``past_key_values`` or ``layer_past``)."""
+        rec_args, rec_kwargs = self.calls[j]
+        args = [self._rep(a, C) for a in (rec_args if args is None else args)]
+        kwargs = {n: self._rep(a, C) for n, a in (rec_kwargs if kwargs is None else kwargs).items()}
+        if cache is not None:
+            kwargs["layer_past" if self.cache_slots[j] else "past_key_values"] = cache
+        out = self.model.blocks[j](x, *args, **kwargs)
         return out[0] if isinstance(out, tuple) else out
 
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.unembed(self.model.ln_final(x))
 
-    def logits(self, start: int, C: int, hooks: list, pos: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, start: int, C: int, hooks: list, pos: torch.Tensor | None = None, window=None) -> torch.Tensor:
         """Logits [C*B, P, V] from the cached residual entering block `start` (n_layers: the final
         norm); with `pos` [B] unembedded only there: [C*B, V] (the unembedding acts per position,
-        so the rows are those of the full logits)."""
+        so the rows are those of the full logits); with `window` ((`window.WindowRunner`, its
+        `PositionView`)) [C*B, V] computed on the window's positions only."""
         if not 0 <= start <= self.n_layers:
             raise ValueError(f"start layer {start} out of range [0, {self.n_layers}]")
+        if window is not None:
+            runner, view = window
+            return runner.logits(start, C, hooks, view)
         x = self.resid[start].repeat(C, 1, 1)
         self.forwards += 1
         with self.model.hooks(fwd_hooks=hooks):
@@ -155,9 +182,11 @@ class PrefixRunner:
             rows = torch.arange(h.shape[0], device=h.device)
             return self.model.unembed(h[rows, pos.to(h.device).repeat(C)][:, None])[:, 0]
 
-    def each_block(self, C: int, hooks: list) -> list[torch.Tensor]:
+    def each_block(self, C: int, hooks: list, caches: list | None = None) -> list[torch.Tensor]:
         """Every block's output from its own cached input, then the logits from the final norm's
-        input, on C copies (the capability check: each must equal the cached run's next value)."""
+        input, on C copies (the capability check: each must equal the cached run's next value);
+        `caches` (one `window.KV` per block) capture the keys and values on the way."""
+        caches = caches or [None] * self.n_layers
         with self.model.hooks(fwd_hooks=hooks):
-            outs = [self._block(j, self.resid[j].repeat(C, 1, 1), C) for j in range(self.n_layers)]
+            outs = [self._block(j, self.resid[j].repeat(C, 1, 1), C, caches[j]) for j in range(self.n_layers)]
             return outs + [self._final(self.resid[self.n_layers].repeat(C, 1, 1))]
