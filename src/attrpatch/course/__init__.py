@@ -1,0 +1,12 @@
+"""Course kit: checkers that grade students' implementations against exact ground truth.
+
+A check runs the student's function on fresh inputs (tiny random models, small batches it
+builds itself), compares the answer with exact patching or the package's tested method, and
+returns a `result.CheckResult` (passed, points, one line of feedback naming what differs,
+where and the likely mistake). Broken student code (raises, wrong shape/dtype, NaN, runs too
+long) is feedback with zero points, never an exception.
+
+Modules: `result` (the result and the guards around a student's call), `inputs` (fresh
+models and batches), `check_patching`, `check_eap`, `check_eap_ig` (one per notebook),
+`teacher` (student release and grading with nbgrader), `__main__` (the teacher's commands).
+"""
