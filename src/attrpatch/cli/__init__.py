@@ -176,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     add_circuit_parsers(sub)
     sub.add_parser("train", help="train a tiny model (attrpatch train -h)")
     sub.add_parser("claims", help="check claims (attrpatch claims -h)")
+    sub.add_parser("course", help="course kit: student release, grading (attrpatch course -h)")
     return p
 
 
@@ -189,6 +190,9 @@ def main(argv=None) -> int:
         if cmd == "train":
             from ..models.train import main as train_main
             return train_main(argv[1:], prog="attrpatch train") or 0
+        if cmd == "course":
+            from .course.commands import main as course_main
+            return course_main(argv[1:], prog="attrpatch course")
         if cmd == "claims":
             from ..repro.claims import main as claims_main
             return claims_main(argv[1:])

@@ -89,6 +89,9 @@ def call_student(fn, *args, time_limit: float = DEFAULT_TIME_LIMIT):
     Warnings are silenced and stderr goes to stdout during the call: nbgrader gives zero
     points to a grade cell that writes to stderr, and a warning is not a wrong answer.
     """
+    if fn is None:
+        raise StudentProblem("your function is not defined: run its cell above (and check that it finished "
+                             "without an error)")
     if not callable(fn):
         raise StudentProblem(f"expected your function, got a {type(fn).__name__}")
     try:
