@@ -21,6 +21,9 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+from nbgrader.api import Gradebook
+from nbgrader.apps import NbGraderAPI
+from traitlets.config.loader import PyFileConfigLoader
 
 from ..io import write_csv
 
@@ -35,8 +38,6 @@ class CourseError(RuntimeError):
 
 
 def _config(course_dir: Path, root: Path, timeout: int | None):
-    from traitlets.config.loader import PyFileConfigLoader
-
     cfg_path = course_dir / CONFIG_FILE
     if not cfg_path.is_file():
         raise CourseError(f"no {CONFIG_FILE} in {course_dir}: not a course folder")
@@ -60,8 +61,6 @@ def assignments(course_dir: Path = COURSE_DIR) -> list[str]:
 
 def _scratch(course_dir: Path, root: Path, names: list[str], timeout: int | None):
     """A course directory at root holding the instructor notebooks, every assignment generated."""
-    from nbgrader.apps import NbGraderAPI
-
     for a in names:
         shutil.copytree(course_dir / "source" / a, root / "source" / a, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     api = NbGraderAPI(config=_config(course_dir, root, timeout))
@@ -124,8 +123,6 @@ def grade(sub_dir, out_csv=None, course_dir=COURSE_DIR, timeout: int | None = No
     nbgrader's scratch course directory there (autograded notebooks, gradebook) instead of a
     temporary one; it must not exist yet.
     """
-    from nbgrader.api import Gradebook
-
     course_dir, sub_dir = Path(course_dir), Path(sub_dir)
     if not sub_dir.is_dir():
         raise CourseError(f"submissions folder {sub_dir} does not exist")
