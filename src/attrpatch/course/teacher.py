@@ -19,11 +19,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import nbformat
 import pandas as pd
-from nbgrader.api import Gradebook
-from nbgrader.apps import NbGraderAPI
-from traitlets.config.loader import PyFileConfigLoader
+
+try:   # the `course` extra; without it the module imports and each command says what to install
+    import nbformat
+    from nbgrader.api import Gradebook
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config.loader import PyFileConfigLoader
+    _MISSING = None
+except ModuleNotFoundError as e:
+    _MISSING = e
 
 from ..io import write_csv
 
@@ -35,6 +40,11 @@ _LINE = re.compile(r"^\[(PASS|FAIL)\] (.*)$")
 
 class CourseError(RuntimeError):
     """A teacher's command cannot run (no course folder, no submissions, nbgrader failed)."""
+
+
+def _require_nbgrader() -> None:
+    if _MISSING is not None:
+        raise CourseError(f"the course commands need nbgrader ({_MISSING}): pip install -e '.[course]'")
 
 
 def _config(course_dir: Path, root: Path, timeout: int | None):
@@ -61,6 +71,7 @@ def assignments(course_dir: Path = COURSE_DIR) -> list[str]:
 
 def _scratch(course_dir: Path, root: Path, names: list[str], timeout: int | None):
     """A course directory at root holding the instructor notebooks, every assignment generated."""
+    _require_nbgrader()
     for a in names:
         shutil.copytree(course_dir / "source" / a, root / "source" / a, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     api = NbGraderAPI(config=_config(course_dir, root, timeout))
@@ -123,6 +134,7 @@ def grade(sub_dir, out_csv=None, course_dir=COURSE_DIR, timeout: int | None = No
     nbgrader's scratch course directory there (autograded notebooks, gradebook) instead of a
     temporary one; it must not exist yet.
     """
+    _require_nbgrader()
     course_dir, sub_dir = Path(course_dir), Path(sub_dir)
     if not sub_dir.is_dir():
         raise CourseError(f"submissions folder {sub_dir} does not exist")
