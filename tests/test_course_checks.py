@@ -200,3 +200,12 @@ def test_broken_code_is_one_line_of_feedback(fn, check, hint, capsys):
     out = capsys.readouterr()
     assert out.out.strip() == r.line() and "\n" not in r.line() and out.err == ""
     assert repr(r) == "0"
+
+
+def test_cli_reaches_the_course_commands(tmp_path, capsys):
+    """`attrpatch course ...` runs the course commands; a bad folder is a one-line error, status 2."""
+    from attrpatch.cli import main
+
+    assert main(["course", "grade", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attrpatch course: error:") and ("does not exist" in err or "need nbgrader" in err), err

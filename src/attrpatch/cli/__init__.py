@@ -191,7 +191,7 @@ def main(argv=None) -> int:
             from ..models.train import main as train_main
             return train_main(argv[1:], prog="attrpatch train") or 0
         if cmd == "course":
-            from .course.commands import main as course_main
+            from ..course.commands import main as course_main
             return course_main(argv[1:], prog="attrpatch course")
         if cmd == "claims":
             from ..repro.claims import main as claims_main
