@@ -1,0 +1,122 @@
+"""Scatter and gather: one heavy computation split into independent shard jobs and put back.
+
+Three kinds of shard, each exact by construction (no approximation is added by splitting):
+
+- ``prompts``: gradient scores (EAP, EAP-IG, EAP-GP, HVP) are means over prompts, so a shard
+  scores a contiguous chunk of the batch and the gather is the sum of the chunks' scores
+  weighted by their share of the prompts (the same rule as ``batch_size`` chunking,
+  `attrpatch.methods.common.chunks`).
+- ``edges``: exact single-edge effects are independent per edge, so a shard patches one
+  block of the graph's edge list and the gather puts every block back in place, checking that
+  each edge was computed exactly once.
+- ``taus``: an ACDC sweep is one independent run per threshold, so a shard sweeps a slice of
+  the thresholds and the gather concatenates the runs in threshold order.
+
+A shard is named by ``(index, count)``; shard ``i`` of ``k`` is a contiguous, balanced slice
+(sizes differ by at most one), so the same ``(i, k)`` always means the same work.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+KINDS = ("prompts", "edges", "taus")
+
+
+def shard_range(n: int, index: int, count: int) -> tuple[int, int]:
+    """[start, stop) of shard ``index`` of ``count`` over ``n`` items (balanced, contiguous)."""
+    for name, v in (("n", n), ("index", index), ("count", count)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{name} must be an integer, got {v!r}")
+    if count < 1:
+        raise ValueError(f"shard count must be >= 1, got {count}")
+    if count > n:
+        raise ValueError(f"shard count {count} exceeds the {n} items to split; allowed: 1..{n}")
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} out of range; allowed: 0..{count - 1}")
+    base, extra = divmod(n, count)
+    start = index * base + min(index, extra)
+    return start, start + base + (1 if index < extra else 0)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def prompt_shard(batch, index: int, count: int):
+    """(sub-batch, weight): shard ``index`` of ``count`` of the prompts and its share of them."""
+    s, e = shard_range(len(batch), index, count)
+    return batch.subset(slice(s, e)), (e - s) / len(batch)
+
+
+def gather_prompt_scores(parts: Sequence[tuple[torch.Tensor, float]]) -> torch.Tensor:
+    """The full batch's scores from every prompt shard's (scores, weight) (weights sum to 1)."""
+    if not parts:
+        raise ValueError("no prompt shards to gather")
+    total_w = sum(float(w) for _, w in parts)
+    if abs(total_w - 1.0) > 1e-9:
+        raise ValueError(f"prompt shard weights sum to {total_w}, not 1: a shard is missing or repeated")
+    shapes = {tuple(s.shape) for s, _ in parts}
+    if len(shapes) != 1:
+        raise ValueError(f"prompt shards have different score shapes: {sorted(shapes)}")
+    out = None
+    for s, w in parts:
+        out = s.double() * w if out is None else out + s.double() * w
+    return out
+
+
+# --------------------------------------------------------------------------- edges
+
+
+def edge_block(n_edges: int, index: int, count: int) -> torch.Tensor:
+    """Indices into the graph's edge list (``Graph.edge_index`` rows) of edge block ``index``."""
+    s, e = shard_range(n_edges, index, count)
+    return torch.arange(s, e, dtype=torch.long)
+
+
+def gather_edge_blocks(n_edges: int, parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """[n_edges] float64 values from every block's (edge indices, values); each edge exactly once."""
+    out = torch.full((n_edges,), float("nan"), dtype=torch.float64)
+    seen = torch.zeros(n_edges, dtype=torch.long)
+    for idx, vals in parts:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        vals = torch.as_tensor(vals)
+        if idx.shape != vals.shape:
+            raise ValueError(f"edge block has {idx.numel()} indices but {vals.numel()} values")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= n_edges):
+            raise ValueError(f"edge index out of range 0..{n_edges - 1}: {int(idx.min())}..{int(idx.max())}")
+        seen.index_add_(0, idx, torch.ones_like(idx))
+        out[idx] = vals.double()
+    if (seen == 0).any():
+        missing = (seen == 0).nonzero().flatten()
+        raise ValueError(f"{missing.numel()} of {n_edges} edges in no block (first: {missing[:5].tolist()}): "
+                         "a shard is missing")
+    if (seen > 1).any():
+        twice = (seen > 1).nonzero().flatten()
+        raise ValueError(f"{twice.numel()} edges in more than one block (first: {twice[:5].tolist()})")
+    return out
+
+
+# --------------------------------------------------------------------------- ACDC thresholds
+
+
+def tau_shard(taus: Sequence[float], index: int, count: int) -> list[float]:
+    """Thresholds of shard ``index`` of ``count`` (a contiguous slice, order kept)."""
+    s, e = shard_range(len(taus), index, count)
+    return [float(t) for t in taus[s:e]]
+
+
+def gather_taus(taus: Sequence[float], parts: Sequence[tuple[Sequence[float], list]]) -> list:
+    """Per-threshold results in the order of ``taus`` from every shard's (taus, results)."""
+    by_tau: dict[float, object] = {}
+    for ts, rs in parts:
+        if len(ts) != len(rs):
+            raise ValueError(f"tau shard has {len(ts)} thresholds but {len(rs)} results")
+        for t, r in zip(ts, rs):
+            if float(t) in by_tau:
+                raise ValueError(f"threshold {t} in more than one shard")
+            by_tau[float(t)] = r
+    want = [float(t) for t in taus]
+    if sorted(by_tau) != sorted(want):
+        raise ValueError(f"shards cover thresholds {sorted(by_tau)}, the sweep needs {sorted(want)}")
+    return [by_tau[t] for t in want]
