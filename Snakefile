@@ -111,14 +111,45 @@ rule train:
     shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.models.train --model {params.name} --out {output} --seed {params.seed} {params.steps} --threads {threads} 3>&2 > {log} 2>&1"
 
 
-rule reference:
-    input: lambda w: models_of("reference")
-    output: report(f"{R}/reference/{{task}}.csv", category="reference circuits", caption="report/reference.rst")
-    params: h=spec_hash("reference")
-    threads: 1
-    resources: **res("reference")
-    log: f"logs/{PROFILE}/reference_{{task}}.log"
-    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/reference.py --profile {PROFILE} --task {wildcards.task} --out {output} --threads {threads} 3>&2 > {log} 2>&1"
+# ---------------------------------------------------------------- scatter / gather (issue 28)
+# The all-edge exact patching behind each reference is split into edge-block shard jobs
+# (experiments.reference.shards; attrpatch.repro.shards) and gathered into the one reference table.
+# A shard's block is its own file, so a rerun after a killed shard recomputes that shard only.
+REF = CFG["experiments"].get("reference", {})
+REF_SHARDS = int(REF.get("shards", 1))
+REF_LOG = f"ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {{log}} .log) python {EXP}/reference.py --profile {PROFILE} --task {{wildcards.task}} --out {{output}} --threads {{threads}}"
+
+if REF.get("published"):
+    rule reference:
+        input: lambda w: models_of("reference")
+        output: report(f"{R}/reference/{{task}}.csv", category="reference circuits", caption="report/reference.rst")
+        params: h=spec_hash("reference")
+        threads: 1
+        resources: **res("reference")
+        log: f"logs/{PROFILE}/reference_{{task}}.log"
+        shell: REF_LOG + " 3>&2 > {log} 2>&1"
+else:
+    rule reference_shard:
+        input: lambda w: models_of("reference")
+        output: f"{R}/shards/reference/{{task}}/block_{{i}}_of_{REF_SHARDS}.pt"
+        wildcard_constraints: i=r"\d+"
+        params: h=spec_hash("reference")
+        threads: 1
+        resources: **res("reference")
+        log: f"logs/{PROFILE}/reference_{{task}}_block_{{i}}_of_{REF_SHARDS}.log"
+        shell: REF_LOG + f" --shard {{wildcards.i}} --shards {REF_SHARDS} 3>&2 > {{log}} 2>&1"
+
+    rule reference:
+        input:
+            models=lambda w: models_of("reference"),
+            blocks=expand(f"{R}/shards/reference/{{{{task}}}}/block_{{i}}_of_{REF_SHARDS}.pt", i=range(REF_SHARDS)),
+        output: report(f"{R}/reference/{{task}}.csv", category="reference circuits", caption="report/reference.rst")
+        params: h=spec_hash("reference")
+        threads: 1
+        resources: **{**res("reference"), "gpu": 0}     # puts blocks together: no model run
+        log: f"logs/{PROFILE}/reference_{{task}}.log"
+        shell: REF_LOG + " --gather {input.blocks} 3>&2 > {log} 2>&1"
+# ---------------------------------------------------------------- end scatter / gather
 
 
 def exp_inputs(exp):

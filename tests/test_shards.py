@@ -1,13 +1,13 @@
-"""Scatter/gather (attrpatch.shards): the gathered result equals the unsharded one, in float64
+"""Scatter/gather (attrpatch.repro.shards): the gathered result equals the unsharded one, in float64
 on a tiny random model, for each kind of shard; a missing or repeated shard is rejected."""
 import pytest
 import torch
 
-from attrpatch.attribute import attribute
+from attrpatch import attribute
 from attrpatch.graph import Graph
 from attrpatch.methods.acdc import acdc_sweep
 from attrpatch.patching import Patcher
-from attrpatch.shards import (edge_block, gather_edge_blocks, gather_prompt_scores, gather_taus, prompt_shard,
+from attrpatch.repro.shards import (edge_block, gather_edge_blocks, gather_prompt_scores, gather_taus, prompt_shard,
                               shard_range, tau_shard)
 
 from conftest import random_batch

@@ -18,11 +18,18 @@ LABEL = "reference: exact patching"
 
 def exact_patching_reference(model, batch, fraction: float = 0.01, progress: bool = True) -> pd.DataFrame:
     """DataFrame(edge, upstream, downstream, effect, in_reference, source)."""
+    g = Graph.from_model(model)
+    return reference_frame(g, Patcher(model, g, batch, progress=progress).edge_effects(), fraction)
+
+
+def reference_frame(graph: Graph, effects: torch.Tensor, fraction: float = 0.01) -> pd.DataFrame:
+    """The reference table from every edge's exact effect ([n_edges]; whole, or gathered from
+    edge-block shards by `attrpatch.repro.shards.gather_edge_blocks`)."""
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    g = Graph.from_model(model)
-    effects = Patcher(model, g, batch, progress=progress).edge_effects()
-    df = g.to_frame(effects, column="effect")
+    if effects.shape != (graph.n_edges,) or torch.isnan(effects).any():
+        raise ValueError(f"need one finite effect per edge ({graph.n_edges}), got shape {tuple(effects.shape)}")
+    df = graph.to_frame(effects, column="effect")
     total = float(effects.abs().sum())
     df["in_reference"] = df["effect"].abs() >= fraction * total
     df["source"] = LABEL

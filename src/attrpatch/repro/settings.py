@@ -340,7 +340,9 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                           batch_size=BATCH_SIZE),
     "reference": _common(256, fraction=Setting(Float(0.0, 1.0, lo_open=True), 0.01,
                                                "edge is in the reference if |effect| >= fraction x summed |effects|"),
-                         published=Setting(Bool(), False, "use the published circuit instead of exact patching")),
+                         published=Setting(Bool(), False, "use the published circuit instead of exact patching"),
+                         shards=Setting(POS, 1, "jobs the all-edge exact patching is split into (edge blocks, "
+                                                "gathered into one table: attrpatch.repro.shards); 1 on the tiny profile")),
     "eap_roc": _common(32, n_by_task=N_BY_TASK,
                        methods=Setting(ListOf(Named("methods", ROC_METHODS)), list(ROC_METHODS), "ROC curves drawn"),
                        taus=Setting(TAUS, {"n": 16, "low_exp": -4.0, "high_exp": 0.5},

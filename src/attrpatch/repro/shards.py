@@ -21,6 +21,10 @@ from typing import Sequence
 
 import torch
 
+from ..graph import Graph
+from ..io import atomic_path
+from ..patching import Patcher
+
 KINDS = ("prompts", "edges", "taus")
 
 
@@ -74,9 +78,19 @@ def edge_block(n_edges: int, index: int, count: int) -> torch.Tensor:
     return torch.arange(s, e, dtype=torch.long)
 
 
+def exact_block_effects(model, batch, index: int, count: int, progress: bool = True):
+    """(edge indices, exact effects) of edge block ``index`` of ``count``: one shard job of the
+    all-edge patching behind a reference table (`attrpatch.circuits.exact_reference`)."""
+    g = Graph.from_model(model)
+    idx = edge_block(g.n_edges, index, count)
+    return idx, Patcher(model, g, batch, progress=progress).edge_effects(g.edge_index[idx])
+
+
 def gather_edge_blocks(n_edges: int, parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """[n_edges] float64 values from every block's (edge indices, values); each edge exactly once."""
-    out = torch.full((n_edges,), float("nan"), dtype=torch.float64)
+    """[n_edges] values from every block's (edge indices, values), in the blocks' dtype (float64
+    if they differ); each edge exactly once."""
+    dtypes = {torch.as_tensor(v).dtype for _, v in parts}
+    out = torch.full((n_edges,), float("nan"), dtype=dtypes.pop() if len(dtypes) == 1 else torch.float64)
     seen = torch.zeros(n_edges, dtype=torch.long)
     for idx, vals in parts:
         idx = torch.as_tensor(idx, dtype=torch.long)
@@ -86,7 +100,7 @@ def gather_edge_blocks(n_edges: int, parts: Sequence[tuple[torch.Tensor, torch.T
         if idx.numel() and (idx.min() < 0 or idx.max() >= n_edges):
             raise ValueError(f"edge index out of range 0..{n_edges - 1}: {int(idx.min())}..{int(idx.max())}")
         seen.index_add_(0, idx, torch.ones_like(idx))
-        out[idx] = vals.double()
+        out[idx] = vals.to(out.dtype)
     if (seen == 0).any():
         missing = (seen == 0).nonzero().flatten()
         raise ValueError(f"{missing.numel()} of {n_edges} edges in no block (first: {missing[:5].tolist()}): "
@@ -95,6 +109,21 @@ def gather_edge_blocks(n_edges: int, parts: Sequence[tuple[torch.Tensor, torch.T
         twice = (seen > 1).nonzero().flatten()
         raise ValueError(f"{twice.numel()} edges in more than one block (first: {twice[:5].tolist()})")
     return out
+
+
+def write_edge_block(path, idx: torch.Tensor, vals: torch.Tensor) -> None:
+    """One edge block (indices, values) as a torch file: exact values in their own dtype."""
+    with atomic_path(path) as tmp:
+        torch.save({"kind": "edge_block", "edge_index": torch.as_tensor(idx, dtype=torch.long).cpu(),
+                    "values": torch.as_tensor(vals).detach().cpu()}, tmp)
+
+
+def read_edge_block(path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edge indices, values) of a block `write_edge_block` wrote."""
+    d = torch.load(path, weights_only=True)
+    if not isinstance(d, dict) or d.get("kind") != "edge_block":
+        raise ValueError(f"{path}: not an edge block written by attrpatch.repro.shards.write_edge_block")
+    return d["edge_index"], d["values"]
 
 
 # --------------------------------------------------------------------------- ACDC thresholds
