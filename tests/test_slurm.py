@@ -2,9 +2,9 @@
 single-node SLURM cluster (.ci/slurm.sh) with profiles/slurm, and its results byte-equal to the
 same targets run locally.
 
-Targets (kept small for the suite's time): both trained models, the three reference tables,
-each gathered from 2 edge-block shard jobs (config/smoke.yaml `reference.shards`), and
-tasks_eval: 12 SLURM jobs. The profile is profiles/slurm apart from what is cluster-specific
+Targets (kept small for the suite's time: the route, not the volume, is under test): IOI's
+reference table on the trained tiny-gpt2, gathered from 2 edge-block shard jobs
+(config/smoke.yaml `reference.shards`): 4 SLURM jobs (train, 2 shards, gather). The profile is profiles/slurm apart from what is cluster-specific
 (`slurm_test_overrides`). Skipped with the reason where SLURM cannot be started (not root, no
 apt, no plugin), except in CI (CI=true), where a skip would hide a broken route: there it fails.
 `.ci/slurm.sh up` is run by CI before the tests; run here as root, the test starts the cluster
@@ -24,8 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / ".ci" / "slurm.sh"
-TARGETS = ["results/smoke/reference/ioi.csv", "results/smoke/reference/greater_than.csv",
-           "results/smoke/reference/docstring.csv", "results/smoke/tasks_eval.json"]
+TARGETS = ["results/smoke/reference/ioi.csv"]
 HARD_TIMEOUT_S = 900     # the SLURM run is killed (and its jobs cancelled) after this
 
 
@@ -128,12 +127,11 @@ def test_sharded_smoke_through_slurm_equals_local(cluster, tmp_path):
     print(f"sharded smoke targets: local {t_local:.0f} s, through SLURM {t_slurm:.0f} s")
 
     # every job went through sbatch (the plugin deletes successful jobs' SLURM logs, so its own
-    # submission lines are the record): 2 trainings, 3 tasks x 2 shards, 3 gathers, tasks_eval
+    # submission lines are the record): 1 training, 2 shards, 1 gather
     submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/", out)
-    assert sorted(submitted) == sorted(["train"] * 2 + ["reference_shard"] * 6 + ["reference"] * 3
-                                       + ["tasks_eval"]), out[-4000:]
+    assert sorted(submitted) == sorted(["train", "reference_shard", "reference_shard", "reference"]), out[-4000:]
     for target in TARGETS:
         assert (via_slurm / target).read_bytes() == (local / target).read_bytes(), target
-    for task in ("ioi", "greater_than", "docstring"):
+    for task in ("ioi",):
         for i in (0, 1):
             assert (via_slurm / f"results/smoke/shards/reference/{task}/block_{i}_of_2.pt").exists()
