@@ -37,6 +37,7 @@ from attrpatch.circuits.exact_reference import LABEL, reference_mask
 from attrpatch.circuits.roc import (EXACT_SUBSET_RULE, acdc_universe, check_auc_rule, check_edge_convention,
                                     circuit_roc, exact_edge_subset, score_roc, taus_from_spec)
 from attrpatch.circuits.run import closest_circuit, save_dag_circuits, sized_circuit
+from attrpatch.circuits.select import CIRCUIT_SELECTION
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.acdc import acdc_sweep
 from attrpatch.methods.atp import direct_atp_scores
@@ -95,7 +96,7 @@ def main(argv=None):
             if method == "eap":
                 curves[method], other[method] = both(eap, chunked(lambda sub: direct_atp_scores(model, graph, sub)))
                 found[method] = (sized_circuit(eap, graph, circuit_edges), eap,
-                                 {"selection": "greedy", "n_requested": circuit_edges, "pruned": True})
+                                 {"selection": CIRCUIT_SELECTION, "n_requested": circuit_edges, "pruned": True})
             elif method == "exact":
                 # max_edges (paper_random): exact patching and its ROC only on that edge subset
                 sub = exact_edge_subset(eap, graph, st["max_edges"], seed=ctx.seed) if eap is not None else None
@@ -104,7 +105,7 @@ def main(argv=None):
                 d_exact = chunked(lambda sub: direct_effects(Patcher(model, graph, sub), graph))
                 curves[method], other[method] = both(scores, d_exact, edges=sub)
                 found[method] = (sized_circuit(scores, graph, circuit_edges), scores,
-                                 {"selection": "greedy", "n_requested": circuit_edges, "pruned": True,
+                                 {"selection": CIRCUIT_SELECTION, "n_requested": circuit_edges, "pruned": True,
                                   **({} if sub is None else {"scored_edges": len(sub)})})
                 if sub is not None:
                     curves[method]["limited"] = f"exact patching on {len(sub)} of {graph.n_edges} edges ({EXACT_SUBSET_RULE})"

@@ -66,7 +66,7 @@ def test_bad_values_all_reported_at_once(tmp_path):
         "experiments.eap_roc.taus.high_exp: required setting missing",
         "experiments.hvp.subset.rand: unknown setting (did you mean 'random'?)",
         "experiments.eapgp_gain.methods: ['eap_ig'] is not allowed",
-        "experiments.eapig_faith.selection: 'best' is not allowed; allowed: one of 'greedy', 'topn'",
+        "experiments.eapig_faith.selection: 'best' is not allowed; allowed: one of 'topn', 'greedy'",
         "experiments.eap_r2.tasks: ",
         "experiments.tasks_eval.min_accuracy: 1.5 is not allowed",
         "experiments.gradrop.methods[1]: 'eap' is not a known method; allowed: atp, atp_qk, atp_graddrop, atp_star",

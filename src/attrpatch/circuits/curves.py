@@ -33,8 +33,12 @@ from ..methods.registry import attribute, method_options
 from ..metrics import resolve_metric
 from ..patching import Patcher
 from ..stats import pearson, spearman  # noqa: F401  (the one home; also F.pearson / F.spearman)
+from ..methods.common import DEFAULT_STEPS
 from .faithfulness import faithfulness_curve
+from .select import CIRCUIT_SELECTION
 
+# A circuit is faithful from this F on (`min_edges_for`); figures draw it as a line.
+FAITHFUL_THRESHOLD = 0.85
 ANCHOR_EMPTY = (0.0, 0.0)   # (edge fraction, F) of the empty circuit
 ANCHOR_FULL = (1.0, 1.0)    # ... and of the full circuit
 
@@ -115,7 +119,7 @@ def faith_at(n_requested, faith, counts: Iterable[int] | None = None) -> dict[st
     return {str(c): table[c] for c in counts}
 
 
-def min_edges_for(n_edges, faith, threshold: float = 0.85) -> int | None:
+def min_edges_for(n_edges, faith, threshold: float = FAITHFUL_THRESHOLD) -> int | None:
     """Smallest (pruned) edge count whose circuit has F >= threshold; None if none does."""
     x, y = _arrays(n_edges, faith)
     ok = x[y >= threshold]
@@ -155,7 +159,7 @@ def threshold_key(threshold: float) -> str:
 
 
 def summarize_curve(n_requested, n_edges, faith, n_total: int, *, counts: Iterable[int] | None = None,
-                    threshold: float = 0.85, n_min: float = 1.0) -> dict:
+                    threshold: float = FAITHFUL_THRESHOLD, n_min: float = 1.0) -> dict:
     """Every number a claim may check about one faithfulness curve."""
     return {
         "curve": {"n_requested": [int(n) for n in n_requested], "n_edges": [int(n) for n in n_edges],
@@ -180,7 +184,7 @@ def mean_finite(values: Iterable) -> float:
 
 # ---- one task: every method's scores and curve on one shared Patcher ---------------------------
 def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iterable[int], *,
-                  steps: int = 5, selection: str = "greedy", patcher=None, exact: bool | int = True,
+                  steps: int = DEFAULT_STEPS, selection: str = CIRCUIT_SELECTION, patcher=None, exact: bool | int = True,
                   batch_size: int | None = None, rows_per_forward: int | None = None, progress=None,
                   options: dict | None = None) -> dict:
     """Scores, faithfulness curves and score/effect correlations of `methods` on one batch.
@@ -237,7 +241,7 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
     return out
 
 
-def task_summary(res: Mapping, counts: Iterable[int] | None = None, threshold: float = 0.85) -> dict:
+def task_summary(res: Mapping, counts: Iterable[int] | None = None, threshold: float = FAITHFUL_THRESHOLD) -> dict:
     """JSON-ready numbers of one task's `method_curves` result."""
     counts = None if counts is None else list(counts)
     n_total = res["n_total"]

@@ -16,7 +16,7 @@ import torch
 from ..graph import Graph
 from ..metrics import resolve_metric
 from ..patching import DEFAULT_DIRECTION, Patcher
-from .select import _as_mask, select
+from .select import DEFAULT_SELECTION, _as_mask, select
 
 
 # ---- evaluation ---------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def circuit_faithfulness(patcher: Patcher, mask: torch.Tensor) -> dict:
 
 
 def faithfulness_curve(model, graph: Graph, batch, scores: torch.Tensor, edge_counts: Iterable[int], *,
-                       selection: str = "topn", metric="task", direction: str = DEFAULT_DIRECTION,
+                       selection: str = DEFAULT_SELECTION, metric="task", direction: str = DEFAULT_DIRECTION,
                        absolute: bool = True, do_prune: bool = True, patcher: Patcher | None = None,
                        rows_per_forward: int | None = None) -> pd.DataFrame:
     """Faithfulness of the circuits selected at each edge budget.

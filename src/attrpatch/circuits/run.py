@@ -35,7 +35,7 @@ from ..plots.circuit import draw_circuit
 from ..plots.viewer import write_view
 from .faithfulness import circuit_faithfulness
 from .file import Circuit, save_circuit
-from .select import prune, select
+from .select import CIRCUIT_SELECTION, prune, select
 from .trust import exact_edges, faithfulness_by_size
 
 ACDC_METHODS = {"acdc_task": "task", "acdc_kl": "kl"}
@@ -54,7 +54,7 @@ def threshold_mask(scores: torch.Tensor, graph, tau: float, do_prune: bool = Tru
 
 
 def find_circuit(model, graph, batch, method: str, *, edges: int | None = None, tau: float | None = None,
-                 selection: str = "greedy", do_prune: bool = True, options: dict | None = None,
+                 selection: str = CIRCUIT_SELECTION, do_prune: bool = True, options: dict | None = None,
                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(mask, scores, info) of the circuit `method` finds; exactly one of `edges` / `tau`."""
     allowed = edge_methods()
@@ -131,7 +131,7 @@ def dag_circuit_paths(out_json, figure_png, exp: str, task: str, method: str) ->
     return {"json": res / f"{stem}.json", "png": fig / f"{stem}.png", "view": fig / f"{task}.html"}
 
 
-def sized_circuit(scores: torch.Tensor, graph, n: int, selection: str = "greedy") -> torch.Tensor:
+def sized_circuit(scores: torch.Tensor, graph, n: int, selection: str = CIRCUIT_SELECTION) -> torch.Tensor:
     """`circuits.select` of n edges, pruned; unmeasured (NaN) scores count as 0."""
     s = torch.nan_to_num(torch.as_tensor(scores).detach().cpu().double(), nan=0.0)
     return select(s, graph, n, selection)

@@ -19,6 +19,11 @@ import torch
 from ..graph import Graph
 
 SELECTIONS = ("topn", "greedy")
+# Two defaults, on purpose: `select` (the ranking primitive, and `faithfulness_curve` on top of it)
+# takes the top n by |score| unless told otherwise; a *circuit* (circuits.run, the CLI, the
+# faithfulness experiments, the profiles) is grown greedily from the logits as the EAP-IG paper does.
+DEFAULT_SELECTION = "topn"
+CIRCUIT_SELECTION = "greedy"
 
 
 # ---- masks -------------------------------------------------------------------------------
@@ -125,7 +130,7 @@ def prune(mask: torch.Tensor, graph: Graph) -> torch.Tensor:
             return m
 
 
-def select(scores: torch.Tensor, graph: Graph, n: int, selection: str = "topn", absolute: bool = True,
+def select(scores: torch.Tensor, graph: Graph, n: int, selection: str = DEFAULT_SELECTION, absolute: bool = True,
            do_prune: bool = True) -> torch.Tensor:
     """`top_n` or `greedy`, then (by default) `prune`."""
     if selection == "topn":

@@ -75,6 +75,7 @@ KEY_MODES = ("per_position", "all")
 # reimplementations' reading) or "sublayer" (attention and MLP contributions dropped in separate
 # passes, 2L for models with MLPs). The normaliser is (number of drops - 1) either way.
 GRADDROP_LAYERS = ("block", "sublayer")
+DEFAULT_GRADDROP_LAYER = "block"
 
 
 @dataclass
@@ -346,7 +347,7 @@ def atp_qk_fix_node_scores(model, graph: Graph, batch: TaskBatch, metric: str | 
 
 def atp_graddrop_node_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
                              direction: str = DEFAULT_DIRECTION, batch_size: int | None = None,
-                             return_details: bool = False, layer: str = "block"):
+                             return_details: bool = False, layer: str = DEFAULT_GRADDROP_LAYER):
     """GradDrop scores [n_up] (>= 0): E_pairs (1/max(D-1,1)) sum_d |AtP_d(n)| over D drops.
 
     layer: "block" (D = L, a block's whole contribution per pass) or "sublayer" (attention
@@ -360,7 +361,7 @@ def atp_graddrop_node_scores(model, graph: Graph, batch: TaskBatch, metric: str 
 
 def atp_star_node_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
                          direction: str = DEFAULT_DIRECTION, batch_size: int | None = None,
-                         key_mode: str = "per_position", return_details: bool = False, layer: str = "block"):
+                         key_mode: str = "per_position", return_details: bool = False, layer: str = DEFAULT_GRADDROP_LAYER):
     """AtP* [n_up] (>= 0): GradDrop (``layer`` as in `atp_graddrop_node_scores`) over the
     QK-fixed estimate (module docstring)."""
     return _node_scores(model, graph, batch, metric, direction=direction, batch_size=batch_size,

@@ -20,6 +20,9 @@ from ..patching import DEFAULT_DIRECTION, base_and_source
 from ..tasks.base import TaskBatch
 from ..validate import integer
 
+# Points on the integration / gradient path of EAP-IG (m) and EAP-GP (k) unless told otherwise.
+DEFAULT_STEPS = 5
+
 
 def chunks(batch: TaskBatch, batch_size: int | None) -> Iterator[tuple[TaskBatch, float]]:
     """Sub-batches with their weight (fraction of examples), so means over chunks are exact."""

@@ -49,7 +49,7 @@ from ..graph import Graph
 from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
-from .common import PathContext, gradient_scores
+from .common import DEFAULT_STEPS, PathContext, gradient_scores
 from .eap_ig import token_embeddings
 
 PATHS = ("shared",)
@@ -140,7 +140,7 @@ def grad_path(model, ctx: PathContext, steps: int, *, step: str = DEFAULT_STEP, 
         yield gamma, info
 
 
-def path_diagnostics(model, graph: Graph, batch: TaskBatch, steps: int = 5, *, step: str = DEFAULT_STEP,
+def path_diagnostics(model, graph: Graph, batch: TaskBatch, steps: int = DEFAULT_STEPS, *, step: str = DEFAULT_STEP,
                      step_size: float = 1.0, objective_positions: str = "all", metric: str | Metric = "task",
                      direction: str = DEFAULT_DIRECTION) -> dict:
     """The GradPath alone (`grad_path`, no scores): per point the mean over examples of the
@@ -179,7 +179,7 @@ def _fused_points(model, ctx: PathContext, steps: int, step: str, step_size: flo
     infos.append(info)
 
 
-def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *, steps: int = 5,
+def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *, steps: int = DEFAULT_STEPS,
                   direction: str = DEFAULT_DIRECTION, batch_size: int | None = None, path: str = "shared",
                   step: str = DEFAULT_STEP, step_size: float = 1.0, objective_positions: str = "all",
                   return_path: bool = False):

@@ -61,7 +61,7 @@ from ..metrics import Metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
 from ..metrics import resolve_metric
-from .common import PathContext, ScoreAccumulator, check_metric_chunking, chunks, gradient_scores
+from .common import DEFAULT_STEPS, PathContext, ScoreAccumulator, check_metric_chunking, chunks, gradient_scores
 
 VARIANTS = ("inputs", "activations", "clean-corrupted")
 POINTS = ("paper", "library")
@@ -136,7 +136,7 @@ def _activation_scores(model, graph, batch, metric, *, alphas, direction, batch_
     return acc.result()
 
 
-def eap_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *, steps: int = 5,
+def eap_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *, steps: int = DEFAULT_STEPS,
                   variant: str = "inputs", points: str = "paper", direction: str = DEFAULT_DIRECTION,
                   batch_size: int | None = None, activation_scope: str = "all") -> torch.Tensor:
     """EAP-IG scores [n_up, n_down] float64 (zero off the edge mask); see the module docstring.

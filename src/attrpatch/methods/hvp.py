@@ -92,6 +92,9 @@ COMPONENTS = ("edges", "nodes")
 FIXES = ("hvp", "exact")
 DEFAULT_FIX = "hvp"
 IG_RULES = ("left", "midpoint", "trapezoid")
+# Patched rows per forward of the HVP's exact comparators: its own default, not the Patcher's device
+# table (`patching.DEFAULT_ROWS_PER_FORWARD`); kept at 1024 so results stay as they were.
+HVP_ROWS_PER_FORWARD = 1024
 DEFAULT_IG_RULE = "midpoint"
 # Flag a component when the second-order term is more than half the first-order one.
 # [open]: the paper's value was not available; tune per task.
@@ -225,7 +228,7 @@ def _node_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: tor
 
 def directional_derivatives(model, graph: Graph, base_tokens: torch.Tensor, diff: torch.Tensor, metric: Metric,
                             index: torch.Tensor, alphas: torch.Tensor, *, components: str = "edges",
-                            rows_per_forward: int = 1024, extra_hooks=(),
+                            rows_per_forward: int = HVP_ROWS_PER_FORWARD, extra_hooks=(),
                             second: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(f_c'(alpha_c), f_c''(alpha_c), number of batched passes) for every component c.
 
@@ -270,7 +273,7 @@ def _setup(model, graph, batch, metric, direction, extra_hooks):
 
 def hvp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
                components: str = "edges", edges=None, nodes=None, direction: str = DEFAULT_DIRECTION,
-               rows_per_forward: int = 1024, extra_hooks=()) -> HVPScores:
+               rows_per_forward: int = HVP_ROWS_PER_FORWARD, extra_hooks=()) -> HVPScores:
     """First-order, second-order term, corrected estimate and rho for each component.
 
     `edges`: None (all), or [(u, v)] / names; for ``components="nodes"`` pass `nodes`
@@ -290,7 +293,7 @@ def hvp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "ta
 
 def hvp_multistep_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *, steps: int = 4,
                          components: str = "edges", edges=None, nodes=None, direction: str = DEFAULT_DIRECTION,
-                         rows_per_forward: int = 1024, extra_hooks=()) -> HVPScores:
+                         rows_per_forward: int = HVP_ROWS_PER_FORWARD, extra_hooks=()) -> HVPScores:
     """Multi-step HVP [open reading]: ``sum_k f'(k/K)/K + f''(k/K)/(2K^2)``, K = `steps`.
 
     Each piece's terms are taken with the patch partially applied (activation + a_k delta);
@@ -337,7 +340,7 @@ def ig_points(steps: int, rule: str = DEFAULT_IG_RULE) -> tuple[torch.Tensor, to
 
 def per_component_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
                             steps: int = 8, rule: str = DEFAULT_IG_RULE, components: str = "edges", edges=None,
-                            nodes=None, direction: str = DEFAULT_DIRECTION, rows_per_forward: int = 1024,
+                            nodes=None, direction: str = DEFAULT_DIRECTION, rows_per_forward: int = HVP_ROWS_PER_FORWARD,
                             extra_hooks=()) -> HVPScores:
     """Per-component IG (module docstring): ``sum_j w_j f_c'(alpha_j)`` over `ig_points`.
 
@@ -363,7 +366,7 @@ def per_component_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str |
 def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "task", *,
                     threshold: float = DEFAULT_THRESHOLD, fix: str = DEFAULT_FIX, components: str = "edges",
                     steps: int = 1, compare_exact: bool = True, direction: str = DEFAULT_DIRECTION,
-                    rows_per_forward: int = 1024, extra_hooks=()) -> pd.DataFrame:
+                    rows_per_forward: int = HVP_ROWS_PER_FORWARD, extra_hooks=()) -> pd.DataFrame:
     """Screen (first order for all), Flag (rho > threshold), Fix the flagged ones.
 
     fix="hvp" (default, the paper's fix): flagged components get the second-order estimate

@@ -31,7 +31,7 @@ from .common import check_metric_chunking, chunks
 from .eap import eap_scores
 from .eap_gp import eap_gp_scores
 from .eap_ig import eap_ig_scores
-from .hvp import hvp_scores
+from .hvp import HVP_ROWS_PER_FORWARD, hvp_scores
 
 
 def _chunked(batch, batch_size, metric, score):
@@ -68,7 +68,7 @@ def _exact_nodes(model, graph, batch, metric="task", *, direction=None, batch_si
         model, graph, sub, resolve_metric(model, sub, metric), direction=direction or DEFAULT_DIRECTION).double())
 
 
-def _hvp_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=1024, batch_size=None):
+def _hvp_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=HVP_ROWS_PER_FORWARD, batch_size=None):
     """EAP plus the second-order term 1/2 d^T H d of every edge (methods.hvp)."""
     return _chunked(batch, batch_size, metric, lambda sub: hvp_scores(
         model, graph, sub, metric, components="edges", direction=direction or DEFAULT_DIRECTION,

@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from ..circuits.curves import FAITHFUL_THRESHOLD
+
 TASK_TITLES = {"ioi": "IOI", "greater_than": "Greater-Than", "sva": "SVA", "gender_bias": "Gender-Bias",
                "country_capital": "Country-Capital", "hypernymy": "Hypernymy", "docstring": "Docstring"}
 METHOD_LABELS = {"eap": "EAP", "eap_ig": "EAP-IG (inputs)", "eap_ig_activations": "EAP-IG (activations)",
@@ -23,7 +25,7 @@ def _title(task: str) -> str:
 
 
 def _draw_curves(ax, task_curves: dict, aucs: dict | None, note: str | None, n_total: int | None,
-                 threshold: float = 0.85) -> None:
+                 threshold: float = FAITHFUL_THRESHOLD) -> None:
     for m, c in task_curves.items():
         st = dict(METHOD_STYLE.get(m, {}))
         lab = METHOD_LABELS.get(m, m)

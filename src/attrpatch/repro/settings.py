@@ -94,9 +94,22 @@ class Bool(Rule):
 
 
 class Choice(Rule):
-    def __init__(self, *values):
-        self.values = values
-        self.allowed = "one of " + ", ".join(map(repr, values))
+    """One of a list of names that lives in a library module: ``Choice(Ref("attrpatch.circuits.roc",
+    "AUC_RULES"))`` (read when first used, so this module stays torch-free and the owner's list is
+    the only one: a value the library gains is accepted here too)."""
+
+    def __init__(self, source: Ref, *more):
+        if more or not isinstance(source, Ref):
+            raise TypeError(f"Choice takes one Ref to its owner's list, got {(source, *more)!r}")
+        self.source = source
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(self.source.get())
+
+    @property
+    def allowed(self) -> str:
+        return "one of " + ", ".join(map(repr, self.values))
 
     def ok(self, v, env):
         return isinstance(v, str) and v in self.values
@@ -294,9 +307,10 @@ TAU_GRID = Record(n=Setting(POS, REQUIRED, "number of taus"),
                   high_exp=Setting(Float(), REQUIRED, "largest tau = 10^high_exp"))
 TAUS = OneOf(ListOf(Float(lo=0.0, lo_open=True)), TAU_GRID)
 EDGE_COUNTS = ListOf(POS)
-SELECTION = Setting(Choice("greedy", "topn"), "greedy",
+SELECTION = Setting(Choice(Ref("attrpatch.circuits.select", "SELECTIONS")),
+                    Ref("attrpatch.circuits.select", "CIRCUIT_SELECTION"),
                     "circuit selection: greedy growth from the logits (the EAP-IG paper's) or top-n by |score|")
-STEPS = Setting(POS, 5, "m of EAP-IG, k of EAP-GP")
+STEPS = Setting(POS, Ref("attrpatch.methods.common", "DEFAULT_STEPS"), "m of EAP-IG, k of EAP-GP")
 EXACT = Setting(Optional(OneOf(Bool(), POS)), None,
                 "exact single-edge effects behind the Pearson r: true, false, or a prompt count; "
                 "null: true for graphs of at most 5,000 edges")
@@ -325,7 +339,8 @@ def _faith(methods: list[str]) -> dict[str, Setting]:
 CIRCUIT_EDGES = Setting(POS, Ref("attrpatch.circuits.run", "DAG_CIRCUIT_EDGES"),
                         "edges of the circuit saved and drawn per task and method (ACDC: its tau closest to it)")
 ROC_METHODS = ("eap", "acdc_task", "acdc_kl", "exact")
-EDGES = Setting(Choice("acdc", "plain"), Ref("attrpatch.circuits.roc", "DEFAULT_EDGE_CONVENTION"),
+EDGES = Setting(Choice(Ref("attrpatch.circuits.roc", "EDGE_CONVENTIONS")),
+                Ref("attrpatch.circuits.roc", "DEFAULT_EDGE_CONVENTION"),
                 "edges counted: 'acdc' (ACDC's graph with its q/k/v direct edges: ACDC tests them, EAP and exact "
                 "patching score them; the papers' count) or 'plain' (the graph's edges); eap_roc writes AUCs "
                 "under both in auc_by_edges")
@@ -348,14 +363,14 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                        taus=Setting(TAUS, {"n": 16, "low_exp": -4.0, "high_exp": 0.5},
                                     "ACDC thresholds: a list, or {n, low_exp, high_exp} for 10^linspace"),
                        batch_size=BATCH_SIZE, max_edges=MAX_EDGES, acdc_max_edges=ACDC_MAX_EDGES,
-                       auc_rule=Setting(Choice("pessimistic", "trapezoid"),
+                       auc_rule=Setting(Choice(Ref("attrpatch.circuits.roc", "AUC_RULES")),
                                         Ref("attrpatch.circuits.roc", "DEFAULT_AUC_RULE"),
                                         "AUC written as `auc` (both always written; default: the authors' rule)"),
                        edges=EDGES,
                        circuit_edges=CIRCUIT_EDGES),
     "eap_r2": _common(40, tasks=Setting(TaskModels(max_len=1), REQUIRED, "the one task (the paper's Docstring)"),
                       alphas=Setting(Int(lo=2), 21, "points on the interpolation curve of the worst edge"),
-                      pairing=Setting(Choice("authors", "signed", "abs"),
+                      pairing=Setting(Choice(Ref("attrpatch.analysis.linearity", "R2_PAIRINGS")),
                                       Ref("attrpatch.analysis.linearity", "DEFAULT_R2_PAIRING"),
                                       "R^2 pairing at the top level and in the figure (all are under fits)")),
     "eap_acdc": _common(32, n_by_task=N_BY_TASK,
@@ -371,12 +386,14 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                            estimate_ratio=Setting(Float(0.0, lo_open=True), 0.25, "... whose |AtP| < ratio x |exact|")),
                            {}, "AtP false-negative definition (analysis.node_recovery)"),
                        batch_size=BATCH_SIZE,
-                       graddrop_layer=Setting(Choice("block", "sublayer"), "block",
+                       graddrop_layer=Setting(Choice(Ref("attrpatch.methods.atp", "GRADDROP_LAYERS")),
+                                              Ref("attrpatch.methods.atp", "DEFAULT_GRADDROP_LAYER"),
                                               "GradDrop unit: a whole block or attention/MLP sublayers per pass"),
                        qk_nodes=Setting(Bool(), True, "also score per-head query/key nodes against exact q/k patching")),
     "eapig_faith": {**_faith(["eap", "eap_ig", "eap_ig_activations"]), "circuit_edges": CIRCUIT_EDGES},
     "eapgp_gain": {**_faith(["eap_ig", "eap_gp"]),
-                   "gp_step": Setting(Choice("relative", "unit"), Ref("attrpatch.methods.eap_gp", "DEFAULT_STEP"),
+                   "gp_step": Setting(Choice(Ref("attrpatch.methods.eap_gp", "STEPS")),
+                                      Ref("attrpatch.methods.eap_gp", "DEFAULT_STEP"),
                                       "EAP-GP step length (methods.eap_gp)")},
     "hvp": _common(32, n_by_task=N_BY_TASK,
                    threshold=Setting(Float(0.0, lo_open=True), Ref("attrpatch.methods.hvp", "DEFAULT_THRESHOLD"),
@@ -387,7 +404,8 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                                   {}, "edges with per-edge HVP and exact patching"),
                    max_edges=Setting(Optional(POS), None, "work limit replacing subset: half top |EAP|, half random"),
                    batch_size=BATCH_SIZE, models=EXTRA_MODELS,
-                   ig_rule=Setting(Choice("left", "midpoint", "trapezoid"), Ref("attrpatch.methods.hvp", "DEFAULT_IG_RULE"),
+                   ig_rule=Setting(Choice(Ref("attrpatch.methods.hvp", "IG_RULES")),
+                                   Ref("attrpatch.methods.hvp", "DEFAULT_IG_RULE"),
                                    "quadrature of the per-component IG comparator (all rules are reported)"),
                    sff_steps=Setting(Optional(POS), None, "K of the multi-step HVP fix of Screen-Flag-Fix (None: largest K)")),
 }
