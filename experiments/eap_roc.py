@@ -29,19 +29,19 @@ circuits.<task>.<method> in the JSON.
 import sys
 
 import pandas as pd
-import torch
 
 from attrpatch.progress import tqdm
 
 from attrpatch.circuits.exact_reference import LABEL, reference_mask
-from attrpatch.circuits.roc import (EXACT_SUBSET_RULE, acdc_universe, check_auc_rule, check_edge_convention,
-                                    circuit_roc, exact_edge_subset, score_roc, taus_from_spec)
+from attrpatch.circuits.roc import (EXACT_SUBSET_RULE, acdc_universe, auc_by_edges, check_auc_rule,
+                                    check_edge_convention, circuit_roc_both, exact_edge_subset, score_roc_both,
+                                    taus_from_spec)
 from attrpatch.circuits.run import closest_circuit, save_dag_circuits, sized_circuit
 from attrpatch.circuits.select import CIRCUIT_SELECTION
 from attrpatch.io import save_figure, write_json
-from attrpatch.methods.acdc import acdc_sweep
+from attrpatch.methods.acdc import acdc_score_matrix, acdc_sweep
 from attrpatch.methods.atp import direct_atp_scores
-from attrpatch.methods.common import chunks
+from attrpatch.methods.common import batch_mean
 from attrpatch.methods.registry import attribute
 from attrpatch.patching import Patcher
 from attrpatch.qkv_direct import direct_effects, n_edges_with_direct, size_with_direct
@@ -83,14 +83,11 @@ def main(argv=None):
             eap = attribute(model, batch, method="eap", graph=graph, **run.opts)
 
         def chunked(fn):
-            """the batch mean of fn over the experiment's batch_size chunks (memory)"""
-            return sum(w * fn(sub) for sub, w in chunks(batch, st["batch_size"]))
+            return batch_mean(fn, batch, st["batch_size"])
 
         def both(scores, direct_scores, **kw):
-            """(the setting's curve, the other count's curve) of a score ranking"""
-            with_d = score_roc(scores, ref, graph, auc_rule=rule, direct_scores=direct_scores, **kw)
-            plain = score_roc(scores, ref, graph, auc_rule=rule, **kw)
-            return (with_d, plain) if direct else (plain, with_d)
+            return score_roc_both(scores, ref, graph, direct_scores=direct_scores, convention=conv,
+                                  auc_rule=rule, **kw)
 
         for method in methods:
             if method == "eap":
@@ -115,15 +112,10 @@ def main(argv=None):
                 sw = acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni,
                                 direct=direct)
                 kept = [r.direct for r in sw.results] if direct else None
-                with_d = circuit_roc(sw.masks, ref, graph, taus=taus, auc_rule=rule, edges="acdc", direct=kept)
-                plain = circuit_roc(sw.masks, ref, graph, taus=taus, auc_rule=rule)
-                curves[method], other[method] = (with_d, plain) if direct else (plain, with_d)
+                curves[method], other[method] = circuit_roc_both(sw.masks, ref, graph, taus=taus, convention=conv,
+                                                                 direct=kept, auc_rule=rule)
                 k = closest_circuit(sw.masks, circuit_edges)
-                acdc_scores = torch.full((graph.n_up, graph.n_down), float("nan"), dtype=torch.float64)
-                h = sw.results[k].history
-                for u, v, d in h[~h["direct"]][["u", "v", "delta"]].itertuples(index=False):
-                    acdc_scores[int(u), int(v)] = float(d)
-                found[method] = (sw.masks[k], acdc_scores,
+                found[method] = (sw.masks[k], acdc_score_matrix(sw.results[k].history, graph),
                                  {"selection": f"ACDC tau={taus[k]:g}, the sweep's circuit closest to "
                                                f"{circuit_edges} edges", "tau": taus[k],
                                   "score": "ACDC's loss change when the edge was tested"})
@@ -144,10 +136,8 @@ def main(argv=None):
         out["auc"][task] = {m: c["auc"] for m, c in curves.items()}
         out["auc_trapezoid"][task] = {m: c["auc_trapezoid"] for m, c in curves.items()}
         out["auc_pessimistic"][task] = {m: c["auc_pessimistic"] for m, c in curves.items()}
-        for m in curves:
-            for c in (curves[m], other[m]):
-                out["auc_by_edges"][c["edges"]].setdefault(task, {})[m] = {
-                    "pessimistic": c["auc_pessimistic"], "trapezoid": c["auc_trapezoid"]}
+        for c, aucs in auc_by_edges(curves, other).items():
+            out["auc_by_edges"][c][task] = aucs
     if "eap" in methods:
         out["min_auc_eap"] = min(a["eap"] for a in out["auc"].values())
     if args.figure:

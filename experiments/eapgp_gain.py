@@ -32,6 +32,7 @@ import time
 from attrpatch.progress import tqdm
 
 from attrpatch.circuits import curves as F
+from attrpatch.circuits.faithfulness import method_curves
 from attrpatch.io import save_figure, write_json
 from attrpatch.methods.eap_gp import path_diagnostics
 from attrpatch.plots.faithfulness import plot_gain
@@ -57,7 +58,7 @@ def main(argv=None):
             bar.set_description(f"eapgp_gain {task} ({model_name})")
             run = ctx.task(task, model_name, edge_counts=True)
             st = run.settings
-            res = F.method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps,
+            res = method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps,
                                   selection=selection, exact=st["exact"], batch_size=st["batch_size"],
                                   progress=bar.set_postfix_str, options={NEW: {"step": gp_step}})
             diag_batch = run.batch if len(run.batch) <= 32 else run.batch.subset(slice(0, 32))

@@ -31,6 +31,7 @@ import torch
 from attrpatch.progress import tqdm
 
 from attrpatch.circuits import curves as F
+from attrpatch.circuits.faithfulness import method_curves
 from attrpatch.circuits.run import save_dag_circuits, sized_circuit
 from attrpatch.io import save_figure, write_json
 from attrpatch.circuits.mib_metrics import SOURCE as MIB_SOURCE, methods_cpr_cmd
@@ -55,7 +56,7 @@ def main(argv=None):
         bar.set_description(f"eapig_faith {task}")
         run = ctx.task(task, model_name, edge_counts=True)
         st = run.settings
-        res = F.method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps, selection=selection,
+        res = method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps, selection=selection,
                               exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str)
         summ = F.task_summary(res, st["edge_counts"])
         mib = methods_cpr_cmd(run.model, run.graph, run.batch, {m: d["scores"] for m, d in res["methods"].items()})

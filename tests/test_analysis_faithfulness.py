@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from attrpatch.circuits import curves as F
+from attrpatch.circuits.faithfulness import method_curves
 
 from conftest import random_batch
 
@@ -161,8 +162,8 @@ def test_method_curves_shares_one_patcher_and_is_deterministic(model):
     g = Graph.from_model(model)
     b = random_batch(B=4, seed=3)
     counts = [3, 10, g.n_edges]
-    r1 = F.method_curves(model, g, b, ["eap", "eap_ig"], counts, steps=2, selection="greedy")
-    r2 = F.method_curves(model, g, b, ["eap", "eap_ig"], counts, steps=2, selection="greedy")
+    r1 = method_curves(model, g, b, ["eap", "eap_ig"], counts, steps=2, selection="greedy")
+    r2 = method_curves(model, g, b, ["eap", "eap_ig"], counts, steps=2, selection="greedy")
     for m in ("eap", "eap_ig"):
         df = r1["methods"][m]["curve"]
         assert df["faithfulness"].iloc[-1] == pytest.approx(1.0)            # the full circuit

@@ -139,9 +139,9 @@ def test_signatures_read_the_owner():
 
     assert default(select.select, "selection") == select.DEFAULT_SELECTION == "topn"
     assert default(faithfulness.faithfulness_curve, "selection") == select.DEFAULT_SELECTION
-    for fn in (run.find_circuit, run.sized_circuit, curves.method_curves):
+    for fn in (run.find_circuit, run.sized_circuit, faithfulness.method_curves):
         assert default(fn, "selection") == select.CIRCUIT_SELECTION == "greedy"
-    for fn in (eap_ig.eap_ig_scores, eap_gp.eap_gp_scores, eap_gp.path_diagnostics, curves.method_curves):
+    for fn in (eap_ig.eap_ig_scores, eap_gp.eap_gp_scores, eap_gp.path_diagnostics, faithfulness.method_curves):
         assert default(fn, "steps") == common.DEFAULT_STEPS
     for fn in (hvp.hvp_scores, hvp.hvp_multistep_scores, hvp.per_component_ig_scores, hvp.screen_flag_fix,
                hvp.directional_derivatives):

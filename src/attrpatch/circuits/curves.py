@@ -2,7 +2,7 @@
 
 Pure computations on the curves that `attrpatch.circuits.faithfulness.faithfulness_curve` returns (one
 row per edge budget: ``n_requested``, ``n_edges_after_prune``, ``faithfulness``) and on
-score matrices; no model runs, no plotting.
+score matrices; no model runs (`circuits.faithfulness.method_curves` runs them), no plotting.
 
 * `curve_auc`: area under normalized faithfulness F vs. **edge fraction** x = n_edges /
   n_total (pruned counts), trapezoid rule, divided by the x-range so that a constant F = c
@@ -29,13 +29,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ..methods.registry import attribute, method_options
-from ..metrics import resolve_metric
-from ..patching import Patcher
 from ..stats import pearson, spearman  # noqa: F401  (the one home; also F.pearson / F.spearman)
-from ..methods.common import DEFAULT_STEPS
-from .faithfulness import faithfulness_curve
-from .select import CIRCUIT_SELECTION
 
 # A circuit is faithful from this F on (`min_edges_for`); figures draw it as a line.
 FAITHFUL_THRESHOLD = 0.85
@@ -180,65 +174,6 @@ def mean_finite(values: Iterable) -> float:
     """Mean of the finite values (NaN when none)."""
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
     return float(np.mean(v)) if v else float("nan")
-
-
-# ---- one task: every method's scores and curve on one shared Patcher ---------------------------
-def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iterable[int], *,
-                  steps: int = DEFAULT_STEPS, selection: str = CIRCUIT_SELECTION, patcher=None, exact: bool | int = True,
-                  batch_size: int | None = None, rows_per_forward: int | None = None, progress=None,
-                  options: dict | None = None) -> dict:
-    """Scores, faithfulness curves and score/effect correlations of `methods` on one batch.
-
-    All circuits of all methods (and the exact single-edge effects, if `exact`) go through
-    one `Patcher`, so the clean and corrupted runs are computed once. ``steps`` is passed
-    to every method that takes it (m of EAP-IG, k of EAP-GP), ``batch_size`` (examples per
-    gradient chunk; None: all) to every method that takes it. ``exact``: True (exact effects
-    on the whole batch, through the shared Patcher), False (none: pearson fields absent), or
-    an int k (the first k prompts only, on a Patcher of their own: exact single-edge
-    patching costs n_edges x k rows, too much for GPT-2's 32,491 edges x 1000). ``rows_per_forward``:
-    the Patchers' chunk size (None: the Patcher's default for the model's device). `progress`: an optional
-    callable(str) called before each method (e.g. a tqdm bar's set_postfix_str). `options`:
-    {method: {option: value}} passed to that method only (e.g. EAP-GP's ``step``).
-    Returns {"m_clean", "m_corrupt", "n_total", "methods": {name: {"scores" [n_edges] numpy,
-    "curve" DataFrame, "seconds"}}, "effects" [n_edges] numpy or None, "forward_passes"}.
-    """
-    import time
-
-
-    if patcher is None:
-        patcher = Patcher(model, graph, batch, resolve_metric(model, batch, "task"),
-                          rows_per_forward=rows_per_forward)
-    out: dict = {"methods": {}, "n_total": int(graph.n_edges)}
-    counts = [int(n) for n in edge_counts]
-    for name in methods:
-        if progress:
-            progress(name)
-        t0 = time.perf_counter()
-        valid = method_options(name)
-        opts = {"steps": int(steps)} if "steps" in valid else {}
-        if batch_size and "batch_size" in valid:
-            opts["batch_size"] = int(batch_size)
-        opts.update((options or {}).get(name, {}))
-        s = attribute(model, batch, method=name, graph=graph, **opts)
-        t1 = time.perf_counter()
-        df = faithfulness_curve(model, graph, batch, s, counts, selection=selection, patcher=patcher)
-        out["methods"][name] = {"scores": graph.edges_from_matrix(s.detach().cpu().double()).numpy(),
-                                "curve": df, "seconds_scores": t1 - t0,
-                                "seconds_curve": time.perf_counter() - t1}
-        out["m_clean"], out["m_corrupt"] = df.attrs["m_clean"], df.attrs["m_corrupt"]
-    if exact is not False and exact is not None and int(exact) != 0:
-        if progress:
-            progress("exact")
-        p = patcher
-        if exact is not True and int(exact) < len(batch):
-            sub = batch.subset(slice(0, int(exact)))
-            p = Patcher(model, graph, sub, resolve_metric(model, sub, "task"), rows_per_forward=rows_per_forward)
-        out["effects"] = p.edge_effects().detach().cpu().double().numpy()
-        out["exact_n"] = len(p.batch)
-    else:
-        out["effects"] = None
-    out["forward_passes"] = patcher.forward_passes
-    return out
 
 
 def task_summary(res: Mapping, counts: Iterable[int] | None = None, threshold: float = FAITHFUL_THRESHOLD) -> dict:

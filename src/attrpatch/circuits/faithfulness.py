@@ -4,19 +4,23 @@
 ``Patcher.metric_of_masks(edge_mask & ~circuit)``), `faithfulness` (Hanna et al.'s
 normalized faithfulness), `faithfulness_curve` (a whole sweep of edge budgets in a few
 batched forwards) and `circuit_faithfulness` (one circuit). Circuits are bool edge masks
-(`circuits.select`).
+(`circuits.select`). `method_curves` runs each method of a study on one batch and draws
+its curve through one shared Patcher (this module runs models; `circuits.curves` does not).
 """
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 import pandas as pd
 import torch
 
 from ..graph import Graph
+from ..methods.common import DEFAULT_STEPS
+from ..methods.registry import attribute, method_options
 from ..metrics import resolve_metric
 from ..patching import DEFAULT_DIRECTION, Patcher
-from .select import DEFAULT_SELECTION, _as_mask, select
+from .select import CIRCUIT_SELECTION, DEFAULT_SELECTION, _as_mask, select
 
 
 # ---- evaluation ---------------------------------------------------------------------------
@@ -112,3 +116,60 @@ def faithfulness_curve(model, graph: Graph, batch, scores: torch.Tensor, edge_co
     df.attrs.update(m_clean=m_clean, m_corrupt=m_corrupt, selection=selection,
                     forward_passes=patcher.forward_passes - fwd0)
     return df
+
+
+# ---- one task: every method's scores and curve on one shared Patcher ---------------------------
+def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iterable[int], *,
+                  steps: int = DEFAULT_STEPS, selection: str = CIRCUIT_SELECTION, patcher=None,
+                  exact: bool | int = True,
+                  batch_size: int | None = None, rows_per_forward: int | None = None, progress=None,
+                  options: dict | None = None) -> dict:
+    """Scores, faithfulness curves and score/effect correlations of `methods` on one batch.
+
+    All circuits of all methods (and the exact single-edge effects, if `exact`) go through
+    one `Patcher`, so the clean and corrupted runs are computed once. ``steps`` is passed
+    to every method that takes it (m of EAP-IG, k of EAP-GP), ``batch_size`` (examples per
+    gradient chunk; None: all) to every method that takes it. ``exact``: True (exact effects
+    on the whole batch, through the shared Patcher), False (none: pearson fields absent), or
+    an int k (the first k prompts only, on a Patcher of their own: exact single-edge
+    patching costs n_edges x k rows, too much for GPT-2's 32,491 edges x 1000). ``rows_per_forward``:
+    the Patchers' chunk size (None: the Patcher's default for the model's device). `progress`: an optional
+    callable(str) called before each method (e.g. a tqdm bar's set_postfix_str). `options`:
+    {method: {option: value}} passed to that method only (e.g. EAP-GP's ``step``).
+    Returns {"m_clean", "m_corrupt", "n_total", "methods": {name: {"scores" [n_edges] numpy,
+    "curve" DataFrame, "seconds"}}, "effects" [n_edges] numpy or None, "forward_passes"}.
+    """
+    if patcher is None:
+        patcher = Patcher(model, graph, batch, resolve_metric(model, batch, "task"),
+                          rows_per_forward=rows_per_forward)
+    out: dict = {"methods": {}, "n_total": int(graph.n_edges)}
+    counts = [int(n) for n in edge_counts]
+    for name in methods:
+        if progress:
+            progress(name)
+        t0 = time.perf_counter()
+        valid = method_options(name)
+        opts = {"steps": int(steps)} if "steps" in valid else {}
+        if batch_size and "batch_size" in valid:
+            opts["batch_size"] = int(batch_size)
+        opts.update((options or {}).get(name, {}))
+        s = attribute(model, batch, method=name, graph=graph, **opts)
+        t1 = time.perf_counter()
+        df = faithfulness_curve(model, graph, batch, s, counts, selection=selection, patcher=patcher)
+        out["methods"][name] = {"scores": graph.edges_from_matrix(s.detach().cpu().double()).numpy(),
+                                "curve": df, "seconds_scores": t1 - t0,
+                                "seconds_curve": time.perf_counter() - t1}
+        out["m_clean"], out["m_corrupt"] = df.attrs["m_clean"], df.attrs["m_corrupt"]
+    if exact is not False and exact is not None and int(exact) != 0:
+        if progress:
+            progress("exact")
+        p = patcher
+        if exact is not True and int(exact) < len(batch):
+            sub = batch.subset(slice(0, int(exact)))
+            p = Patcher(model, graph, sub, resolve_metric(model, sub, "task"), rows_per_forward=rows_per_forward)
+        out["effects"] = p.edge_effects().detach().cpu().double().numpy()
+        out["exact_n"] = len(p.batch)
+    else:
+        out["effects"] = None
+    out["forward_passes"] = patcher.forward_passes
+    return out

@@ -373,3 +373,31 @@ def best_tpr_minus_fpr(tpr, fpr) -> float:
     """max(tpr - fpr) over the points (Youden's J); NaN if there are none."""
     t, f = np.asarray(tpr, float), np.asarray(fpr, float)
     return float(np.max(t - f)) if t.size else float("nan")
+
+
+# ---- both edge counts at once (eap_roc writes its AUCs under "acdc" and "plain") -------------
+def score_roc_both(scores: torch.Tensor, reference: torch.Tensor, graph: Graph, *, direct_scores: torch.Tensor,
+                   convention: str, auc_rule: str = DEFAULT_AUC_RULE, **kw) -> tuple[dict, dict]:
+    """(curve under ``convention``, curve under the other count) of one score ranking: "acdc" adds
+    the q/k/v direct edges scored by ``direct_scores``, "plain" counts the graph's edges only."""
+    with_d = score_roc(scores, reference, graph, auc_rule=auc_rule, direct_scores=direct_scores, **kw)
+    plain = score_roc(scores, reference, graph, auc_rule=auc_rule, **kw)
+    return (with_d, plain) if check_edge_convention(convention) == "acdc" else (plain, with_d)
+
+
+def circuit_roc_both(masks, reference: torch.Tensor, graph: Graph, *, taus: Sequence[float], convention: str,
+                     direct=None, auc_rule: str = DEFAULT_AUC_RULE) -> tuple[dict, dict]:
+    """`score_roc_both` for one point per circuit (an ACDC sweep): ``direct`` is the direct
+    edges each run kept (None when they were not tested; then counted by ACDC's rule)."""
+    with_d = circuit_roc(masks, reference, graph, taus=taus, auc_rule=auc_rule, edges="acdc", direct=direct)
+    plain = circuit_roc(masks, reference, graph, taus=taus, auc_rule=auc_rule)
+    return (with_d, plain) if check_edge_convention(convention) == "acdc" else (plain, with_d)
+
+
+def auc_by_edges(curves: dict, other: dict) -> dict:
+    """{"acdc"|"plain": {method: {"pessimistic", "trapezoid"}}} of each method's two curves."""
+    out: dict = {c: {} for c in EDGE_CONVENTIONS}
+    for m in curves:
+        for c in (curves[m], other[m]):
+            out[c["edges"]][m] = {"pessimistic": c["auc_pessimistic"], "trapezoid": c["auc_trapezoid"]}
+    return out

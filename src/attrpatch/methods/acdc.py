@@ -436,3 +436,13 @@ def acdc_sweep(model, graph: Graph, batch: TaskBatch, taus: Iterable[float], *, 
                for t, o, n in zip(taus, outs, ns)]
     total = patcher.forward_passes - start + _setup_passes(patcher)
     return AcdcSweep(taus, results, total, wall)
+
+
+def acdc_score_matrix(history: pd.DataFrame, graph: Graph) -> torch.Tensor:
+    """Float64 [n_up, n_down] of an ACDC run's ``history``: each tested edge's loss change
+    (``delta``) when it was tested, NaN for edges ACDC never tested; the q/k/v direct inputs
+    (``direct`` rows) are not graph edges and are left out. A circuit file's scores for ACDC."""
+    out = torch.full((graph.n_up, graph.n_down), float("nan"), dtype=torch.float64)
+    for u, v, d in history[~history["direct"]][["u", "v", "delta"]].itertuples(index=False):
+        out[int(u), int(v)] = float(d)
+    return out

@@ -33,6 +33,12 @@ def chunks(batch: TaskBatch, batch_size: int | None) -> Iterator[tuple[TaskBatch
         yield batch.subset(idx), (min(n, s + bs) - s) / n
 
 
+def batch_mean(fn: Callable[[TaskBatch], torch.Tensor], batch: TaskBatch, batch_size: int | None) -> torch.Tensor:
+    """The batch mean of ``fn`` (a per-batch mean, e.g. an effect or a score matrix) computed
+    over `chunks` of ``batch_size`` examples (memory), weighted by chunk size."""
+    return sum(w * fn(sub) for sub, w in chunks(batch, batch_size))
+
+
 def check_metric_chunking(metric, batch_size) -> None:
     if isinstance(metric, Metric) and batch_size:
         raise ValueError("a ready Metric object is bound to its batch: pass a metric name to use batch_size")

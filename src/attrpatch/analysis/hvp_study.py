@@ -1,0 +1,159 @@
+"""The second-order study of "When Attribution Patching Lies" on one task: it runs the model
+(EAP, per-edge HVPs, exact patching, IG comparators) and shapes the result JSON; the
+bookkeeping it uses is `attrpatch.analysis.second_order`'s. `experiments/hvp.py` only wires
+(profile, tasks, models, files).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..graph import Graph
+from ..methods.common import output_differences
+from ..methods.hvp import IG_RULES, directional_derivatives, reliability
+from ..methods.registry import attribute
+from ..metrics import resolve_metric
+from ..patching import Patcher, default_rows_per_forward
+from ..progress import tqdm
+from ..tasks.base import TaskBatch
+from .second_order import (edge_subset, error_stats, error_summary, errors, ig_alphas, ig_from_derivatives,
+                           mean_over_tasks, multistep_alphas, multistep_from_derivatives, passes,
+                           reliability_summary, sff_from_scores)
+
+
+def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], threshold: float, n_top: int,
+                       n_random: int, ig_rule: str, sff_steps: int | None = None, seed: int = 0,
+                       opts: Mapping | None = None, desc: str = "") -> tuple[dict, dict]:
+    """(detail, arrays) of one task's second-order study on the edge subset `edge_subset`
+    (``n_top`` largest |EAP| + ``n_random`` drawn with ``seed``): exact effects, EAP, the
+    HVP-corrected estimate and rho; errors; multi-step HVP (K in ``ks``) against per-component
+    IG (every rule in `IG_RULES`; ``ig_rule`` at the top level) and EAP-IG at equal passes;
+    Screen-Flag-Fix (flag rho > ``threshold``, fix by the K = ``sff_steps`` HVP or exactly).
+    ``detail`` is the task's JSON entry (the caller adds timings); ``arrays`` the per-edge
+    values the figure draws. ``opts``: method options of `attribute` (e.g. batch_size)."""
+    opts = dict(opts or {})
+    eap_all = g.edges_from_matrix(attribute(model, batch, "eap", graph=g, **opts)).double()
+    sel = edge_subset(eap_all, n_top, n_random, seed=seed)
+    edges = g.edge_index[torch.as_tensor(sel)]
+    names = [g.edge_names[i] for i in sel]
+    metric = resolve_metric(model, batch, "task")
+    base, _, diff, _ = output_differences(model, g, batch)
+    d1, d2, hvp_passes = {}, {}, 0
+    for a in tqdm(multistep_alphas(ks), desc=f"{desc}HVP points", leave=False):
+        f1, f2, p = directional_derivatives(model, g, base, diff, metric, edges, torch.full((len(sel),), a),
+                                            rows_per_forward=default_rows_per_forward(model))
+        d1[a], d2[a], hvp_passes = f1, f2, hvp_passes + p
+    ig_ms = sorted({2 * int(k) for k in ks})
+    ig_only = sorted(set().union(*[ig_alphas(ig_ms, r) for r in IG_RULES]) - set(d1))
+    for a in tqdm(ig_only, desc=f"{desc}IG points", leave=False):
+        f1, _, p = directional_derivatives(model, g, base, diff, metric, edges, torch.full((len(sel),), a),
+                                           rows_per_forward=default_rows_per_forward(model), second=False)
+        d1[a], hvp_passes = f1, hvp_passes + p
+    first, second = d1[0.0], 0.5 * d2[0.0]
+    corrected, rho = first + second, reliability(first, second)
+    exact = Patcher(model, g, batch, metric).edge_effects(edges).double()
+    ig, ig_passes = {}, sorted({int(k) for k in ks} | {2 * int(k) for k in ks})
+    for m in ig_passes:
+        ig[m] = g.edges_from_matrix(attribute(model, batch, "eap_ig", graph=g, steps=m, **opts)).double()[sel]
+    multistep = {}
+    for K in ks:
+        est = multistep_from_derivatives(d1, d2, K)
+        hs = error_stats(est, exact)
+        comp = {r: error_stats(ig_from_derivatives(d1, 2 * int(K), r), exact) for r in IG_RULES
+                if not (r == "trapezoid" and 2 * int(K) < 2)}
+        eig = error_stats(ig[2 * int(K)], exact)
+        multistep[str(K)] = {
+            "hvp_mean_abs_err": hs["mean_abs_err"], "hvp_median_abs_err": hs["median_abs_err"],
+            "hvp_max_share_of_mean": hs["max_share_of_mean"],
+            "hvp_passes": passes("hvp", K),
+            "ig_equal_passes_steps": 2 * int(K), "ig_rule": ig_rule,
+            "ig_equal_passes_mean_abs_err": comp[ig_rule]["mean_abs_err"],
+            "ig_equal_passes_median_abs_err": comp[ig_rule]["median_abs_err"],
+            "ig_component": comp,
+            "eap_ig_equal_passes_mean_abs_err": eig["mean_abs_err"],
+            "eap_ig_equal_passes_median_abs_err": eig["median_abs_err"],
+            "eap_ig_same_steps_mean_abs_err": float(errors(ig[int(K)], exact).mean()),
+        }
+    K_fix = int(sff_steps or max(ks))
+    sff = sff_from_scores(first, rho, exact, threshold, fix="hvp",
+                          fixed=multistep_from_derivatives(d1, d2, K_fix))
+    sff["hvp_steps"] = K_fix
+    sff_exact = sff_from_scores(first, rho, exact, threshold, fix="exact")
+    err = error_summary(first, corrected, exact)
+    rel = reliability_summary(rho, first, exact)
+    detail = {
+        "n_prompts": len(batch), "n_edges_total": int(g.n_edges), "n_edges": len(sel),
+        "subset": {"n_top_abs_eap": min(n_top, len(sel)), "n_random": len(sel) - min(n_top, len(sel)),
+                   "seed": seed},
+        **err, **rel,
+        "first_order_matches_eap": float((first - eap_all[sel]).abs().max()),
+        "multistep": multistep,
+        "sff": {k: v for k, v in sff.items() if k not in ("estimate", "flagged")},
+        "sff_exact": {k: v for k, v in sff_exact.items() if k not in ("estimate", "flagged")},
+        "hvp_batched_passes": hvp_passes,
+    }
+    arrays = {"names": names, "exact": exact.numpy(), "first": first.numpy(), "corrected": corrected.numpy(),
+              "rho": rho.numpy(), "sff": sff["estimate"], "flagged": sff["flagged"]}
+    return detail, arrays
+
+
+def study_summary(tasks: Mapping[str, dict], arrays: Mapping[str, dict], ks: Sequence[int], threshold: float) -> dict:
+    """Means over tasks of `second_order_study`'s details (the JSON's ``summary``), with the
+    share of K at which the multi-step HVP beats IG at equal passes (mean and median error)."""
+    mean = lambda *p: mean_over_tasks(tasks, p)  # noqa: E731
+    all_first = np.concatenate([a["first"] for a in arrays.values()])
+    all_corr = np.concatenate([a["corrected"] for a in arrays.values()])
+    all_exact = np.concatenate([a["exact"] for a in arrays.values()])
+    summary = {
+        "mean_abs_err": {"first_order": mean("mean_abs_err", "first_order"), "corrected": mean("mean_abs_err", "corrected")},
+        "median_rel_err": {"first_order": mean("median_rel_err", "first_order"),
+                           "corrected": mean("median_rel_err", "corrected")},
+        "frac_improved": float((errors(all_corr, all_exact) < errors(all_first, all_exact)).mean()),
+        "corrected_over_first_err": mean("mean_abs_err", "corrected") / mean("mean_abs_err", "first_order"),
+        "rho_spearman": mean("spearman_rho_vs_abs_err"),
+        "rho_auroc": mean("auroc_top_errors"),
+        "multistep": {K: {"hvp": mean("multistep", K, "hvp_mean_abs_err"),
+                          "hvp_median": mean("multistep", K, "hvp_median_abs_err"),
+                          "ig_equal_passes": mean("multistep", K, "ig_equal_passes_mean_abs_err"),
+                          "ig_equal_passes_median": mean("multistep", K, "ig_equal_passes_median_abs_err"),
+                          "ig_component": {r: {s_: mean("multistep", K, "ig_component", r, s_)
+                                               for s_ in ("mean_abs_err", "median_abs_err")}
+                                           for r in next(iter(tasks.values()))["multistep"][K]["ig_component"]},
+                          "eap_ig_equal_passes": mean("multistep", K, "eap_ig_equal_passes_mean_abs_err"),
+                          "eap_ig_equal_passes_median": mean("multistep", K, "eap_ig_equal_passes_median_abs_err"),
+                          "eap_ig_same_steps": mean("multistep", K, "eap_ig_same_steps_mean_abs_err")}
+                      for K in map(str, ks)},
+        "sff": {v: {"frac_fixed": mean(k, "frac_fixed"), "mean_abs_err": mean(k, "mean_abs_err"),
+                    "median_abs_err": mean(k, "median_abs_err"),
+                    "mean_abs_err_first_order": mean(k, "mean_abs_err_first_order"),
+                    "err_reduction": mean(k, "err_reduction"), "threshold": threshold, "fix": v}
+                for k, v in (("sff", "hvp"), ("sff_exact", "exact"))},
+        "n_edges_analysed": int(sum(t["n_edges"] for t in tasks.values())),
+        "n_edges_total": int(sum(t["n_edges_total"] for t in tasks.values())),
+    }
+    summary["sff_exact"] = summary["sff"].pop("exact")
+    summary["sff"] = summary["sff"].pop("hvp")
+    summary["multistep_hvp_beats_ig_equal_passes"] = float(np.mean(
+        [v["hvp"] < v["ig_equal_passes"] for v in summary["multistep"].values()]))
+    summary["multistep_hvp_beats_ig_equal_passes_median"] = float(np.mean(
+        [v["hvp_median"] < v["ig_equal_passes_median"] for v in summary["multistep"].values()]))
+    return summary
+
+
+def study_notes(n_top: int, n_random: int, ig_rule: str) -> dict:
+    """The JSON's ``notes``: what each field of `second_order_study` measures, in words."""
+    return {
+        "subset": f"per task the {n_top} edges with the largest |EAP| plus {n_random} seeded random others; "
+                  "every per-edge number is over that subset (per-edge HVPs for all edges x all multi-step "
+                  "points do not fit the CPU budget)",
+        "passes": "documented cost in gradient passes per component: EAP 1, K-step HVP 2K (K gradients + K "
+                  "HVPs), per-component IG and EAP-IG with m points m; equal passes = HVP(K) vs IG(m = 2K)",
+        "ig": f"ig_equal_passes: per-component IG, {ig_rule} rule, along each edge's own patch; "
+              "eap_ig_*: EAP-IG on input embeddings (one shared path)",
+        "sff": "Screen-Flag-Fix: flag rho > threshold; sff: flagged edges take the multi-step HVP estimate "
+               "(the paper's fix); sff_exact: they take their exact effect; frac_fixed = fraction fixed",
+        "auroc": "AUROC of rho for the top-decile |first-order error| edges of the subset (Mann-Whitney)",
+        "multistep": "methods.hvp multi-step rule sum_k f'(k/K)/K + f''(k/K)/(2K^2) [open reading]",
+    }
