@@ -44,5 +44,5 @@ def test_parse_strict(value, expected):
 
 
 def test_parse_strict_rejects_other_values():
-    with pytest.raises(ValueError, match="strict: 'yes please' is not allowed; allowed: true or false"):
+    with pytest.raises(ValueError, match="strict must be true or false, got 'yes please'"):
         parse_strict("yes please")

@@ -86,7 +86,7 @@ def test_value_the_owner_gains_is_accepted(monkeypatch):
 
 def test_choice_message_names_value_and_allowed():
     msgs = S.SETTINGS["eap_roc"]["auc_rule"].rule.problems("mean", "experiments.eap_roc.auc_rule", {})
-    assert msgs == ["experiments.eap_roc.auc_rule: 'mean' is not allowed; allowed: one of 'pessimistic', 'trapezoid'"]
+    assert msgs == ["experiments.eap_roc.auc_rule must be one of 'pessimistic', 'trapezoid', got 'mean'"]
 
 
 # ---- library signatures use the owner's constant ----------------------------------------------
@@ -161,3 +161,17 @@ def test_cli_selection_matches_the_owner():
     act = next(a for sp in sub.choices.values() for a in sp._actions if a.dest == "selection")
     assert set(act.choices) == set(select.SELECTIONS)
     assert act.default == select.CIRCUIT_SELECTION
+
+
+def test_settings_and_validate_share_one_message_shape():
+    """Issue 25 item 5: a bad profile value and a bad function argument read alike."""
+    import re
+
+    from attrpatch.validate import integer
+    shape = re.compile(r"^(\S+: )?\S+ must be .+, got .+$")
+    with pytest.raises(ValueError) as e:
+        integer("steps", 0, where="attribute")
+    assert shape.match(str(e.value)), str(e.value)
+    [msg] = S.SETTINGS["eap_roc"]["n"].rule.problems(0, "experiments.eap_roc.n", {})
+    assert shape.match(msg) and msg == S.must_be("experiments.eap_roc.n", 0, "an integer >= 1")
+    assert not shape.match("experiments.eap_roc.n: 0 is not allowed; allowed: an integer >= 1")   # the old shape

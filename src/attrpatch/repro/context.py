@@ -82,8 +82,8 @@ def _check_profile(cfg: dict) -> list[str]:
         errs += _check_model_spec(name, spec) if isinstance(spec, dict) else []
     errs += _check_resources(cfg.get("resources", {}))
     if "strict" in cfg and not isinstance(cfg["strict"], bool):
-        errs.append(f"strict: {cfg['strict']!r} is not allowed; allowed: true or false "
-                    "(failing claims make the workflow exit 1)")
+        errs.append(settings_mod.must_be("strict", cfg["strict"],
+                                        "true or false (failing claims make the workflow exit 1)"))
     env = {"tasks": set(ALL_TASK_NAMES), "models": set(cfg["models"]), "methods": known_scorers()}
     for exp, spec in cfg["experiments"].items():
         if exp in settings_mod.SETTINGS and isinstance(spec, dict):
@@ -102,21 +102,21 @@ def _check_model_spec(name: str, spec: dict) -> list[str]:
     errs = [f"models.{name}.{k}: unknown key for a {kind!r} model; allowed: {', '.join((kind,) + MODEL_KEYS[kind])}"
             for k in spec if k != kind and k not in MODEL_KEYS[kind]]
     if "dtype" in spec and spec["dtype"] not in DTYPES:
-        errs.append(f"models.{name}.dtype: {spec['dtype']!r} is not allowed; allowed: {', '.join(DTYPES)}")
+        errs.append(settings_mod.must_be(f"models.{name}.dtype", spec["dtype"], f"one of {', '.join(DTYPES)}"))
     if kind == "train":
         if spec["train"] not in trainable_models():
             errs.append(f"models.{name}.train: {spec['train']!r} is not a tiny model config; "
                         f"allowed: {', '.join(trainable_models())}")
         st = spec.get("steps")
         if st is not None and not (isinstance(st, int) and not isinstance(st, bool) and st >= 1):
-            errs.append(f"models.{name}.steps: {st!r} is not allowed; allowed: an integer >= 1")
+            errs.append(settings_mod.must_be(f"models.{name}.steps", st, "an integer >= 1"))
     elif kind == "pretrained":
         if not isinstance(spec["pretrained"], str) or not spec["pretrained"]:
             errs.append(f"models.{name}.pretrained: {spec['pretrained']!r} must be a Hugging Face model name")
     else:
         errs += _check_random_spec(name, spec)
         if "attn_only" in spec and not isinstance(spec["attn_only"], bool):
-            errs.append(f"models.{name}.attn_only: {spec['attn_only']!r} is not allowed; allowed: true or false")
+            errs.append(settings_mod.must_be(f"models.{name}.attn_only", spec["attn_only"], "true or false"))
     return errs
 
 

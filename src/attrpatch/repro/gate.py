@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .claims import check_claims, load_claims, summary_line
+from .settings import must_be
 
 STRICT_VALUES = {True: True, False: False, 1: True, 0: False, "true": True, "false": False}
 
@@ -24,7 +25,7 @@ def parse_strict(value, where: str = "strict") -> bool:
     key = value.lower() if isinstance(value, str) else value
     if isinstance(key, (bool, int, str)) and key in STRICT_VALUES:
         return STRICT_VALUES[key]
-    raise ValueError(f"{where}: {value!r} is not allowed; allowed: true or false")
+    raise ValueError(must_be(where, value, "true or false"))
 
 
 def gate(outcomes, strict: bool) -> int:

@@ -2,7 +2,7 @@
 
 A profile (``config/<profile>.yaml``, section ``experiments.<exp>``) says only what differs
 from these declarations. `resolve` merges a section with its declaration and returns every
-problem as ``experiments.<exp>.<key>: <value> ...; allowed: ...``; `repro.context.load_profile`
+problem as ``experiments.<exp>.<key> must be <allowed>, got <value>`` (`must_be`); `repro.context.load_profile`
 runs it for every experiment, so a typo'd key (``eap_keep_fraction``) or a bad value
 (``n: -40``, ``n: forty``) stops ``snakemake -n`` before any work, naming the entry. The
 experiment scripts read the merged settings (``ctx.spec``) and hold no defaults of their own.
@@ -24,6 +24,12 @@ from typing import Any, Mapping
 REQUIRED = object()     # default of a key the profile must set
 
 
+def must_be(path: str, value, allowed: str) -> str:
+    """The one message shape for a bad input value, the shape of `attrpatch.validate`'s:
+    ``<path> must be <allowed>, got <value>`` (this module stays torch-free, so it spells it)."""
+    return f"{path} must be {allowed}, got {value!r}"
+
+
 @dataclass(frozen=True)
 class Ref:
     """A default that lives in a library module: ``Ref("attrpatch.methods.hvp", "DEFAULT_THRESHOLD")``."""
@@ -42,7 +48,7 @@ class Rule:
     allowed = "?"
 
     def problems(self, value, path: str, env: Mapping) -> list[str]:
-        return [] if self.ok(value, env) else [f"{path}: {value!r} is not allowed; allowed: {self.allowed}"]
+        return [] if self.ok(value, env) else [must_be(path, value, self.allowed)]
 
     def ok(self, value, env) -> bool:   # pragma: no cover - subclasses define ok or problems
         raise NotImplementedError
@@ -129,7 +135,7 @@ class Named(Rule):
         if isinstance(v, str) and v in names:
             return []
         what = {"tasks": "task", "models": "model (declared under models)", "methods": "method"}[self.registry]
-        return [f"{path}: {v!r} is not a known {what}; allowed: {', '.join(names)}"]
+        return [must_be(path, v, f"a known {what}: one of {', '.join(names)}")]
 
 
 class Optional(Rule):
@@ -153,7 +159,7 @@ class OneOf(Rule):
         if any(not p for p in results):
             return []
         shapes = [p for r, p in zip(self.rules, results) if _shape_matches(r, v)]
-        return shapes[0] if shapes else [f"{path}: {v!r} is not allowed; allowed: {self.allowed}"]
+        return shapes[0] if shapes else [must_be(path, v, self.allowed)]
 
 
 def _shape_matches(rule: Rule, v) -> bool:
@@ -173,7 +179,7 @@ class ListOf(Rule):
 
     def problems(self, v, path, env):
         if not isinstance(v, list) or len(v) < self.min_len or (self.max_len is not None and len(v) > self.max_len):
-            return [f"{path}: {v!r} is not allowed; allowed: {self.allowed}"]
+            return [must_be(path, v, self.allowed)]
         return [p for i, x in enumerate(v) for p in self.item.problems(x, f"{path}[{i}]", env)]
 
 
@@ -187,7 +193,7 @@ class Tuple(Rule):
 
     def problems(self, v, path, env):
         if not isinstance(v, list) or len(v) != len(self.items):
-            return [f"{path}: {v!r} is not allowed; allowed: {self.allowed}"]
+            return [must_be(path, v, self.allowed)]
         return [p for i, (x, r) in enumerate(zip(v, self.items)) for p in r.problems(x, f"{path}[{i}]", env)]
 
 
@@ -200,7 +206,7 @@ class MapOf(Rule):
 
     def problems(self, v, path, env):
         if not isinstance(v, dict):
-            return [f"{path}: {v!r} is not allowed; allowed: {self.allowed}"]
+            return [must_be(path, v, self.allowed)]
         errs = []
         for k, x in v.items():
             errs += self.key.problems(k, f"{path}.{k}", env)
@@ -217,7 +223,7 @@ class Record(Rule):
 
     def problems(self, v, path, env):
         if not isinstance(v, dict):
-            return [f"{path}: {v!r} is not allowed; allowed: {self.allowed}"]
+            return [must_be(path, v, self.allowed)]
         return _check_keys(v, self.fields, path, env)
 
     def merge(self, v: dict) -> dict:
@@ -235,7 +241,7 @@ class TaskModels(Rule):
 
     def problems(self, v, path, env):
         if not isinstance(v, dict) or len(v) < self.min_len or (self.max_len is not None and len(v) > self.max_len):
-            return [f"{path}: {v!r} is not allowed; allowed: {self.allowed}"]
+            return [must_be(path, v, self.allowed)]
         return [p for k, m in v.items() for p in Named("tasks").problems(k, f"{path}", env)
                 + Named("models").problems(m, f"{path}.{k}", env)]
 
@@ -416,8 +422,8 @@ def _cross_checks(exp: str, spec: Mapping, path: str) -> list[str]:
     errs = []
     if exp == "eapgp_gain" and isinstance(spec.get("methods"), list):
         if not {"eap_ig", "eap_gp"} <= set(spec["methods"]):
-            errs.append(f"{path}.methods: {spec['methods']!r} is not allowed; allowed: a list including 'eap_ig' "
-                        f"and 'eap_gp' (the gain compares them)")
+            errs.append(must_be(f"{path}.methods", spec["methods"],
+                                "a list including 'eap_ig' and 'eap_gp' (the gain compares them)"))
     if exp == "hvp" and "subset" in spec and spec.get("max_edges") is not None:
         errs.append(f"{path}: set subset or max_edges, not both (max_edges replaces subset)")
     return errs
