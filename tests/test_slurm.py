@@ -4,7 +4,8 @@ same targets run locally.
 
 Targets (kept small for the suite's time: the route, not the volume, is under test): IOI's
 reference table on the trained tiny-gpt2, gathered from 2 edge-block shard jobs
-(config/smoke.yaml `reference.shards`): 4 SLURM jobs (train, 2 shards, gather). The profile is profiles/slurm apart from what is cluster-specific
+(config/smoke.yaml `reference.shards`): 5 SLURM jobs (the two trainings the reference rule
+reads, 2 shards, the gather). The profile is profiles/slurm apart from what is cluster-specific
 (`slurm_test_overrides`). Skipped with the reason where SLURM cannot be started (not root, no
 apt, no plugin), except in CI (CI=true), where a skip would hide a broken route: there it fails.
 `.ci/slurm.sh up` is run by CI before the tests; run here as root, the test starts the cluster
@@ -127,9 +128,10 @@ def test_sharded_smoke_through_slurm_equals_local(cluster, tmp_path):
     print(f"sharded smoke targets: local {t_local:.0f} s, through SLURM {t_slurm:.0f} s")
 
     # every job went through sbatch (the plugin deletes successful jobs' SLURM logs, so its own
-    # submission lines are the record): 1 training, 2 shards, 1 gather
+    # submission lines are the record): the reference rule reads both trained models (2 trainings),
+    # 2 shards, 1 gather
     submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/", out)
-    assert sorted(submitted) == sorted(["train", "reference_shard", "reference_shard", "reference"]), out[-4000:]
+    assert sorted(submitted) == sorted(["train"] * 2 + ["reference_shard"] * 2 + ["reference"]), out[-4000:]
     for target in TARGETS:
         assert (via_slurm / target).read_bytes() == (local / target).read_bytes(), target
     for task in ("ioi",):
