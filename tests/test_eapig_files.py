@@ -78,6 +78,19 @@ def test_too_many_prompts_is_an_error_naming_the_counts():
         E.load_batch("country_capital_eapig", 150, DATA, E.standin_tokenizer(DATA), prepend_bos=True)
 
 
+@needs_data
+def test_full_sva_file_is_closed_under_the_swap_and_its_head_is_not():
+    """Why the paper profile runs SVA on the whole file (config/paper.yaml, n_by_task.sva_eapig):
+    the authors' GPT-2 SVA baselines are exact negatives of each other, which every model gives
+    on a swap-closed prompt set (tasks.eapig_files.swap_pairs) and no model need give on the
+    released script's first 3,000 rows, of which only 780 have their swap."""
+    tok = E.standin_tokenizer(DATA)
+    full = E.load_batch("sva_eapig", None, DATA, tok, prepend_bos=True)
+    assert len(full) == 12400 and E.swap_pairs(full) == 12400
+    head = full.subset(slice(0, 3000))
+    assert E.swap_pairs(head) == 780
+
+
 # ---- constructed files: every reason, the GPT-2 (Hugging Face) code path, the metrics -------
 
 WORDS = ["<pad>", "<bos>", "<eos>", "<unk>", "When", "Amy", "and", "Laura", "Nick", "got", "a", "snack", ",",
@@ -212,6 +225,30 @@ def test_paper_metrics_equal_hand_computations(files):
     same = torch.randn(1, b.clean.shape[1], V, generator=g, dtype=torch.float64).repeat(2, 1, 1)
     m = task_metric(b)(same)
     assert m[0].item() == pytest.approx(-m[1].item()) and m[0].item() != 0
+
+
+def test_swap_closed_batch_gives_corrupted_baseline_minus_clean(files):
+    """On a swap-closed batch the mean corrupted metric is minus the mean clean one for any
+    model (here a random one); a batch missing a row's swap is reported, and breaks it."""
+    from attrpatch.models.random import random_bridge
+
+    d, _ = files
+    b = E.load_batch("sva_eapig", None, d, _hf_tok(), prepend_bos=True)   # two rows, each the other's swap
+    assert len(b) == 2 and E.swap_pairs(b) == 2
+    one = b.subset(slice(0, 1))
+    assert E.swap_pairs(one) == 0
+    wrong_sets = TaskBatch(b.task, b.clean, b.corrupt, b.answer_mask, b.answer_mask.roll(1, dims=1), b.metric,
+                           pos=b.pos)
+    assert E.swap_pairs(wrong_sets) == 0, "the answer sets must be exchanged too"
+    model = random_bridge(n_layer=1, n_head=2, n_embd=16, vocab_size=len(WORDS), weight_scale=0.5, seed=3,
+                          dtype=torch.float64)
+    m = task_metric(b)
+    with torch.no_grad():
+        clean, corrupt = m(model(b.clean)), m(model(b.corrupt))
+    assert abs(clean[0].item()) > 1e-6
+    torch.testing.assert_close(corrupt, -clean.flip(0), rtol=1e-12, atol=0)   # row i's swap is row 1 - i
+    assert corrupt.mean().item() == pytest.approx(-clean.mean().item(), abs=1e-15)
+    assert corrupt[0].item() != pytest.approx(-clean[0].item(), rel=1e-3), "alone, a row is not its own swap"
 
 
 def test_metric_reads_the_last_real_token_of_each_row(files):

@@ -37,9 +37,11 @@ def test_paper_profile_parameters():
     assert e["reference"]["published"] is True
     assert e["eap_roc"]["taus"] == {"n": 31, "low_exp": -6.0, "high_exp": 0.0}   # 10^(-k/5), k=0..30
     assert e["eapig_faith"]["steps"] == 5
-    assert e["eapig_faith"]["n_by_task"] == {"ioi_eapig": 1000, "greater_than_eapig": 1000, "sva_eapig": 3000,
+    assert e["eapig_faith"]["n_by_task"] == {"ioi_eapig": 1000, "greater_than_eapig": 1000, "sva_eapig": 12400,
                                              "gender_bias_eapig": 986, "country_capital_eapig": 190,
                                              "hypernymy_eapig": 198}
+    # SVA: the whole swap-closed file, which gives the authors' baselines (tests/test_eapig_files.py)
+    assert e["eapgp_gain"]["n_by_task"] == e["eapig_faith"]["n_by_task"]
     assert e["eapig_faith"]["edge_counts"][:7] == [30, 40, 50, 60, 70, 80, 90]
     assert e["eapig_faith"]["edge_counts"][-1] == 1000
     assert e["eapig_faith"]["edge_counts_by_task"]["ioi_eapig"][-1] == 2000

@@ -30,10 +30,12 @@ import csv
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .base import TaskBatch
@@ -313,7 +315,7 @@ def _answers(task: PaperTask, row: dict, text: _Text, ctx: dict):
         ans, wrong = [text.file_id(i) for i in a_raw], [text.file_id(i) for i in w_raw]
     if not ans or not wrong:
         return "malformed_row"
-    if any(i is None for i in ans + wrong):
+    if None in ans or None in wrong:
         return "answer_outside_vocab"
     return ans, wrong
 
@@ -345,6 +347,26 @@ def read_task(task: str, root, tokenizer):
     return kept, reasons, n_rows
 
 
+def swap_pairs(batch: TaskBatch) -> int:
+    """How many rows of `batch` can be paired one-to-one with their *swap*: the row whose clean
+    prompt is this row's corrupted prompt and back, with answer and wrong sets exchanged.
+
+    Why it matters: a metric of the form f(answer set) - f(wrong set) changes sign when the sets
+    are exchanged, so on a batch where every row has its swap (``swap_pairs(b) == len(b)``) the
+    mean corrupted metric is exactly minus the mean clean metric, for any model. The EAP-IG
+    paper's GPT-2 SVA baselines are such a pair to the last digit (0.1572799533605575 and its
+    negative, results/pareto/gpt2/csv/sva.csv of hannamw/eap-ig-faithfulness@d42fea6): its
+    whole file is closed under the swap, its first 3,000 rows are not (tests/test_eapig_files.py).
+    """
+    c, k = batch.clean.cpu().numpy(), batch.corrupt.cpu().numpy()
+    a = np.packbits(batch.answer_mask.cpu().numpy(), axis=1)
+    w = np.packbits(batch.wrong_mask.cpu().numpy(), axis=1)
+    p = batch.pos.cpu().numpy()
+    rows = Counter((c[i].tobytes(), k[i].tobytes(), a[i].tobytes(), w[i].tobytes(), int(p[i])) for i in range(len(c)))
+    swaps = Counter((k[i].tobytes(), c[i].tobytes(), w[i].tobytes(), a[i].tobytes(), int(p[i])) for i in range(len(c)))
+    return sum((rows & swaps).values())
+
+
 def describe(batch: TaskBatch) -> dict:
     """What a result file records about a batch's data: size, positions, BOS, and for paper
     files their source and the rows kept and rejected per reason."""
@@ -353,6 +375,17 @@ def describe(batch: TaskBatch) -> dict:
            "prepend_bos": bool(batch.meta.get("prepend_bos", False))}
     out.update({k: batch.meta[k] for k in keep if k in batch.meta})
     return out
+
+
+def _set_masks(sets: list[list[int]], V: int) -> torch.Tensor:
+    """[len(sets), V] bool masks of token-id sets, each distinct set built once (SVA's 12,400
+    rows share two verb lists of ~900 tokens)."""
+    distinct: dict[tuple, int] = {}
+    row_of = torch.tensor([distinct.setdefault(tuple(s), len(distinct)) for s in sets], dtype=torch.long)
+    masks = torch.zeros(len(distinct), V, dtype=torch.bool)
+    for s, j in distinct.items():
+        masks[j, list(s)] = True
+    return masks[row_of]
 
 
 def load_batch(task: str, n: int | None, root, tokenizer, prepend_bos: bool) -> TaskBatch:
@@ -380,11 +413,7 @@ def load_batch(task: str, n: int | None, root, tokenizer, prepend_bos: bool) -> 
         x = bos + ids
         return x + [text.pad_id] * (P - len(x))
 
-    am = torch.zeros(len(rows), V, dtype=torch.bool)
-    wm = torch.zeros(len(rows), V, dtype=torch.bool)
-    for i, (_, _, a, w) in enumerate(rows):
-        am[i, a] = True
-        wm[i, w] = True
+    am, wm = _set_masks([r[2] for r in rows], V), _set_masks([r[3] for r in rows], V)
     meta = {"rows_read": n_rows, "kept": n_rows - sum(reasons.values()), "rejected": sum(reasons.values()),
             "reject_reasons": reasons, "prepend_bos": bool(prepend_bos),
             "source": f"{PAPER_REPO}@{PAPER_COMMIT[:7]}:{t.files[0]}",
