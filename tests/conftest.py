@@ -9,6 +9,10 @@ import torch
 from attrpatch.models.random import random_bridge
 from attrpatch.tasks.base import TaskBatch
 
+import paper_data as _paper_data
+
+pytest_plugins = ["pytester"]    # tests of the conftest hooks below (test_paper_data.py)
+
 torch.set_num_threads(1)
 
 VOCAB = 48
@@ -64,3 +68,21 @@ def trained_gpt2(tmp_path_factory):
     info = json.loads((out / "train_info.json").read_text())
     assert info["steps_run"] == 400, info["stop_reason"]
     return load_model(str(out))
+
+
+# ---- tests that need the EAP-IG paper's files (tests/paper_data.py) ------------------------
+
+def pytest_collection_modifyitems(config, items):
+    _paper_data.collection_modifyitems(items)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _paper_data.ci_skip_is_failure(item, outcome.get_result())
+
+
+@pytest.fixture
+def paper_data():
+    """The EAP-IG paper's data directory (tests marked paper_data are skipped without it)."""
+    return _paper_data.paper_data_dir()

@@ -11,6 +11,10 @@ def test_methods_listing(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "eap_ig" in out and "steps" in out
+    # every option listed after "options:" is one `score --options` takes; Python-only ones apart
+    listed = [line.split("options: ", 1)[1] for line in out.splitlines() if line.strip().startswith("options: ")]
+    assert listed and not any("extra_hooks" in x or "return_details" in x for x in listed)
+    assert "Python API only (attribute(...)): extra_hooks" in out
 
 
 def test_score_on_a_checkpoint(tmp_path, capsys):

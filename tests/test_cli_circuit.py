@@ -61,12 +61,6 @@ def test_threshold_keeps_every_edge_at_or_above_tau(ckpt, tmp_path):
 
 
 def test_errors_are_one_clear_line(ckpt, tmp_path, capsys):
-    assert main(["circuit", "--model", str(ckpt), "--task", "ioi", "--method", "atp", "--edges", "5",
-                 "--n", "4", "--out", str(tmp_path), "--quiet"]) == 2
-    assert "cannot find an edge circuit; allowed: ['eap'" in capsys.readouterr().err
-    assert main(["circuit", "--model", str(ckpt), "--task", "ioi", "--method", "acdc_kl", "--edges", "5",
-                 "--n", "4", "--out", str(tmp_path), "--quiet"]) == 2
-    assert "give tau, not edges" in capsys.readouterr().err
     g = Graph(2, 2)
     other = save_circuit(tmp_path / "other.json", Circuit(g, top_n(g.edge_mask.double(), g, 3)))
     assert main(["evaluate", str(other), "--model", str(ckpt), "--task", "ioi"]) == 2
@@ -74,3 +68,60 @@ def test_errors_are_one_clear_line(ckpt, tmp_path, capsys):
     assert "another graph" in err and "n_layers: file 2, model 3" in err and "n_heads: file 2, model 4" in err
     with pytest.raises(SystemExit):
         main(["circuit", "--model", str(ckpt), "--task", "ioi", "--method", "eap", "--out", str(tmp_path)])
+
+
+def _rc(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's own errors
+        return e.code
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--edges", "-5"], "argument --edges: must be an integer >= 1, got -5"),
+    (["--edges", "0"], "argument --edges: must be an integer >= 1, got 0"),
+    (["--tau", "-1"], "argument --tau: must be a finite number > 0, got -1"),
+    (["--tau", "0"], "argument --tau: must be a finite number > 0, got 0"),
+    (["--tau", "nan"], "argument --tau: must be a finite number > 0, got nan"),
+    (["--edges", "5", "--n", "0"], "argument --n: must be an integer >= 1, got 0"),
+    (["--edges", "5", "--task", "iox"], "argument --task: invalid choice: 'iox'"),
+    (["--edges", "5", "--method", "atp"], "argument --method: invalid choice: 'atp'"),
+    (["--edges", "5", "--method", "acdc_kl"], "--method acdc_kl finds its circuit at a threshold: give --tau, not --edges"),
+    (["--tau", "0.1", "--method", "acdc_kl", "--options", '{"tau": 1}'], r"method 'acdc_kl' has no option\(s\) \['tau'\]"),
+    (["--edges", "5", "--options", "{bad"], "--options is not valid JSON"),
+    (["--edges", "5", "--options", '{"steps": 0}'], "steps must be an integer >= 1, got 0"),
+    (["--edges", "5", "--options", '{"extra_hooks": []}'], r"has no option\(s\) \['extra_hooks'\]"),
+])
+def test_circuit_nonsense_is_one_line_exit_2_before_loading_the_model(monkeypatch, capsys, tmp_path, args, match):
+    import attrpatch.models
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+    monkeypatch.setattr(attrpatch.models, "load_model", no_load)
+    base = {"--task": "ioi", "--method": "eap_ig"}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    argv = ["circuit", "--model", "m", "--out", str(tmp_path / "c"), "--quiet"] + [x for kv in base.items() for x in kv]
+    rc = _rc(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and re.search(match, err[-1]) and err[-1].startswith("attrpatch circuit: error: "), err
+    assert not (tmp_path / "c").exists()
+
+
+def test_evaluate_checks_task_and_file_before_loading_the_model(monkeypatch, capsys, tmp_path):
+    import attrpatch.models
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+    monkeypatch.setattr(attrpatch.models, "load_model", no_load)
+    g = Graph(2, 2)
+    ok = save_circuit(tmp_path / "ok.json", Circuit(g, C.top_n(g.edge_mask.double(), g, 3)))
+    (tmp_path / "bad.json").write_text("{not json")
+    for argv, match in [([str(tmp_path / "none.json")], "no such circuit file"),
+                        ([str(tmp_path / "bad.json")], "not valid JSON"),
+                        ([str(ok)], "records no task: give --task"),
+                        ([str(ok), "--task", "iox"], "argument --task: invalid choice: 'iox'"),
+                        ([str(ok), "--task", "ioi", "--n", "-3"], "argument --n: must be an integer >= 1, got -3")]:
+        rc = _rc(["evaluate"] + argv + ["--model", "m"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and re.search(match, err[-1]) and err[-1].startswith("attrpatch evaluate: error: "), (argv, err)

@@ -93,6 +93,7 @@ def test_smoke_dag_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.paper_data
 def test_paper_rules_end_to_end_on_narrow_random_models(tmp_path):
     """Every paper-profile rule runs in CI: config/paper_random.yaml (the paper's model shapes
     with random weights, published reference circuits, work limits, EAP-GP on two models,
@@ -136,6 +137,7 @@ def test_paper_rules_end_to_end_on_narrow_random_models(tmp_path):
     assert "BLOCKED" not in report
 
 
+@pytest.mark.paper_data
 def test_rules_declare_the_profile_resources(tmp_path):
     """paper_random's measured memory reaches the rules (what a scheduler reads)."""
     r = _run(["-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--config", "profile=paper_random"], tmp_path)

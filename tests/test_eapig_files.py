@@ -22,9 +22,7 @@ from attrpatch.tasks.base import TaskBatch
 from attrpatch.tasks.vocab import ToyTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "eap-ig-faithfulness"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"the EAP-IG paper's files (hannamw/eap-ig-faithfulness) are not at {DATA}")
+needs_data = pytest.mark.paper_data     # skipped without the files; a skip fails under CI (tests/paper_data.py)
 
 
 # ---- the real files ----------------------------------------------------------------------
@@ -43,9 +41,10 @@ REAL_COUNTS = {
 
 @needs_data
 @pytest.mark.parametrize("task", list(E.PAPER_TASKS))
-def test_every_real_file_loads_with_counts_per_reason(task):
-    tok = E.standin_tokenizer(DATA)
-    b = E.load_batch(task, 8, DATA, tok, prepend_bos=True)
+def test_every_real_file_loads_with_counts_per_reason(task, paper_data):
+    data = paper_data
+    tok = E.standin_tokenizer(data)
+    b = E.load_batch(task, 8, data, tok, prepend_bos=True)
     rows, kept, rejected = REAL_COUNTS[task]
     assert b.meta["rows_read"] == rows and b.meta["kept"] == kept
     assert b.meta["reject_reasons"] == {r: rejected.get(r, 0) for r in E.REJECT_REASONS}
@@ -59,12 +58,13 @@ def test_every_real_file_loads_with_counts_per_reason(task):
 
 
 @needs_data
-def test_standin_maps_each_file_id_to_one_token():
+def test_standin_maps_each_file_id_to_one_token(paper_data):
     """A file's answer id N is the stand-in token <id:N> in every task (IOI and Gender-Bias
     share GPT-2's name / pronoun ids with no text in the row)."""
-    tok = E.standin_tokenizer(DATA)
-    b = E.load_batch("ioi_eapig", 5, DATA, tok, prepend_bos=False)
-    with open(DATA / "data" / "ioi" / "gpt2.csv", newline="") as f:
+    data = paper_data
+    tok = E.standin_tokenizer(data)
+    b = E.load_batch("ioi_eapig", 5, data, tok, prepend_bos=False)
+    with open(data / "data" / "ioi" / "gpt2.csv", newline="") as f:
         rows = [r for _, r in zip(range(5), csv.DictReader(f))]
     for i, r in enumerate(rows):
         assert tok.decode(b.answer_mask[i].nonzero()[:, 0]) == [f"<id:{r['correct_idx']}>"]
@@ -73,9 +73,10 @@ def test_standin_maps_each_file_id_to_one_token():
 
 
 @needs_data
-def test_too_many_prompts_is_an_error_naming_the_counts():
+def test_too_many_prompts_is_an_error_naming_the_counts(paper_data):
+    data = paper_data
     with pytest.raises(ValueError, match="keeps only 137 of 190 rows"):
-        E.load_batch("country_capital_eapig", 150, DATA, E.standin_tokenizer(DATA), prepend_bos=True)
+        E.load_batch("country_capital_eapig", 150, data, E.standin_tokenizer(data), prepend_bos=True)
 
 
 @needs_data

@@ -23,9 +23,23 @@ import json
 import sys
 
 
+def cli_options(method: str) -> list[str]:
+    """Options of `method` the command line takes (not the Python-only ones: hooks, extra returns)."""
+    from ..methods.registry import method_options
+    from ..methods.registry import OPTIONS
+
+    return [o for o in method_options(method) if not (o in OPTIONS and OPTIONS[o].api_only)]
+
+
+def api_only_options(method: str) -> list[str]:
+    from ..methods.registry import method_options
+
+    return [o for o in method_options(method) if o not in cli_options(method)]
+
+
 def _parse_options(method: str, text: str | None) -> dict:
     """--options as a JSON object of known, valid options of `method` (checked before loading)."""
-    from ..methods.registry import check_options, method_options
+    from ..methods.registry import check_options
 
     if not text:
         return {}
@@ -36,9 +50,7 @@ def _parse_options(method: str, text: str | None) -> dict:
                          'example: --options \'{"steps": 5}\'') from None
     if not isinstance(options, dict):
         raise ValueError(f"--options must be a JSON object like '{{\"steps\": 5}}', got {text!r}")
-    from ..methods.registry import OPTIONS
-
-    valid = [o for o in method_options(method) if not (o in OPTIONS and OPTIONS[o].api_only)]
+    valid = cli_options(method)
     bad = sorted(set(options) - set(valid))
     if bad:
         raise ValueError(f"method {method!r} has no option(s) {bad}; valid options: {', '.join(valid)}")
@@ -105,14 +117,27 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_number(text: str) -> float:
+    """A finite number > 0 (a threshold: 0 or less would keep every edge)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
 def _score_epilog() -> str:
-    from ..methods.registry import METHODS, method_options
+    from ..methods.registry import METHODS
     from ..tasks import TASKS
     from ..methods.registry import OPTIONS
 
     lines = ["tasks:"] + [f"  {t:18s} metric {m.METRIC}" for t, m in TASKS.items()]
     lines += ["", "methods (--method) and their options:"]
-    cli = {m: [o for o in method_options(m) if not (o in OPTIONS and OPTIONS[o].api_only)] for m in METHODS}
+    cli = {m: cli_options(m) for m in METHODS}
     for name, spec in METHODS.items():
         lines.append(f"  {name:18s} {spec.doc} [{spec.level}]; options: {', '.join(cli[name])}")
     used = sorted(set().union(*cli.values()))
@@ -133,10 +158,13 @@ def _graph(a) -> int:
 
 
 def _methods(a) -> int:
-    from ..methods.registry import METHODS, method_options
+    """Every method with the options `score --options` takes; Python-only ones named apart."""
+    from ..methods.registry import METHODS
 
     for name, spec in METHODS.items():
-        print(f"{name:20s} {spec.level:5s} {spec.doc}\n{'':26s} options: {', '.join(method_options(name))}")
+        api = api_only_options(name)
+        print(f"{name:20s} {spec.level:5s} {spec.doc}\n{'':26s} options: {', '.join(cli_options(name))}"
+              + (f"\n{'':26s} Python API only (attribute(...)): {', '.join(api)}" if api else ""))
     return 0
 
 

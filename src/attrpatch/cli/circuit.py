@@ -15,21 +15,30 @@ from tqdm.auto import tqdm
 
 
 def add_parsers(sub) -> None:
+    """Every option is checked as it is parsed (argparse types and choices, score's message
+    format), the method's options and the circuit file before any model is loaded."""
+    from ..circuits.run import edge_methods
+    from . import _positive_int, _positive_number
+    from ..tasks import TASKS
+
     c = sub.add_parser("circuit", help="find a circuit, measure its faithfulness, save it as JSON and draw it",
                        description=__doc__.split("\n\n")[0])
     c.add_argument("--model", required=True, help="checkpoint directory or pretrained name (local cache)")
-    c.add_argument("--task", required=True)
-    c.add_argument("--method", required=True, help="an edge method (`attrpatch methods`) or acdc_task / acdc_kl")
+    c.add_argument("--task", required=True, choices=list(TASKS), metavar="TASK",
+                   help=f"one of: {', '.join(TASKS)}")
+    c.add_argument("--method", required=True, choices=edge_methods(), metavar="METHOD",
+                   help=f"one of: {', '.join(edge_methods())} (`attrpatch methods`)")
     size = c.add_mutually_exclusive_group(required=True)
-    size.add_argument("--edges", type=int, help="circuit of this many edges (then pruned)")
-    size.add_argument("--tau", type=float, help="threshold: edges with |score| >= TAU (ACDC: its tau)")
+    size.add_argument("--edges", type=_positive_int, help="circuit of this many edges, integer >= 1 (then pruned)")
+    size.add_argument("--tau", type=_positive_number,
+                      help="threshold > 0: edges with |score| >= TAU (ACDC: its tau)")
     c.add_argument("--out", required=True, help="directory for circuit.json, circuit.png, circuit.svg")
     c.add_argument("--name", default="circuit", help="file name stem in --out (default: circuit)")
     c.add_argument("--selection", default="greedy", choices=["greedy", "topn"],
                    help="with --edges: EAP-IG's greedy growth from logits (default) or the top N by |score|")
     c.add_argument("--no-prune", action="store_true", help="keep dangling edges")
     c.add_argument("--options", help='JSON of method options, e.g. \'{"steps": 5}\'')
-    c.add_argument("--n", type=int, default=32, help="prompts (default 32)")
+    c.add_argument("--n", type=_positive_int, default=32, help="prompts (default 32)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--eval-seed", type=int, help="prompts for the faithfulness (default: the same as --seed)")
     c.add_argument("--metric", default="task", help="metric of the faithfulness (default: the task's)")
@@ -48,8 +57,8 @@ def add_parsers(sub) -> None:
                        description="Faithfulness of a circuit file (ours or the EAP-IG library's graph JSON).")
     e.add_argument("circuit", help="circuit JSON file")
     e.add_argument("--model", required=True)
-    e.add_argument("--task", help="default: the task recorded in the file")
-    e.add_argument("--n", type=int, help="prompts (default: those the file was evaluated on, else 32)")
+    e.add_argument("--task", choices=list(TASKS), metavar="TASK", help="default: the task recorded in the file")
+    e.add_argument("--n", type=_positive_int, help="prompts (default: those the file was evaluated on, else 32)")
     e.add_argument("--seed", type=int, help="(default: the file's, else 0)")
     e.add_argument("--metric", help="(default: the file's, else the task's)")
     e.add_argument("--device", default="cpu")
@@ -66,8 +75,9 @@ def add_parsers(sub) -> None:
     v.set_defaults(fn=view_main)
 
 
-def _fail(msg: str) -> int:
-    print(f"attrpatch: error: {msg}", file=sys.stderr)
+def _fail(msg: str, cmd: str = "") -> int:
+    """One line, score's format (attrpatch.cli.main): `attrpatch CMD: error: MESSAGE`, exit status 2."""
+    print(f"attrpatch{' ' + cmd if cmd else ''}: error: {msg}", file=sys.stderr)
     return 2
 
 
@@ -80,12 +90,21 @@ def circuit_main(a) -> int:
     from ..models import load_model
     from ..tasks import make_batch
 
-    if a.exact_top < 0:
-        return _fail(f"--exact-top must be >= 0, got {a.exact_top}")
-    try:
-        options = json.loads(a.options) if a.options else {}
-    except json.JSONDecodeError as err:
-        return _fail(f"--options is not JSON ({err}): {a.options!r}")
+    from ..circuits.run import ACDC_METHODS
+    from . import _parse_options
+
+    try:                                     # every input checked before the model loads
+        if a.method in ACDC_METHODS:
+            if a.edges is not None:
+                raise ValueError(f"--method {a.method} finds its circuit at a threshold: give --tau, not --edges")
+            options = _parse_options("acdc", a.options)
+            bad = sorted(set(options) - {"direction"})
+            if bad:
+                raise ValueError(f"method {a.method!r} has no option(s) {bad}; valid options: direction")
+        else:
+            options = _parse_options(a.method, a.options)
+    except ValueError as err:
+        return _fail(str(err), a.cmd)
     steps = ["load model", f"score ({a.method})", "exact patching", "write"]
     bar = tqdm(total=len(steps), desc=steps[0], unit="step", disable=a.quiet, file=sys.stderr)
     try:
@@ -111,7 +130,7 @@ def circuit_main(a) -> int:
         bar.update(1)
     except (ValueError, KeyError, RuntimeError, FileNotFoundError) as err:
         bar.close()
-        return _fail(str(err))
+        return _fail(str(err), a.cmd)
     bar.close()
     print(f"{a.method} on {a.task}: {c.n_edges} edges, {len(c.nodes)} nodes ({info['selection']})")
     print(f"faithfulness {faith['faithfulness']:.4f} (exact patching, {faith['n_prompts']} prompts, seed {eval_seed}; "
@@ -164,15 +183,18 @@ def evaluate_main(a) -> int:
     from ..tasks import make_batch
 
     try:
+        recorded = load_circuit(a.circuit)            # the file checked before the model loads
+        if not (a.task or recorded.task):
+            return _fail(f"{a.circuit} records no task: give --task", a.cmd)
         model = load_model(a.model, device=a.device)
         graph = Graph.from_model(model)
         c = load_circuit(a.circuit, graph=graph)
     except (CircuitFileError, ValueError, RuntimeError, FileNotFoundError) as err:
-        return _fail(str(err))
+        return _fail(str(err), a.cmd)
     rec = c.info.get("faithfulness") if isinstance(c.info.get("faithfulness"), dict) else {}
     task = a.task or c.task
     if not task:
-        return _fail(f"{a.circuit} records no task: give --task")
+        return _fail(f"{a.circuit} records no task: give --task", a.cmd)
     same_task = task == c.task
     n = a.n if a.n is not None else (rec.get("n_prompts") if same_task and rec.get("n_prompts") else 32)
     seed = a.seed if a.seed is not None else (rec.get("seed", 0) if same_task else 0)
@@ -181,7 +203,7 @@ def evaluate_main(a) -> int:
         batch = make_batch(task, int(n), int(seed), tokenizer=model.attrpatch_tokenizer).to(a.device)
         faith = evaluate(model, graph, batch, c.mask, metric)
     except (ValueError, KeyError, RuntimeError) as err:
-        return _fail(str(err))
+        return _fail(str(err), a.cmd)
     faith.update(seed=int(seed), task=task, circuit=str(a.circuit))
     if a.json:
         print(json.dumps(faith, indent=2))
