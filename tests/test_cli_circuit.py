@@ -84,6 +84,7 @@ def _rc(argv):
     (["--tau", "0"], "argument --tau: must be a finite number > 0, got 0"),
     (["--tau", "nan"], "argument --tau: must be a finite number > 0, got nan"),
     (["--edges", "5", "--n", "0"], "argument --n: must be an integer >= 1, got 0"),
+    (["--edges", "5", "--exact-top", "-1"], "argument --exact-top: must be an integer >= 0, got -1"),
     (["--edges", "5", "--task", "iox"], "argument --task: invalid choice: 'iox'"),
     (["--edges", "5", "--method", "atp"], "argument --method: invalid choice: 'atp'"),
     (["--edges", "5", "--method", "acdc_kl"], "--method acdc_kl finds its circuit at a threshold: give --tau, not --edges"),
@@ -115,7 +116,7 @@ def test_evaluate_checks_task_and_file_before_loading_the_model(monkeypatch, cap
         raise AssertionError("the model was loaded before the input was checked")
     monkeypatch.setattr(attrpatch.models, "load_model", no_load)
     g = Graph(2, 2)
-    ok = save_circuit(tmp_path / "ok.json", Circuit(g, C.top_n(g.edge_mask.double(), g, 3)))
+    ok = save_circuit(tmp_path / "ok.json", Circuit(g, top_n(g.edge_mask.double(), g, 3)))
     (tmp_path / "bad.json").write_text("{not json")
     for argv, match in [([str(tmp_path / "none.json")], "no such circuit file"),
                         ([str(tmp_path / "bad.json")], "not valid JSON"),

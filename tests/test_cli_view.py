@@ -59,6 +59,11 @@ def test_view_refusals(found, tmp_path, capsys):
 
 
 def test_negative_exact_top_is_refused(ckpt, tmp_path, capsys):
-    assert main(["circuit", "--model", str(ckpt), "--task", "ioi", "--method", "eap", "--edges", "5", "--n", "4",
-                 "--out", str(tmp_path), "--quiet", "--exact-top", "-1"]) == 2
-    assert "--exact-top must be >= 0, got -1" in capsys.readouterr().err
+    """Refused as the command line is parsed (one line, exit 2), before the model loads
+    (tests/test_cli_circuit.py checks the no-load part for every option)."""
+    with pytest.raises(SystemExit) as e:
+        main(["circuit", "--model", str(ckpt), "--task", "ioi", "--method", "eap", "--edges", "5", "--n", "4",
+              "--out", str(tmp_path), "--quiet", "--exact-top", "-1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --exact-top: must be an integer >= 0, got -1" in err and "Loading weights" not in err

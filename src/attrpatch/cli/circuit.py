@@ -18,7 +18,7 @@ def add_parsers(sub) -> None:
     """Every option is checked as it is parsed (argparse types and choices, score's message
     format), the method's options and the circuit file before any model is loaded."""
     from ..circuits.run import edge_methods
-    from . import _positive_int, _positive_number
+    from .args import _nonnegative_int, _positive_int, _positive_number
     from ..tasks import TASKS
 
     c = sub.add_parser("circuit", help="find a circuit, measure its faithfulness, save it as JSON and draw it",
@@ -45,7 +45,7 @@ def add_parsers(sub) -> None:
     c.add_argument("--device", default="cpu")
     c.add_argument("--backend", default="matplotlib", choices=["matplotlib", "graphviz"])
     c.add_argument("--quiet", action="store_true", help="no progress bar")
-    c.add_argument("--exact-top", type=int, default=0, metavar="K",
+    c.add_argument("--exact-top", type=_nonnegative_int, default=0, metavar="K",
                    help="exact patching effect of the K edges of largest |score| into the file (costs K single-edge "
                         "patches; the budget is printed before it runs)")
     c.add_argument("--reliability", action="store_true",
@@ -91,7 +91,7 @@ def circuit_main(a) -> int:
     from ..tasks import make_batch
 
     from ..circuits.run import ACDC_METHODS
-    from . import _parse_options
+    from .args import _parse_options
 
     try:                                     # every input checked before the model loads
         if a.method in ACDC_METHODS:
