@@ -3,17 +3,28 @@
 #   snakemake --cores all --config profile=paper  (real weights from the local HF cache)
 # Rules only say which script makes which file; all method logic is in src/attrpatch.
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from attrpatch.repro.context import load_profile, missing_pretrained, missing_paper_data, config_root, EXPERIMENTS
 from attrpatch.repro.claims import load_claims
-from attrpatch.repro.gate import parse_strict
+from attrpatch.repro.gate import finish, parse_strict
 from attrpatch.repro.config import config_hash
 from attrpatch.circuits.run import DAG_CIRCUIT_EXPERIMENTS, dag_circuit_paths
 
-PROFILE = config.get("profile", "tiny")
-CFG = load_profile(PROFILE, root=config_root(PROFILE, Path.cwd()))          # fails before any work, naming the entry
+STARTED = time.time()
+# The profile: `--configfile FILE` (Snakemake's own way to override a configuration) or
+# `--config profile=NAME|PATH`, default tiny; either way validated before any work, naming the
+# bad entry. PROFILE_ARG is what the experiment scripts load; PROFILE is the file's own
+# `profile:` name, so results go to results/<name>/, never to a folder built from a path.
+if len(workflow.overwrite_configfiles or []) > 1:
+    raise WorkflowError(f"give one --configfile (a whole profile), got {len(workflow.overwrite_configfiles)}: "
+                        + ", ".join(map(str, workflow.overwrite_configfiles)))
+PROFILE_ARG = (str(Path(workflow.overwrite_configfiles[0]).resolve()) if workflow.overwrite_configfiles
+               else str(config.get("profile", "tiny")))
+CFG = load_profile(PROFILE_ARG, root=config_root(PROFILE_ARG, Path.cwd()))   # fails before any work, naming the entry
+PROFILE = CFG["profile"]
 CLAIMS_PROFILE = CFG.get("claims_profile", PROFILE)
 # exit status: 0 when the workflow ran; with strict (profile key, or --config strict=true) a
 # failing claim makes it 1 (attrpatch.repro.gate)
@@ -22,7 +33,9 @@ try:
 except ValueError as e:
     raise WorkflowError(str(e))
 RESULT_FILES = {f"{e}.json" for e in EXPERIMENTS if e != "reference"}
-load_claims(f"{workflow.basedir}/paper_claims.yaml", known_results=RESULT_FILES)  # a claim on an unknown result fails here
+# the claims checked: the repository's, or another file with --config claims_file=PATH
+CLAIMS_FILE = str(Path(config.get("claims_file", f"{workflow.basedir}/paper_claims.yaml")).resolve())
+load_claims(CLAIMS_FILE, known_results=RESULT_FILES)  # a claim on an unknown result fails here
 
 _missing = missing_pretrained(CFG)
 _no_data = missing_paper_data(CFG)     # the EAP-IG paper's prompt files, supplied like weights
@@ -89,6 +102,12 @@ onstart:
 
 # Every result file is a target of its own: Snakemake does not rebuild a missing intermediate
 # while the files that consumed it are up to date, so a deleted result would stay missing.
+# The claims gate runs in `all`, on every invocation, a no-op rerun included: Snakemake 9 runs
+# no onsuccess/onstart hook when there is nothing to be done, but it always runs a target rule
+# that has a `run:` block and no output (a local job: it reads the result files, recomputes
+# nothing). It prints the summary line (the whole report when this run rewrote it) and, with
+# strict, fails the job, so the workflow exits 1, when a claim FAILs or ERRORs (repro/gate.py).
+localrules: all
 rule all:
     input:
         f"{R}/claims_report.md",
@@ -96,6 +115,8 @@ rule all:
         expand(f"{R}/reference/{{t}}.csv", t=REF_TASKS),
         expand(f"{F}/{{exp}}.{{ext}}", exp=FIGURE_EXPS, ext=("png", "pdf")),
         sorted(set().union(*map(models_of, EXPS))),
+    run:
+        finish(CLAIMS_FILE, CLAIMS_PROFILE, R, f"{R}/claims_report.md", strict=STRICT, since=STARTED)
 
 
 rule train:
@@ -117,7 +138,7 @@ rule train:
 # A shard's block is its own file, so a rerun after a killed shard recomputes that shard only.
 REF = CFG["experiments"].get("reference", {})
 REF_SHARDS = int(REF.get("shards", 1))
-REF_LOG = f"ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {{log}} .log) python {EXP}/reference.py --profile {PROFILE} --task {{wildcards.task}} --out {{output}} --threads {{threads}}"
+REF_LOG = f"ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {{log}} .log) python {EXP}/reference.py --profile {{PROFILE_ARG:q}} --task {{wildcards.task}} --out {{output}} --threads {{threads}}"
 
 if REF.get("published"):
     rule reference:
@@ -186,7 +207,7 @@ for _exp in ["graph_counts"]:
         threads: 1
         resources: **res(_exp)
         log: f"logs/{PROFILE}/{_exp}.log"
-        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --threads {threads} 3>&2 > {log} 2>&1"
+        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE_ARG:q} --out {output.json} --threads {threads} 3>&2 > {log} 2>&1"
 
 for _exp in FIGURE_EXPS:
     rule:
@@ -201,20 +222,15 @@ for _exp in FIGURE_EXPS:
         threads: 1
         resources: **res(_exp)
         log: f"logs/{PROFILE}/{_exp}.log"
-        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE} --out {output.json} --figure {output.png} --threads {threads} 3>&2 > {log} 2>&1"
+        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE_ARG:q} --out {output.json} --figure {output.png} --threads {threads} 3>&2 > {log} 2>&1"
 
 
 rule claims:
-    input: expand(f"{R}/{{exp}}.json", exp=JSON_EXPS), f"{workflow.basedir}/paper_claims.yaml"
+    input: expand(f"{R}/{{exp}}.json", exp=JSON_EXPS), CLAIMS_FILE
     output:
         md=f"{R}/claims_report.md",
         html=report(f"{R}/claims_report.html", category="claims", caption="report/claims.rst"),
         junit=f"{R}/claims_report.xml",
     resources: **res("claims")
     log: f"logs/{PROFILE}/claims.log"
-    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.repro.claims --claims {BASE}/paper_claims.yaml --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --html {output.html} --junit {output.junit} --root . --no-fail 3>&2 > {log} 2>&1"
-
-
-onsuccess:
-    from attrpatch.repro.gate import finish
-    finish(f"{BASE}/paper_claims.yaml", CLAIMS_PROFILE, R, f"{R}/claims_report.md", strict=STRICT)
+    shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python -m attrpatch.repro.claims --claims {CLAIMS_FILE:q} --profile {CLAIMS_PROFILE} --results {R} --md {output.md} --html {output.html} --junit {output.junit} --root . --no-fail 3>&2 > {log} 2>&1"

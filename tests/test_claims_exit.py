@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from attrpatch.repro.gate import finish, parse_strict
+from attrpatch.repro.gate import StrictClaimsFailed, finish, parse_strict
 
 
 def _setup(tmp_path, auc: float):
@@ -27,9 +27,17 @@ def test_failing_claim_exits_zero_unless_strict(tmp_path, capsys):
     finish(claims, "tiny", res, md, strict=False)          # returns: the workflow ran
     out = capsys.readouterr().out
     assert "0 passed, 1 failed, 0 errors" in out and "strict=true" in out
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(StrictClaimsFailed, match="claims: 0 passed, 1 failed, 0 errors"):
         finish(claims, "tiny", res, md, strict=True)
-    assert e.value.code == 1
+
+
+def test_report_printed_only_when_this_run_wrote_it(tmp_path, capsys):
+    claims, res, md = _setup(tmp_path, auc=0.91)
+    finish(claims, "tiny", res, md, since=md.stat().st_mtime + 10)     # a no-op rerun: summary only
+    out = capsys.readouterr().out
+    assert "a report whose text" not in out and "claims: 1 passed, 0 failed, 0 errors" in out
+    finish(claims, "tiny", res, md, since=md.stat().st_mtime)           # written by this run
+    assert "a report whose text" in capsys.readouterr().out
 
 
 def test_passing_claims_exit_zero_when_strict(tmp_path, capsys):

@@ -16,6 +16,7 @@ invalidated exactly when the settings that produced them change.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -155,12 +156,18 @@ def _allowed(known: Iterable[str]) -> str:
     return str(sorted(known))
 
 
+def _did_you_mean(key: Any, allowed: Iterable[str]) -> str:
+    near = difflib.get_close_matches(str(key), list(allowed), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def _check_top_level(cfg: Any, extra: set[str], expected_profile: str | None) -> list[str]:
     """Required keys present, no unknown keys, scalar fields of the right type."""
     if not isinstance(cfg, dict):
         return [f"top level: must be a mapping, got {type(cfg).__name__}"]
     allowed = set(REQUIRED_TOP_LEVEL) | extra
-    errs = [f"{k}: unknown top-level key; allowed: {_allowed(allowed)}" for k in cfg if k not in allowed]
+    errs = [f"{k}: unknown top-level key{_did_you_mean(k, allowed)}; allowed: {_allowed(allowed)}"
+            for k in cfg if k not in allowed]
     errs += [f"{k}: missing required top-level key" for k in REQUIRED_TOP_LEVEL if k not in cfg]
     if "profile" in cfg and not isinstance(cfg["profile"], str):
         errs.append(f"profile: must be a string, got {cfg['profile']!r}")
