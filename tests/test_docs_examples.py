@@ -4,7 +4,7 @@ runs, and every `attrpatch ...` command they show runs.
 How a user without pretrained weights walks them, which is how this test walks them (the one
 change made to the text): the README's example says `load_model("gpt2")  # or a checkpoint
 directory`; the test rewrites each `load_model("<name>")` to `load_model(<dir>)`, and the
-placeholder DIR_OR_NAME of each command to <dir>, where <dir> is a tiny-gpt2 checkpoint trained
+value of each command's --model (DIR_OR_NAME, DIR) to <dir>, where <dir> is a tiny-gpt2 checkpoint trained
 here for a few steps (`python -m attrpatch.models.train --model tiny-gpt2 --out DIR --steps 3`;
 the checkpoint format is the one every loader takes). Trained tiny models an example expects
 at models/<profile>/ (the DAG's train rule) are trained the same way in a scratch directory.
@@ -24,7 +24,6 @@ from attrpatch.cli import main as cli_main
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LOAD = re.compile(r"""load_model\((["'])([^"']+)\1""")
-PLACEHOLDER = "DIR_OR_NAME"
 
 
 def python_blocks():
@@ -45,9 +44,18 @@ def commands():
                  for ln in block.splitlines()]
         lines += re.findall(r"`(attrpatch [^`]+)`", text)
         for ln in lines:
-            if ln.startswith("attrpatch ") and ln not in [f for _, f in found]:
+            ln = re.sub(r"\s*\[[^\]]*\]", "", ln)          # usage syntax: optional parts in [...]
+            words = ln.split()
+            mention = len(words) == 2 and words[1] != "methods"   # `attrpatch view` names a command
+            if ln.startswith("attrpatch ") and not mention and ln not in [f for _, f in found]:
                 found.append((doc.name, ln))
     return found
+
+
+def _argv(cmd: str, model: str) -> list[str]:
+    """The command's arguments with the value of --model replaced (DIR, DIR_OR_NAME: placeholders)."""
+    argv = shlex.split(cmd)[1:]
+    return [model if i and argv[i - 1] == "--model" else x for i, x in enumerate(argv)]
 
 
 @pytest.fixture(scope="module")
@@ -113,26 +121,26 @@ def test_command_runs(doc, cmd, ckpt, tmp_path, monkeypatch, capsys):
     """In a scratch directory, commands in the order the docs show them (`evaluate` reads the
     circuit `circuit` writes: both run here in that order)."""
     monkeypatch.chdir(tmp_path)
-    argv = [str(ckpt) if x == PLACEHOLDER else x for x in shlex.split(cmd)[1:]]
-    if argv[0] == "evaluate":
+    argv = _argv(cmd, str(ckpt))
+    if argv[0] != "circuit" and any(x.endswith("circuit.json") for x in argv):   # reads what `circuit` writes
         maker = next(c for _, c in commands() if c.startswith("attrpatch circuit"))
-        assert cli_main([str(ckpt) if x == PLACEHOLDER else x for x in shlex.split(maker)[1:]] + ["--quiet"]) == 0
+        assert cli_main(_argv(maker, str(ckpt)) + ["--quiet"]) == 0
     assert cli_main(argv) == 0, capsys.readouterr().err
     assert capsys.readouterr().out.strip()
 
 
-@pytest.mark.parametrize("doc,cmd", [c for c in commands() if PLACEHOLDER in c[1]], ids=lambda c: str(c)[:40])
+@pytest.mark.parametrize("doc,cmd", [c for c in commands() if "--model" in c[1]], ids=lambda c: str(c)[:40])
 def test_command_without_weights_names_what_is_missing(doc, cmd, tmp_path, monkeypatch, capsys, no_weights):
     monkeypatch.chdir(tmp_path)
-    argv = ["gpt2" if x == PLACEHOLDER else x for x in shlex.split(cmd)[1:]]
-    if argv[0] == "evaluate":       # a circuit file to evaluate, so the model load is what fails
-        from attrpatch import circuits as C
-        from attrpatch.circuit_file import Circuit, save_circuit
+    argv = _argv(cmd, "gpt2")
+    if argv[0] != "circuit" and any(x.endswith("circuit.json") for x in argv):   # a file, so the model load fails
+        from attrpatch.circuits.select import top_n
+        from attrpatch.circuits.file import Circuit, save_circuit
         from attrpatch.graph import Graph
 
         g = Graph(12, 12)
         Path(argv[1]).parent.mkdir(parents=True, exist_ok=True)
-        save_circuit(argv[1], Circuit(g, C.top_n(g.edge_mask.double(), g, 3), task="ioi"))
+        save_circuit(argv[1], Circuit(g, top_n(g.edge_mask.double(), g, 3), task="ioi"))
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert "pretrained model 'gpt2' is not in the local Hugging Face cache" in err and "hf download" in err, err
