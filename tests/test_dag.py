@@ -2,10 +2,11 @@
 
 Checks that the Snakefile parses, that every rule runs and writes its outputs (figures,
 results, the claims report), that a rerun does nothing, and that a bad config fails before
-any work with a message naming the entry.
+any work with a message naming the entry; the claims gate on no-op reruns; --configfile.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,76 @@ def test_bad_config_fails_before_any_work(tmp_path):
     assert not (tmp_path / "models").exists() and not (tmp_path / "results").exists()
 
 
+def _scheduled(out: str) -> set[str]:
+    """Rules of the jobs a (dry) run lists."""
+    return set(re.findall(r"^(?:local)?rule (\w+):", out, re.M))
+
+
+def _summary(out: str) -> str:
+    m = re.search(r"claims: (\d+ passed, \d+ failed, \d+ errors)", out)
+    return m.group(1) if m else ""
+
+
+def _check_gate_on_noop_reruns(tmp_path):
+    """The strict gate decides on every invocation, a no-op rerun included (issue: it sat in a job
+    Snakemake skipped and exited 0 with claims failing): computed from the claims' outcomes."""
+    from attrpatch.repro.claims import check_claims, load_claims
+
+    snake = ["--cores", "1", "-s", str(ROOT / "Snakefile"), "--config", "profile=smoke"]
+    outcomes = check_claims(load_claims(ROOT / "paper_claims.yaml"), "tiny", tmp_path / "results" / "smoke")
+    bad = [o for o in outcomes if o.status in ("FAIL", "ERROR")]
+    assert bad, "the smoke run has failing claims (few steps): the strict case needs one"
+    plain = _run(snake, tmp_path)
+    assert plain.returncode == 0 and _summary(plain.stdout + plain.stderr), (plain.stdout + plain.stderr)[-3000:]
+    assert _scheduled(plain.stdout + plain.stderr) == {"all"}
+    strict = _run(snake + ["strict=true"], tmp_path)
+    assert strict.returncode == 1, (strict.stdout + strict.stderr)[-3000:]
+    assert _summary(strict.stdout + strict.stderr) == _summary(plain.stdout + plain.stderr)
+    assert _scheduled(strict.stdout + strict.stderr) == {"all"}        # decided without recomputing
+    # every claim passing: the same strict no-op rerun exits 0 (a claims file of the passing ones)
+    raw = yaml.safe_load((ROOT / "paper_claims.yaml").read_text())
+    passing = {o.id for o in outcomes if o.status == "PASS"}
+    raw["claims"] = [c for c in raw["claims"] if c["id"] in passing]
+    assert raw["claims"]
+    (tmp_path / "passing.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    ok = _run(snake + ["strict=true", f"claims_file={tmp_path / 'passing.yaml'}"], tmp_path)
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-3000:]
+    assert _summary(ok.stdout + ok.stderr) == f"{len(raw['claims'])} passed, 0 failed, 0 errors"
+
+
+def _configfile(tmp_path, edit) -> Path:
+    cfg = _profile("smoke")
+    cfg["profile"] = "mine"
+    edit(cfg)
+    path = tmp_path / "my.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c.update(sed=c.pop("seed")), "sed: unknown top-level key (did you mean 'seed'?)"),
+    (lambda c: c["experiments"]["eap_r2"].update(n=-40), "experiments.eap_r2.n"),
+])
+def test_configfile_is_validated_like_a_profile(tmp_path, edit, message):
+    """`snakemake --configfile FILE` (Snakemake's own override) is checked like config/*.yaml and
+    stops before any work, naming the entry (it used to be silently ignored)."""
+    r = _run(["-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--configfile", str(_configfile(tmp_path, edit))],
+             tmp_path)
+    assert r.returncode != 0 and message in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_configfile_results_go_under_its_profile_name(tmp_path):
+    """A valid --configfile runs its own settings, into results/<its profile: name>/ (never a folder
+    built from the file's path); a change of a setting reaches the experiment's rule."""
+    path = _configfile(tmp_path, lambda c: c["experiments"]["eap_r2"].update(n=7))
+    r = _run(["-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--configfile", str(path)], tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "results/mine/eap_r2.json" in out and "results/smoke" not in out and str(tmp_path) + "/my.yaml/" not in out
+    assert f"--profile {path}" in out or f"--profile '{path}'" in out or "eap_r2" in out
+
+
 @pytest.mark.slow
 def test_smoke_dag_end_to_end(tmp_path):
     r = _run(["--cores", "2", "-s", str(ROOT / "Snakefile"), "--config", "profile=smoke"], tmp_path)
@@ -79,9 +150,11 @@ def test_smoke_dag_end_to_end(tmp_path):
     report = (tmp_path / "results" / "smoke" / "claims_report.md").read_text()
     assert "passed" in report and "| " in report
     assert (tmp_path / "results" / "smoke" / "claims_report.xml").exists()
+    # a rerun recomputes nothing: only the target rule `all` (the claims gate, no output) is scheduled
     again = _run(["-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--config", "profile=smoke"], tmp_path)
     assert again.returncode == 0
-    assert "Nothing to be done" in again.stdout + again.stderr
+    assert _scheduled(again.stdout + again.stderr) == {"all"}, (again.stdout + again.stderr)[-3000:]
+    _check_gate_on_noop_reruns(tmp_path)
     # a deleted result is rebuilt and the claims are rechecked (every result is a target)
     counts, claims = tmp_path / "results" / "smoke" / "graph_counts.json", tmp_path / "results" / "smoke" / "claims_report.md"
     before = claims.stat().st_mtime_ns
