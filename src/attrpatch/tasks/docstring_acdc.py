@@ -49,10 +49,14 @@ import torch
 import yaml
 
 from .base import TaskBatch
+from .vocab import SPECIALS, ToyTokenizer, all_words
 
 ACDC_REPO = "ArthurConmy/Automatic-Circuit-Discovery"
 ACDC_COMMIT = "bc99ace817974b5584b7ee203d596a8e2bbcd399"
 METRIC = "logit_diff_max"
+# the `docstring_prompts` setting: "toy" (tasks.docstring, the tiny models' task) or "acdc" (this module)
+PROMPT_SETS = ("toy", "acdc")
+DEFAULT_PROMPT_SET = "toy"
 WORDS_FILE = Path(__file__).resolve().parents[1] / "data" / "acdc_docstring_words.yaml"
 
 # ACDC's get_all_docstring_things: docstring_induction_prompt_generator("rest", **these, seed=i)
@@ -146,16 +150,12 @@ def stand_in_words() -> list[str]:
 def stand_in_tokenizer():
     """Word-level stand-in for random-weight models (paper_random): the toy vocabulary (so the
     toy tasks still tokenize) followed by every piece of these prompts (`word_pieces`)."""
-    from .vocab import SPECIALS, ToyTokenizer, all_words
-
     base = all_words()
     return ToyTokenizer(base + sorted(set(stand_in_words()) - set(base) - set(SPECIALS)))
 
 
 def _encoder(tok):
     """(encode text, answer id of a name, BOS id) for a word-level (ToyTokenizer) or Hugging Face tokenizer."""
-    from .vocab import ToyTokenizer
-
     if isinstance(tok, ToyTokenizer):
         return (lambda text: [tok.token_id(w) for w in word_pieces(text)],
                 tok.token_id, tok.bos_id)
