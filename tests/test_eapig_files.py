@@ -80,13 +80,13 @@ def test_too_many_prompts_is_an_error_naming_the_counts(paper_data):
 
 
 @needs_data
-def test_full_sva_file_is_closed_under_the_swap_and_its_head_is_not():
+def test_full_sva_file_is_closed_under_the_swap_and_its_head_is_not(paper_data):
     """Why the paper profile runs SVA on the whole file (config/paper.yaml, n_by_task.sva_eapig):
     the authors' GPT-2 SVA baselines are exact negatives of each other, which every model gives
     on a swap-closed prompt set (tasks.eapig_files.swap_pairs) and no model need give on the
     released script's first 3,000 rows, of which only 780 have their swap."""
-    tok = E.standin_tokenizer(DATA)
-    full = E.load_batch("sva_eapig", None, DATA, tok, prepend_bos=True)
+    tok = E.standin_tokenizer(paper_data)
+    full = E.load_batch("sva_eapig", None, paper_data, tok, prepend_bos=True)
     assert len(full) == 12400 and E.swap_pairs(full) == 12400
     head = full.subset(slice(0, 3000))
     assert E.swap_pairs(head) == 780

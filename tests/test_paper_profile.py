@@ -45,13 +45,20 @@ def test_paper_profile_parameters():
     assert e["eapig_faith"]["edge_counts"][:7] == [30, 40, 50, 60, 70, 80, 90]
     assert e["eapig_faith"]["edge_counts"][-1] == 1000
     assert e["eapig_faith"]["edge_counts_by_task"]["ioi_eapig"][-1] == 2000
-    # tokenization as each paper's code did it: BOS for EAP-IG / EAP-GP (TransformerLens), none for
-    # the EAP paper's ACDC data; the EAP-IG experiments read the paper's files, the EAP ones generate
+    # tokenization as each paper's code did it: BOS for EAP-IG / EAP-GP (TransformerLens); the EAP
+    # paper's ACDC data: none for IOI and Greater-Than, BOS for Docstring (acdc/docstring/prompts.py
+    # to_tokens); the EAP-IG experiments read the paper's files, the EAP ones generate (Docstring by
+    # ACDC's own generator)
     for exp in ("eapig_faith", "eapgp_gain"):
         assert e[exp]["prepend_bos"] is True and all(t.endswith("_eapig") for t in e[exp]["tasks"]), exp
     for exp in ("eap_roc", "eap_acdc"):
-        assert e[exp]["prepend_bos"] is False and set(e[exp]["tasks"]) == {"ioi", "greater_than", "docstring"}, exp
+        assert e[exp]["prepend_bos"] == {"ioi": False, "greater_than": False, "docstring": True}, exp
+        assert set(e[exp]["tasks"]) == {"ioi", "greater_than", "docstring"}, exp
         assert e[exp]["n"] == 100, exp                     # the EAP paper: 100 IOI and 100 Greater-Than prompts
+    for exp in ("eap_roc", "eap_acdc", "eap_r2"):
+        assert e[exp]["docstring_prompts"] == "acdc", exp
+    assert e["eap_r2"]["prepend_bos"] is True
+    assert load_profile("tiny", root=ROOT)["experiments"]["eap_roc"]["docstring_prompts"] == "toy"
     assert {cfg["models"][m]["pretrained"] for m in e["eapgp_gain"]["models"]} == {"gpt2", "gpt2-medium", "gpt2-xl"}
     assert all("pretrained" in s for s in cfg["models"].values())
     # the EAP paper's Docstring data: 50 prompts (ROC, EAP -> ACDC), 40 for the R^2 scatter
@@ -182,3 +189,16 @@ def test_resources_section_is_validated(tmp_path):
     assert "resources.hvpp: unknown rule" in msg
     assert "resources.hvp.vram: unknown resource; allowed: mem_mb, runtime, gpu" in msg
     assert "resources.hvp.runtime: -1 must be a non-negative integer" in msg
+
+
+def test_paper_random_docstring_is_acdcs_generator():
+    """The paper profiles' Docstring batches come from ACDC's generator (seeds 0.., BOS first, the
+    metric at the open ``:param``); paper_random tokenizes them with the word-level stand-in."""
+    from attrpatch.repro.context import Context
+    from attrpatch.tasks.docstring_acdc import acdc_prompt, word_pieces
+
+    run = Context("paper_random", "eap_r2", root=ROOT).task("docstring", "attn-only-4l")
+    b, tok = run.batch, run.model.attrpatch_tokenizer
+    assert b.meta["seeds"] == list(range(len(b))) and b.meta["prepend_bos"] is True
+    assert tok.decode(b.clean[0, : int(b.pos[0]) + 1]) == ["<bos>"] + word_pieces(acdc_prompt(0).clean)
+    assert tok.decode(b.answer_mask[0].nonzero()[:, 0]) == [acdc_prompt(0).answer]

@@ -36,6 +36,7 @@ from ..models.train import CONFIGS
 from ..tasks import ALL_TASK_NAMES, make_batch
 from ..tasks.eapig_files import (PAPER_TASKS, data_dir, load_batch, missing_paper_data as missing_paper_files,
                                  standin_tokenizer)
+from ..tasks.docstring_acdc import make_acdc_batch, stand_in_tokenizer
 from ..tasks.vocab import toy_tokenizer
 from . import config as config_mod, settings as settings_mod
 from .claims import PROFILES as CLAIM_PROFILES
@@ -266,6 +267,8 @@ class Context:
         experiment reads them (the stand-in contains the toy vocabulary)."""
         if any(t in PAPER_TASKS for t in self.task_models()):
             return standin_tokenizer(data_dir(self.cfg))
+        if self.spec.get("docstring_prompts") == "acdc" and "docstring" in self.task_models():
+            return stand_in_tokenizer()
         return toy_tokenizer()
 
     def prepend_bos(self, task: str) -> bool:
@@ -280,6 +283,9 @@ class Context:
         bos = self.prepend_bos(task)
         if task in PAPER_TASKS:
             return load_batch(task, n, data_dir(self.cfg), tok, prepend_bos=bos).to(self.device)
+        if task == "docstring" and self.spec.get("docstring_prompts") == "acdc":
+            return make_acdc_batch(int(n), self.seed if seed is None else int(seed), tok,
+                                   prepend_bos=bos).to(self.device)
         b = make_batch(task, int(n), self.seed if seed is None else int(seed), tokenizer=tok)
         if bos:
             b = b.with_bos(_bos_id(tok))

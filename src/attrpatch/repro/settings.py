@@ -327,9 +327,15 @@ PREPEND_BOS = Setting(OneOf(Bool(), MapOf(Named("tasks"), Bool())), False,
                       "position moves one right (on for the EAP-IG/EAP-GP papers' GPT-2, off for ACDC's data)")
 
 
+DOCSTRING_PROMPTS = Setting(Choice(Ref("attrpatch.tasks.docstring_acdc", "PROMPT_SETS")),
+                            Ref("attrpatch.tasks.docstring_acdc", "DEFAULT_PROMPT_SET"),
+                            "Docstring prompts: 'toy' (one line of words, the tiny models' task) or 'acdc' "
+                            "(ACDC's generator: multi-line Python, six def args, random_random; tasks.docstring_acdc)")
+
+
 def _common(n: int, **more: Setting) -> dict[str, Setting]:
     return {"tasks": TASKS, "n": Setting(POS, n, "prompts per task"), "seed": SEED, "prepend_bos": PREPEND_BOS,
-            **more}
+            "docstring_prompts": DOCSTRING_PROMPTS, **more}
 
 
 def _faith(methods: list[str]) -> dict[str, Setting]:
