@@ -23,6 +23,7 @@ OWNED = {
     "edges": ("attrpatch.circuits.roc", "EDGE_CONVENTIONS", "DEFAULT_EDGE_CONVENTION"),
     "auc_rule": ("attrpatch.circuits.roc", "AUC_RULES", "DEFAULT_AUC_RULE"),
     "pairing": ("attrpatch.analysis.linearity", "R2_PAIRINGS", "DEFAULT_R2_PAIRING"),
+    "docstring_prompts": ("attrpatch.tasks.docstring_acdc", "PROMPT_SETS", "DEFAULT_PROMPT_SET"),
     "graddrop_layer": ("attrpatch.methods.atp", "GRADDROP_LAYERS", "DEFAULT_GRADDROP_LAYER"),
     "gp_step": ("attrpatch.methods.eap_gp", "STEPS", "DEFAULT_STEP"),
     "ig_rule": ("attrpatch.methods.hvp", "IG_RULES", "DEFAULT_IG_RULE"),
