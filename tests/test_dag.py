@@ -83,7 +83,7 @@ def _check_gate_on_noop_reruns(tmp_path):
     assert _scheduled(strict.stdout + strict.stderr) == {"all"}        # decided without recomputing
     # every claim passing: the same strict no-op rerun exits 0 (a claims file of the passing ones)
     raw = yaml.safe_load((ROOT / "paper_claims.yaml").read_text())
-    passing = {o.id for o in outcomes if o.status == "PASS"}
+    passing = {o.claim.id for o in outcomes if o.status == "PASS"}
     raw["claims"] = [c for c in raw["claims"] if c["id"] in passing]
     assert raw["claims"]
     (tmp_path / "passing.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
