@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from attrpatch.models.random import random_bridge
+from attrpatch.course.inputs import random_batch as course_random_batch
 from attrpatch.tasks.base import TaskBatch
 
 import paper_data as _paper_data
@@ -19,19 +20,9 @@ VOCAB = 48
 
 
 def random_batch(B=4, P=6, V=VOCAB, seed=0, metric="logit_diff", corrupt_positions=(1, 3)) -> TaskBatch:
-    """Random prompts; the corrupted prompt differs at a few positions; one answer, two wrong."""
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(0, V, (B, P), generator=g)
-    corrupt = clean.clone()
-    for p in corrupt_positions:
-        corrupt[:, p] = (clean[:, p] + 1 + torch.randint(0, V - 1, (B,), generator=g)) % V
-    ans = torch.randint(0, V, (B,), generator=g)
-    am = torch.zeros(B, V, dtype=torch.bool)
-    am[torch.arange(B), ans] = True
-    wm = torch.zeros(B, V, dtype=torch.bool)
-    wm[torch.arange(B), (ans + 1) % V] = True
-    wm[torch.arange(B), (ans + 5) % V] = True
-    return TaskBatch("random", clean, corrupt, am, wm, metric)
+    """Random prompts; the corrupted prompt differs at a few positions; one answer, two wrong
+    (the course checkers' generator, `attrpatch.course.inputs.random_batch`, with the tests' sizes)."""
+    return course_random_batch(seed=seed, B=B, P=P, V=V, corrupt_positions=corrupt_positions, metric=metric)
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,10 @@ def random_model(seed: int = CHECK_SEED, n_layer: int = 2, n_head: int = 2, n_em
     return model, Graph.from_model(model)
 
 
-def random_batch(seed: int = CHECK_SEED, B: int = 3, P: int = 5, V: int = VOCAB, corrupt_positions=(1, 3)) -> TaskBatch:
-    """Random prompts; the corrupt prompt differs at `corrupt_positions`; logit-difference metric
-    (one answer, two wrong tokens per example)."""
+def random_batch(seed: int = CHECK_SEED, B: int = 3, P: int = 5, V: int = VOCAB, corrupt_positions=(1, 3),
+                 metric: str = "logit_diff") -> TaskBatch:
+    """Random prompts; the corrupt prompt differs at `corrupt_positions`; one answer, two wrong
+    tokens per example (logit-difference metric by default). The test suite's fixture uses it too."""
     g = torch.Generator().manual_seed(seed)
     clean = torch.randint(0, V, (B, P), generator=g)
     corrupt = clean.clone()
@@ -39,4 +40,4 @@ def random_batch(seed: int = CHECK_SEED, B: int = 3, P: int = 5, V: int = VOCAB,
     wm = torch.zeros(B, V, dtype=torch.bool)
     wm[torch.arange(B), (ans + 1) % V] = True
     wm[torch.arange(B), (ans + 5) % V] = True
-    return TaskBatch("random", clean, corrupt, am, wm, "logit_diff")
+    return TaskBatch("random", clean, corrupt, am, wm, metric)
