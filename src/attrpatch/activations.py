@@ -10,9 +10,16 @@ Two primitives every method is built from:
 
 Both take optional hooks that override the token embeddings (EAP-IG / EAP-GP paths in
 input space) or node outputs (EAP-IG on activations), so no method re-derives hook names.
+
+Neither needs the final norm and unembedding at every position: a capture forward needs no
+logits at all, and a gradient run whose metric declares its positions (`Metric.pos`,
+`Metric.on_pos`) needs them only there. `blocks_only` stops the forward at the final norm's
+input; the unembedding is ~30% of a GPT-2-small forward at P = 16 (vocabulary 50,257 vs
+d_model 768), and of its backward.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +29,59 @@ from .graph import Graph, InputHook
 from .metrics import Metric, check_finite
 
 EMBED_HOOK = "embed.hook_out"  # token embeddings only (positional embeddings are added after)
+FINAL_NORM_HOOK = "ln_final.hook_in"  # the residual entering the final norm (the logits node's input)
+
+
+class _FinalNormReached(Exception):
+    """Raised at the final norm's input by `blocks_only`: the blocks are done."""
+
+    def __init__(self, resid: torch.Tensor):
+        super().__init__("final norm reached")
+        self.resid = resid
+
+
+def blocks_only(model, tokens: torch.Tensor, hooks=()) -> torch.Tensor:
+    """The residual entering the final norm [B, P, d] after a forward with `hooks`, as the
+    hooks at that point left it; the final norm and unembedding are not run. Hooks at or
+    after the final norm do not fire (a capture needs none)."""
+    def stop(t, hook):
+        raise _FinalNormReached(t)
+
+    try:
+        model.run_with_hooks(tokens, fwd_hooks=list(hooks) + [(FINAL_NORM_HOOK, stop)])
+    except _FinalNormReached as r:
+        return r.resid
+    raise RuntimeError(f"the forward ended without reaching {FINAL_NORM_HOOK}")
+
+
+def final_at(model, resid: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Logits [B, V] at one position per row, from the residual entering the final norm."""
+    rows = torch.arange(resid.shape[0], device=resid.device)
+    return model.unembed(model.ln_final(resid[rows, pos.to(resid.device)][:, None]))[:, 0]
+
+
+_FINAL_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def final_at_positions_ok(model) -> bool:
+    """Whether ``unembed(ln_final(resid))`` reproduces the model's own logits (checked once
+    per model on a 3-token input): a model whose forward does more after the final norm (a
+    logit soft-cap, a scale) keeps the full forward."""
+    ok = _FINAL_CHECKED.get(model)
+    if ok is None:
+        try:
+            device = next(model.parameters()).device
+            tokens = (torch.arange(3, device=device) % model.cfg.d_vocab)[None]
+            with torch.no_grad():
+                want = model(tokens)
+                resid = blocks_only(model, tokens)
+                got = torch.stack([final_at(model, resid, torch.tensor([p])) for p in range(3)], 1)
+            ok = bool(got.shape == want.shape and torch.allclose(got, want, rtol=1e-4,
+                                                               atol=1e-4 * float(want.abs().max())))
+        except Exception:  # a model without the expected modules keeps the full forward
+            ok = False
+        _FINAL_CHECKED[model] = ok
+    return ok
 
 
 def _embed_hooks(embed_override: torch.Tensor | None):
@@ -95,15 +155,21 @@ class _OutputBuffer:
 
 @torch.no_grad()
 def capture_outputs(model, graph: Graph, tokens: torch.Tensor, *, embed_override=None, output_override=None,
-                    extra_hooks=(), node_major: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                    extra_hooks=(), node_major: bool = False,
+                    need_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(logits [B,P,V], upstream outputs [B,P,n_up,d]) of one forward.
 
     node_major: the outputs are a [B,P,n_up,d] view of [n_up,B,P,d] memory (what
-    `methods.common.ScoreAccumulator` multiplies with, without a copy)."""
+    `methods.common.ScoreAccumulator` multiplies with, without a copy).
+    need_logits=False: the forward stops at the final norm (`blocks_only`); logits are None."""
     out = _OutputBuffer(graph, node_major)
     hooks = _embed_hooks(embed_override) + output_override_hooks(graph, output_override)
     hooks += [(oh.name, out.hook(oh)) for oh in graph.output_hooks] + list(extra_hooks)
-    logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    if need_logits:
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    else:
+        logits = None
+        blocks_only(model, tokens, hooks)
     return logits, out.result()
 
 
@@ -161,7 +227,7 @@ def frozen_hooks(model, tokens: torch.Tensor, hook_names: list[str]) -> list:
 @dataclass
 class GradResult:
     metric: torch.Tensor                 # per-example metric values [B] (detached)
-    logits: torch.Tensor                 # [B, P, V] (detached)
+    logits: torch.Tensor | None          # [B, P, V] (detached); None when not needed (need_logits=False)
     outputs: torch.Tensor | None         # upstream outputs [B, P, n_up, d] (detached); None if not needed
     input_grads: torch.Tensor | None     # [B, P, n_down, d] of the MEAN metric, or None if streamed
     output_grads: torch.Tensor | None    # [B, P, n_up, d] if asked for
@@ -171,6 +237,7 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
                     on_input_grad: Callable[[InputHook, torch.Tensor, torch.Tensor], None] | None = None,
                     want_output_grads: bool = False, embed_override=None, output_override=None,
                     extra_hooks=(), create_graph: bool = False, need_outputs: bool = True,
+                    need_logits: bool = True,
                     on_logits: Callable[[torch.Tensor], None] | None = None) -> GradResult:
     """One forward and one backward of mean(metric) over the batch.
 
@@ -186,6 +253,11 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
     none, and at GPT-2 XL scale each [B,P,n_up,d] copy is gigabytes.
     on_logits(logits): called after the metric's backward with the live logits (graph kept),
     so a second objective can be differentiated from the same forward (EAP-GP's path step).
+    need_logits=False: the caller reads no logits (``GradResult.logits`` may be None). When the
+    metric declares its positions, no extra hook acts at the final norm or unembedding, there is
+    no `on_logits`, and the model's
+    final norm and unembedding reproduce its logits (`final_at_positions_ok`), they run at the
+    metric's positions only, in the forward and the backward; the gradients are the same.
     """
     need_outputs = need_outputs or want_output_grads
     out_parts: dict[int, torch.Tensor] = {}
@@ -224,9 +296,15 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
     hooks += output_override_hooks(graph, output_override)
     hooks += [(oh.name, cap_out(oh)) for oh in graph.output_hooks]
     hooks += [(ih.name, cap_in(ih)) for ih in graph.input_hooks] + list(extra_hooks)
+    at_pos = (not need_logits and on_logits is None and not _reach_final(extra_hooks) and metric.on_pos is not None
+              and metric.pos is not None and metric.pos.shape[0] == tokens.shape[0] and final_at_positions_ok(model))
     with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-        values = metric(logits)
+        if at_pos:  # the logits input hook has fired (and cloned) before the stop: its gradient streams
+            logits = None
+            values = metric.on_pos(final_at(model, blocks_only(model, tokens, hooks), metric.pos))
+        else:
+            logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+            values = metric(logits)
         check_finite(values.detach(), metric)
         loss = values.mean()
         outs = [out_parts[k] for k in sorted(out_parts)]
@@ -238,7 +316,7 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
             holder["streaming"] = False
             if on_logits is not None:
                 on_logits(logits)
-            return GradResult(values.detach(), logits.detach(), holder.pop("outputs"), None, None)
+            return GradResult(values.detach(), _detached(logits), holder.pop("outputs"), None, None)
         # gradients w.r.t. the hook tensors themselves, not the unsqueezed views in `outs`
         # (a view made after the forward is not on the path to the loss: its gradient is None)
         raw = [out_raw[k] for k in sorted(out_raw)]
@@ -267,4 +345,14 @@ def input_gradients(model, graph: Graph, tokens: torch.Tensor, metric: Metric, *
         og = grads[len(in_tensors):]
         out_grads = torch.cat([torch.zeros_like(o) if g is None else _as_nodes(g, kind)
                                for o, (_, kind), g in zip(outs, raw, og)], dim=2)
-    return GradResult(values.detach(), logits.detach(), outputs, result_in, out_grads)
+    return GradResult(values.detach(), _detached(logits), outputs, result_in, out_grads)
+
+
+def _reach_final(hooks) -> bool:
+    """Whether any of `hooks` may act at the final norm or unembedding (a filter function may),
+    where it would see the metric's positions only instead of every position."""
+    return any(not isinstance(name, str) or name.startswith(("ln_final", "unembed")) for name, _ in hooks)
+
+
+def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach()

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..activations import capture_outputs, input_gradients, subtract_outputs_hooks
+from ..activations import blocks_only, capture_outputs, input_gradients, subtract_outputs_hooks
 from ..graph import Graph, InputHook
 from ..metrics import Metric, resolve_metric
 from ..patching import DEFAULT_DIRECTION, base_and_source
@@ -94,12 +94,12 @@ def output_differences(model, graph: Graph, batch: TaskBatch, direction: str = D
     base run subtracts its outputs from the source outputs in place, so one [B,P,n_up,d]
     tensor exists in all (two with `keep_base`)."""
     base, src = base_and_source(batch, direction)
-    _, diff = capture_outputs(model, graph, src, node_major=True)
+    _, diff = capture_outputs(model, graph, src, node_major=True, need_logits=False)
     if keep_base:
-        _, base_out = capture_outputs(model, graph, base, node_major=True)
+        _, base_out = capture_outputs(model, graph, base, node_major=True, need_logits=False)
         return base, src, diff.sub_(base_out), base_out
     with torch.no_grad():
-        model.run_with_hooks(base, fwd_hooks=subtract_outputs_hooks(graph, diff))
+        blocks_only(model, base, subtract_outputs_hooks(graph, diff))
     return base, src, diff, None
 
 
@@ -117,7 +117,8 @@ def gradient_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric,
         ctx = PathContext(model, graph, sub, resolve_metric(model, sub, metric), direction)
         for w, kwargs in grad_points(ctx):
             input_gradients(model, graph, ctx.base, ctx.metric,
-                            on_input_grad=acc.callback(diff=ctx.diff, weight=frac * w), need_outputs=False, **kwargs)
+                            on_input_grad=acc.callback(diff=ctx.diff, weight=frac * w), need_outputs=False,
+                            need_logits=False, **kwargs)
     return acc.result()
 
 

@@ -36,8 +36,9 @@ def eap_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "ta
         base, src = base_and_source(sub, direction)
         # one [B,P,n_up,d] tensor per chunk: the source outputs, turned into source - base in
         # place by the gradient run's own forward (before its backward reads them)
-        _, diff = capture_outputs(model, graph, src, extra_hooks=extra_hooks, node_major=True)
+        _, diff = capture_outputs(model, graph, src, extra_hooks=extra_hooks, node_major=True, need_logits=False)
         input_gradients(model, graph, base, m, on_input_grad=acc.callback(diff=diff, weight=frac),
-                        extra_hooks=list(extra_hooks) + subtract_outputs_hooks(graph, diff), need_outputs=False)
+                        extra_hooks=list(extra_hooks) + subtract_outputs_hooks(graph, diff), need_outputs=False,
+                        need_logits=False)
         del diff
     return acc.result()

@@ -132,7 +132,8 @@ def _activation_scores(model, graph, batch, metric, *, alphas, direction, batch_
                     for u in comp
                 }
                 input_gradients(model, graph, ctx.base, ctx.metric, output_override=override,
-                                on_input_grad=acc.callback(diff=diff, weight=w), need_outputs=False)
+                                on_input_grad=acc.callback(diff=diff, weight=w), need_outputs=False,
+                                need_logits=False)
     return acc.result()
 
 
