@@ -7,6 +7,8 @@ F(alpha) = g.alpha + 1/2 alpha^T H alpha, and they form a cut (no patched edge l
 another's sender), so patching any set of them together is exactly F at its indicator.
 """
 import inspect
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,8 @@ from attrpatch.graph import Graph
 from attrpatch.methods.hvp import DEFAULT_READING, READINGS, hvp_multistep_scores, hvp_scores, screen_flag_fix
 from attrpatch.methods.registry import METHODS, attribute
 from attrpatch.patching import Patcher
+from attrpatch.repro.claims import load_claims
+from attrpatch.repro.context import load_profile
 
 from conftest import random_batch
 from test_hvp import _direct_edges, _quadratic_metric
@@ -144,3 +148,38 @@ def test_screen_flag_fix_one_pass(model):
     assert 0 < int(fl.sum()) < len(df)
     torch.testing.assert_close(torch.tensor(df["estimate"].to_numpy())[fl], ms.corrected[fl])
     assert df.attrs["cost"]["hvp_passes"] == 1 + 2 and df.attrs["summary"]["reading"] == "one_pass"
+
+
+# ---- the hvp claims say which reading each checks ------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def reading_mismatches(claims, setting_reading: dict) -> list[str]:
+    """hvp claims whose convention does not name the reading their field holds: fields under
+    ``readings.<r>`` are reading r, every other field the profile's setting `reading`."""
+    bad = []
+    for c in claims:
+        if not c.id.startswith("hvp."):
+            continue
+        fields = [c.result.field] + ([c.tolerance.ref.field] if c.tolerance.ref else [])
+        named = {r for f in fields for r in READINGS if f".readings.{r}." in f"{f}."}
+        want = named.pop() if len(named) == 1 else setting_reading[c.profile]
+        if f"HVP reading: {want} " not in (c.convention or ""):
+            bad.append(f"{c.id}: convention must say 'HVP reading: {want}', got {c.convention!r}")
+    return bad
+
+
+def test_hvp_claims_name_their_reading():
+    claims = load_claims(ROOT / "paper_claims.yaml")
+    setting = {p: load_profile(p, root=ROOT)["experiments"]["hvp"]["reading"] for p in ("tiny", "paper")}
+    assert setting == {"tiny": DEFAULT_READING, "paper": DEFAULT_READING}
+    hvp = [c for c in claims if c.id.startswith("hvp.")]
+    assert {c.result.field.startswith("summary.readings.one_pass.") for c in hvp} == {True, False}
+    assert reading_mismatches(claims, setting) == []
+    # wrong inputs the check must reject: the setting switched, a convention dropped or mislabelled
+    flipped = {p: "one_pass" for p in setting}
+    assert len(reading_mismatches(claims, flipped)) == sum(".readings." not in c.result.field for c in hvp)
+    c0 = next(c for c in hvp if ".readings." not in c.result.field)
+    assert reading_mismatches([replace(c0, convention=None)], setting)
+    c1 = next(c for c in hvp if ".readings.one_pass." in c.result.field)
+    assert reading_mismatches([replace(c1, convention=c0.convention)], setting)
