@@ -134,6 +134,9 @@ def test_reading_is_validated_everywhere(model):
     # the registry door gives the one-pass matrix of the whole graph; its default stays per_component
     one = hvp_scores(model, g, b, reading="one_pass")
     torch.testing.assert_close(attribute(model, b, "hvp", graph=g, reading="one_pass"), one.matrix("corrected"))
+    # chunks of the batch give the same scores (the metric is a mean over examples)
+    torch.testing.assert_close(attribute(model, b, "hvp", graph=g, reading="one_pass", batch_size=3),
+                               one.matrix("corrected"), rtol=1e-9, atol=1e-12)
     assert inspect.signature(METHODS["hvp"].fn).parameters["reading"].default == DEFAULT_READING == "per_component"
 
 
