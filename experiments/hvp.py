@@ -13,7 +13,9 @@ EAP-IG on input embeddings (one path shared by all edges, which does not converg
 own effect) under ``eap_ig_equal_passes``. Screen-Flag-Fix: ``sff`` fixes flagged edges with
 the paper's fix, the multi-step HVP with K = ``sff_steps`` (default the largest K);
 ``sff_exact`` is the named variant that patches them exactly (zero error on them by
-construction).
+construction). Both HVP readings (`methods.hvp.READINGS`) are run; the top-level fields follow
+the setting ``reading`` (default per_component) and ``readings.<r>`` holds each one's errors,
+passes and seconds beside exact patching's.
 """
 import sys
 import time
@@ -34,7 +36,7 @@ def main(argv=None):
     spec = ctx.spec
     ks = [int(k) for k in spec["multistep"]]
     threshold = float(spec["threshold"])
-    ig_rule, sff_steps = spec["ig_rule"], spec["sff_steps"]
+    ig_rule, sff_steps, reading = spec["ig_rule"], spec["sff_steps"], spec["reading"]
     n_top, n_random = spec["subset"]["top"], spec["subset"]["random"]
     if spec["max_edges"]:      # paper_random: max_edges exact patches, half top |EAP| (replaces subset)
         k = spec["max_edges"]
@@ -48,7 +50,7 @@ def main(argv=None):
             detail, arrays[task] = second_order_study(run.model, run.graph, run.batch, ks=ks, threshold=threshold,
                                                       n_top=n_top, n_random=n_random, ig_rule=ig_rule,
                                                       sff_steps=sff_steps, seed=ctx.seed, opts=run.opts,
-                                                      desc=f"{task}: ")
+                                                      desc=f"{task}: ", reading=reading)
             tasks[task] = {"model": model_name, **detail, "seconds": round(time.time() - t0, 2)}
         return tasks, arrays
 

@@ -27,6 +27,7 @@ OWNED = {
     "graddrop_layer": ("attrpatch.methods.atp", "GRADDROP_LAYERS", "DEFAULT_GRADDROP_LAYER"),
     "gp_step": ("attrpatch.methods.eap_gp", "STEPS", "DEFAULT_STEP"),
     "ig_rule": ("attrpatch.methods.hvp", "IG_RULES", "DEFAULT_IG_RULE"),
+    "reading": ("attrpatch.methods.hvp", "READINGS", "DEFAULT_READING"),
 }
 OWNED_DEFAULTS = {
     "steps": ("attrpatch.methods.common", "DEFAULT_STEPS"),

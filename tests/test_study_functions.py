@@ -2,6 +2,10 @@
 as a score matrix, the two edge counts of eap_roc, and the second-order study of hvp."""
 from __future__ import annotations
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd
 import pytest
 import torch
@@ -11,6 +15,8 @@ from attrpatch.circuits.roc import auc_by_edges, circuit_roc, circuit_roc_both, 
 from attrpatch.graph import Graph
 from attrpatch.methods.acdc import acdc_score_matrix
 from attrpatch.methods.common import batch_mean
+from attrpatch.methods.hvp import hvp_scores
+from attrpatch.plots.second_order import plot_hvp
 from attrpatch.qkv_direct import n_edges_with_direct
 
 from conftest import random_batch
@@ -71,3 +77,27 @@ def test_second_order_study_first_order_is_eap_and_summary_shapes(model, graph):
     s = study_summary({"t": detail}, {"t": arrays}, [1, 2], 0.5)
     assert s["n_edges_analysed"] == 5 and s["sff"]["threshold"] == 0.5 and set(s["multistep"]) == {"1", "2"}
     assert "3 edges" in study_notes(3, 2, "midpoint")["subset"]
+
+
+def test_second_order_study_reports_both_readings(model, graph):
+    """readings.<r> of the study = methods.hvp on the same edges (one_pass: the whole graph's
+    direction, read on the subset); the setting `reading` picks the top-level fields; the
+    figure draws both."""
+    b = random_batch()
+    kw = dict(ks=[1, 2], threshold=0.5, n_top=3, n_random=2, ig_rule="midpoint", seed=0)
+    detail, arrays = second_order_study(model, graph, b, reading="one_pass", **kw)
+    sel = [graph.edge_names.index(n) for n in arrays["names"]]
+    one = hvp_scores(model, graph, b, reading="one_pass")
+    per = hvp_scores(model, graph, b, edges=graph.edge_index[sel].tolist())
+    torch.testing.assert_close(torch.as_tensor(arrays["corrected_by_reading"]["one_pass"]), one.corrected[sel])
+    torch.testing.assert_close(torch.as_tensor(arrays["corrected_by_reading"]["per_component"]), per.corrected)
+    assert detail["reading"] == "one_pass" and detail["mean_abs_err"] == detail["readings"]["one_pass"]["mean_abs_err"]
+    assert detail["readings"]["one_pass"]["mean_abs_err"] != detail["readings"]["per_component"]["mean_abs_err"]
+    ms = {r: detail["readings"][r]["multistep"]["2"] for r in ("per_component", "one_pass")}
+    assert ms["per_component"]["passes_subset"] == 4 * 5 and ms["one_pass"]["passes_all"] == 4
+    s = study_summary({"t": detail}, {"t": arrays}, [1, 2], 0.5)
+    assert s["reading"] == "one_pass" and s["readings"]["one_pass"]["n"] == 5
+    assert s["readings"]["exact"]["single_edge_patches"] == 5
+    plt.close(plot_hvp({"t": arrays}, {"t": {"model": "m", **detail}}, s, threshold=0.5))
+    with pytest.raises(ValueError, match="unknown HVP reading 'both'"):
+        second_order_study(model, graph, b, reading="both", **kw)

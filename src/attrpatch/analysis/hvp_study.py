@@ -5,6 +5,7 @@ bookkeeping it uses is `attrpatch.analysis.second_order`'s. `experiments/hvp.py`
 """
 from __future__ import annotations
 
+import time
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 
 from ..graph import Graph
 from ..methods.common import output_differences
-from ..methods.hvp import IG_RULES, directional_derivatives, reliability
+from ..methods.hvp import DEFAULT_READING, IG_RULES, READINGS, check_reading, directional_derivatives, reliability, \
+    total_direction_derivatives
 from ..methods.registry import attribute
 from ..metrics import resolve_metric
 from ..patching import Patcher, default_rows_per_forward
@@ -20,19 +22,46 @@ from ..progress import tqdm
 from ..tasks.base import TaskBatch
 from .second_order import (edge_subset, error_stats, error_summary, errors, ig_alphas, ig_from_derivatives,
                            mean_over_tasks, multistep_alphas, multistep_from_derivatives, passes,
-                           reliability_summary, sff_from_scores)
+                           reading_passes, reliability_summary, sff_from_scores)
+
+
+def reading_block(first, d1: Mapping, d2: Mapping, exact, ks: Sequence[int], threshold: float, K_fix: int) -> tuple[dict, dict]:
+    """(JSON block, per-edge arrays) of one HVP reading from its f' and f'' at the multi-step
+    start points (`d1`, `d2` keyed by alpha): one-step errors vs exact, rho, K-step errors,
+    Screen-Flag-Fix with the K_fix-step fix. `first` (EAP) is the same for every reading."""
+    second = 0.5 * d2[0.0]
+    corrected, rho = first + second, reliability(first, second)
+    err = error_summary(first, corrected, exact)
+    ms = {}
+    for K in ks:
+        hs = error_stats(multistep_from_derivatives(d1, d2, K), exact)
+        ms[str(K)] = {"mean_abs_err": hs["mean_abs_err"], "median_abs_err": hs["median_abs_err"],
+                      "max_share_of_mean": hs["max_share_of_mean"]}
+    sff = sff_from_scores(first, rho, exact, threshold, fix="hvp", fixed=multistep_from_derivatives(d1, d2, K_fix))
+    block = {**err, "n_improved": int(round(err["frac_improved"] * err["n"])),
+             **reliability_summary(rho, first, exact), "multistep": ms,
+             "sff": {k: v for k, v in sff.items() if k not in ("estimate", "flagged")} | {"hvp_steps": K_fix}}
+    return block, {"corrected": corrected.numpy(), "rho": rho.numpy(), "sff": sff["estimate"],
+                   "flagged": sff["flagged"]}
 
 
 def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], threshold: float, n_top: int,
                        n_random: int, ig_rule: str, sff_steps: int | None = None, seed: int = 0,
-                       opts: Mapping | None = None, desc: str = "") -> tuple[dict, dict]:
+                       opts: Mapping | None = None, desc: str = "",
+                       reading: str = DEFAULT_READING) -> tuple[dict, dict]:
     """(detail, arrays) of one task's second-order study on the edge subset `edge_subset`
     (``n_top`` largest |EAP| + ``n_random`` drawn with ``seed``): exact effects, EAP, the
     HVP-corrected estimate and rho; errors; multi-step HVP (K in ``ks``) against per-component
     IG (every rule in `IG_RULES`; ``ig_rule`` at the top level) and EAP-IG at equal passes;
     Screen-Flag-Fix (flag rho > ``threshold``, fix by the K = ``sff_steps`` HVP or exactly).
     ``detail`` is the task's JSON entry (the caller adds timings); ``arrays`` the per-edge
-    values the figure draws. ``opts``: method options of `attribute` (e.g. batch_size)."""
+    values the figure draws. ``opts``: method options of `attribute` (e.g. batch_size).
+
+    Both HVP readings (`methods.hvp.READINGS`) are computed: ``readings.<r>`` holds each one's
+    errors, rho, K-step errors, Screen-Flag-Fix and cost (passes, measured seconds); the
+    top-level fields are those of `reading`. The one-pass direction is the whole graph's
+    (every edge's difference at once), its terms read off on the subset."""
+    check_reading(reading)
     opts = dict(opts or {})
     eap_all = g.edges_from_matrix(attribute(model, batch, "eap", graph=g, **opts)).double()
     sel = edge_subset(eap_all, n_top, n_random, seed=seed)
@@ -40,27 +69,47 @@ def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], 
     names = [g.edge_names[i] for i in sel]
     metric = resolve_metric(model, batch, "task")
     base, _, diff, _ = output_differences(model, g, batch)
-    d1, d2, hvp_passes = {}, {}, 0
+    d1, d2, hvp_passes, secs = {}, {}, 0, {r: {} for r in READINGS}
     for a in tqdm(multistep_alphas(ks), desc=f"{desc}HVP points", leave=False):
+        t0 = time.perf_counter()
         f1, f2, p = directional_derivatives(model, g, base, diff, metric, edges, torch.full((len(sel),), a),
                                             rows_per_forward=default_rows_per_forward(model))
+        secs["per_component"][a] = time.perf_counter() - t0
         d1[a], d2[a], hvp_passes = f1, f2, hvp_passes + p
+    o1, o2 = {}, {}          # one-pass reading: the whole graph's total direction, read on the subset
+    for a in tqdm(multistep_alphas(ks), desc=f"{desc}one-pass HVP points", leave=False):
+        t0 = time.perf_counter()
+        f1, f2, _ = total_direction_derivatives(model, g, base, diff, metric, g.edge_index, a)
+        secs["one_pass"][a] = time.perf_counter() - t0
+        o1[a], o2[a] = f1[sel], f2[sel]
     ig_ms = sorted({2 * int(k) for k in ks})
     ig_only = sorted(set().union(*[ig_alphas(ig_ms, r) for r in IG_RULES]) - set(d1))
     for a in tqdm(ig_only, desc=f"{desc}IG points", leave=False):
         f1, _, p = directional_derivatives(model, g, base, diff, metric, edges, torch.full((len(sel),), a),
                                            rows_per_forward=default_rows_per_forward(model), second=False)
         d1[a], hvp_passes = f1, hvp_passes + p
-    first, second = d1[0.0], 0.5 * d2[0.0]
-    corrected, rho = first + second, reliability(first, second)
-    exact = Patcher(model, g, batch, metric).edge_effects(edges).double()
+    first = d1[0.0]
+    t0 = time.perf_counter()
+    patcher = Patcher(model, g, batch, metric)
+    exact = patcher.edge_effects(edges).double()
+    exact_cost = {"single_edge_patches": len(sel), "batched_forwards": patcher.forward_passes,
+                  "seconds": round(time.perf_counter() - t0, 3)}
+    K_fix = int(sff_steps or max(ks))
+    blocks, r_arrays = {}, {}
+    for r, (e1, e2) in (("per_component", (d1, d2)), ("one_pass", (o1, o2))):
+        blocks[r], r_arrays[r] = reading_block(first, e1, e2, exact, ks, threshold, K_fix)
+        for K in ks:
+            pts = [round(k / int(K), 12) for k in range(int(K))]
+            blocks[r]["multistep"][str(K)].update(reading_passes(r, K, len(sel), int(g.n_edges)),
+                                                  seconds=round(sum(secs[r][a] for a in pts), 3))
+    sel_block, sel_arrays = blocks[reading], r_arrays[reading]
+    corrected, rho = torch.as_tensor(sel_arrays["corrected"]), torch.as_tensor(sel_arrays["rho"])
     ig, ig_passes = {}, sorted({int(k) for k in ks} | {2 * int(k) for k in ks})
     for m in ig_passes:
         ig[m] = g.edges_from_matrix(attribute(model, batch, "eap_ig", graph=g, steps=m, **opts)).double()[sel]
     multistep = {}
     for K in ks:
-        est = multistep_from_derivatives(d1, d2, K)
-        hs = error_stats(est, exact)
+        hs = sel_block["multistep"][str(K)]
         comp = {r: error_stats(ig_from_derivatives(d1, 2 * int(K), r), exact) for r in IG_RULES
                 if not (r == "trapezoid" and 2 * int(K) < 2)}
         eig = error_stats(ig[2 * int(K)], exact)
@@ -76,10 +125,6 @@ def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], 
             "eap_ig_equal_passes_median_abs_err": eig["median_abs_err"],
             "eap_ig_same_steps_mean_abs_err": float(errors(ig[int(K)], exact).mean()),
         }
-    K_fix = int(sff_steps or max(ks))
-    sff = sff_from_scores(first, rho, exact, threshold, fix="hvp",
-                          fixed=multistep_from_derivatives(d1, d2, K_fix))
-    sff["hvp_steps"] = K_fix
     sff_exact = sff_from_scores(first, rho, exact, threshold, fix="exact")
     err = error_summary(first, corrected, exact)
     rel = reliability_summary(rho, first, exact)
@@ -90,12 +135,15 @@ def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], 
         **err, **rel,
         "first_order_matches_eap": float((first - eap_all[sel]).abs().max()),
         "multistep": multistep,
-        "sff": {k: v for k, v in sff.items() if k not in ("estimate", "flagged")},
+        "sff": sel_block["sff"],
         "sff_exact": {k: v for k, v in sff_exact.items() if k not in ("estimate", "flagged")},
         "hvp_batched_passes": hvp_passes,
+        "reading": reading,
+        "readings": blocks,
+        "exact_cost": exact_cost,
     }
-    arrays = {"names": names, "exact": exact.numpy(), "first": first.numpy(), "corrected": corrected.numpy(),
-              "rho": rho.numpy(), "sff": sff["estimate"], "flagged": sff["flagged"]}
+    arrays = {"names": names, "exact": exact.numpy(), "first": first.numpy(), **sel_arrays,
+              "corrected_by_reading": {r: a["corrected"] for r, a in r_arrays.items()}}
     return detail, arrays
 
 
@@ -139,7 +187,45 @@ def study_summary(tasks: Mapping[str, dict], arrays: Mapping[str, dict], ks: Seq
         [v["hvp"] < v["ig_equal_passes"] for v in summary["multistep"].values()]))
     summary["multistep_hvp_beats_ig_equal_passes_median"] = float(np.mean(
         [v["hvp_median"] < v["ig_equal_passes_median"] for v in summary["multistep"].values()]))
+    summary["reading"] = next(iter(tasks.values()))["reading"]
+    summary["readings"] = readings_summary(tasks, arrays, ks)
     return summary
+
+
+def readings_summary(tasks: Mapping[str, dict], arrays: Mapping[str, dict], ks: Sequence[int]) -> dict:
+    """Both HVP readings side by side (means over tasks of ``tasks.<t>.readings.<r>``; the
+    improved share pooled over edges, as the top-level frac_improved), with measured seconds
+    summed over tasks and exact patching's cost beside them."""
+    all_first = np.concatenate([a["first"] for a in arrays.values()])
+    all_exact = np.concatenate([a["exact"] for a in arrays.values()])
+    out = {}
+    for r in READINGS:
+        mean = lambda *p: mean_over_tasks(tasks, ("readings", r) + p)  # noqa: E731
+        corr = np.concatenate([a["corrected_by_reading"][r] for a in arrays.values()])
+        better = errors(corr, all_exact) < errors(all_first, all_exact)
+        out[r] = {
+            "mean_abs_err": mean("mean_abs_err", "corrected"), "median_abs_err": mean("median_abs_err", "corrected"),
+            "median_rel_err": mean("median_rel_err", "corrected"),
+            "frac_improved": float(better.mean()), "n_improved": int(better.sum()), "n": int(len(better)),
+            "rho_auroc": mean("auroc_top_errors"),
+            "sff": {"err_reduction": mean("sff", "err_reduction"), "frac_fixed": mean("sff", "frac_fixed")},
+            "multistep": {str(K): {"mean_abs_err": mean("multistep", str(K), "mean_abs_err"),
+                                   "median_abs_err": mean("multistep", str(K), "median_abs_err"),
+                                   "passes_subset": sum(t["readings"][r]["multistep"][str(K)]["passes_subset"]
+                                                        for t in tasks.values()),
+                                   "passes_all": sum(t["readings"][r]["multistep"][str(K)]["passes_all"]
+                                                     for t in tasks.values()),
+                                   "seconds": round(sum(t["readings"][r]["multistep"][str(K)]["seconds"]
+                                                        for t in tasks.values()), 3)}
+                          for K in ks},
+        }
+    out["first_order"] = {"mean_abs_err": mean_over_tasks(tasks, ("mean_abs_err", "first_order")),
+                          "median_abs_err": mean_over_tasks(tasks, ("median_abs_err", "first_order")),
+                          "median_rel_err": mean_over_tasks(tasks, ("median_rel_err", "first_order"))}
+    out["exact"] = {"single_edge_patches": sum(t["exact_cost"]["single_edge_patches"] for t in tasks.values()),
+                    "batched_forwards": sum(t["exact_cost"]["batched_forwards"] for t in tasks.values()),
+                    "seconds": round(sum(t["exact_cost"]["seconds"] for t in tasks.values()), 3)}
+    return out
 
 
 def study_notes(n_top: int, n_random: int, ig_rule: str) -> dict:
@@ -156,4 +242,10 @@ def study_notes(n_top: int, n_random: int, ig_rule: str) -> dict:
                "(the paper's fix); sff_exact: they take their exact effect; frac_fixed = fraction fixed",
         "auroc": "AUROC of rho for the top-decile |first-order error| edges of the subset (Mann-Whitney)",
         "multistep": "methods.hvp multi-step rule sum_k f'(k/K)/K + f''(k/K)/(2K^2) [open reading]",
+        "readings": "the HVP's two readings (methods.hvp READINGS), both vs exact single-edge patching: "
+                    "per_component (each edge's own 1/2 d^T H d, one HVP per edge) and one_pass (one HVP along "
+                    "the whole graph's total patch, 1/2 d_e . (H d)_e, cross terms included); the top-level "
+                    "fields are the setting `reading`'s; passes_subset / passes_all: documented passes over the "
+                    "batch for the analysed edges / for every edge of the graph; seconds: measured wall time of "
+                    "that reading's derivative sweep (loaded shared CPU)",
     }

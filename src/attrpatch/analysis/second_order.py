@@ -21,7 +21,9 @@ forward+backward = 1 pass. First order (EAP) = 1; one HVP = 1 more backward (the
 "one additional backward pass"), so the K-step HVP = 2K passes (K gradients + K HVPs);
 EAP-IG with m steps = m passes (m forward+backward, shared by all edges). "Equal passes"
 pairs HVP(K) with EAP-IG(m = 2K). The two cached forwards every method needs are not
-counted.
+counted. Those 2K passes are per component in the per-component reading (n components:
+2K n passes, each over B rows); in the one-pass reading (`methods.hvp` "Two readings") the
+2K passes give every component of the graph at once (`reading_passes`).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..methods.hvp import ig_points, multistep_terms, sff_flag
+from ..methods.hvp import check_reading, ig_points, multistep_terms, sff_flag
 from ..stats import rankdata, spearman
 from .node_recovery import _np
 
@@ -193,6 +195,16 @@ def passes(method: str, steps: int) -> int:
     raise ValueError(f"unknown method {method!r}")
 
 
+def reading_passes(reading: str, steps: int, n_subset: int, n_total: int) -> dict:
+    """Documented cost of the K-step HVP (K = `steps`) in passes over the batch, for the
+    `n_subset` analysed components and for all `n_total` of the graph: per_component 2K per
+    component; one_pass 2K in all (one total direction covers every component)."""
+    K2 = 2 * int(steps)
+    if check_reading(reading) == "per_component":
+        return {"passes_per_component": K2, "passes_subset": K2 * int(n_subset), "passes_all": K2 * int(n_total)}
+    return {"passes_per_component": K2 / int(n_total), "passes_subset": K2, "passes_all": K2}
+
+
 def mean_over_tasks(per_task: Mapping[str, dict], path: Sequence[str]) -> float:
     vals = []
     for t in per_task.values():
@@ -206,5 +218,6 @@ def mean_over_tasks(per_task: Mapping[str, dict], path: Sequence[str]) -> float:
 
 __all__ = ["edge_subset", "multistep_alphas", "multistep_from_derivatives", "errors", "median_relative_error",
            "auroc", "top_fraction_labels", "error_summary", "reliability_summary", "sff_from_scores", "passes",
+           "reading_passes",
            "ig_alphas", "ig_from_derivatives", "error_stats",
            "mean_over_tasks"]

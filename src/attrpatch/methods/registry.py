@@ -24,14 +24,14 @@ from ..graph import Graph
 from ..metrics import METRIC_NAMES, Metric, resolve_metric
 from ..patching import DEFAULT_DIRECTION, DIRECTIONS, Patcher, node_effects
 from ..validate import boolean, check_batch_fits, choice, finite_number, integer, positive_number
-from . import atp, eap_gp, eap_ig
+from . import atp, eap_gp, eap_ig, hvp
 from .acdc import acdc
 from .atp import atp_graddrop_node_scores, atp_node_scores, atp_qk_fix_node_scores, atp_star_node_scores
 from .common import check_metric_chunking, chunks
 from .eap import eap_scores
 from .eap_gp import eap_gp_scores
 from .eap_ig import eap_ig_scores
-from .hvp import HVP_ROWS_PER_FORWARD, hvp_scores
+from .hvp import DEFAULT_READING, HVP_ROWS_PER_FORWARD, hvp_scores
 
 
 def _chunked(batch, batch_size, metric, score):
@@ -68,11 +68,13 @@ def _exact_nodes(model, graph, batch, metric="task", *, direction=None, batch_si
         model, graph, sub, resolve_metric(model, sub, metric), direction=direction or DEFAULT_DIRECTION).double())
 
 
-def _hvp_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=HVP_ROWS_PER_FORWARD, batch_size=None):
-    """EAP plus the second-order term 1/2 d^T H d of every edge (methods.hvp)."""
+def _hvp_edges(model, graph, batch, metric="task", *, direction=None, rows_per_forward=HVP_ROWS_PER_FORWARD,
+               batch_size=None, reading=DEFAULT_READING):
+    """EAP plus every edge's second-order term (methods.hvp): per_component 1/2 d^T H d (one
+    HVP per edge), one_pass 1/2 d_e . (H d)_e along all edges' total patch (one HVP)."""
     return _chunked(batch, batch_size, metric, lambda sub: hvp_scores(
         model, graph, sub, metric, components="edges", direction=direction or DEFAULT_DIRECTION,
-        rows_per_forward=rows_per_forward).matrix("corrected"))
+        rows_per_forward=rows_per_forward, reading=reading).matrix("corrected"))
 
 
 def _acdc_edges(model, graph, batch, metric="task", *, tau: float, direction=None, direct: bool = False):
@@ -188,6 +190,9 @@ OPTIONS: dict[str, Option] = {
     "path": Option("EAP-GP path: one shared path per batch", _choices(eap_gp, "PATHS", "path")),
     "step": Option("EAP-GP step length: relative (default; k steps of ||e_clean - e_corrupt|| / k) or unit",
                    _choices(eap_gp, "STEPS", "step")),
+    "reading": Option("HVP second-order term: per_component (each edge's own d^T H d, one HVP per edge; default) "
+                      "or one_pass (one HVP along all edges' total patch, cross terms included)",
+                      _choices(hvp, "READINGS", "reading")),
     "layer": Option("GradDrop unit: block (default; a block per backward pass) or sublayer (attention and MLP "
                     "separately)", _choices(atp, "GRADDROP_LAYERS", "layer")),
     "step_size": Option("EAP-GP step along the gradient path (a multiple of the step rule's length), number > 0",

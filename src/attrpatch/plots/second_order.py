@@ -6,7 +6,12 @@ import numpy as np
 
 from .scales import set_symlog, symlog_threshold
 
-C_FIRST, C_CORR, C_IG, C_SFF = "#1f77b4", "#d62728", "#2ca02c", "#9467bd"
+C_FIRST, C_CORR, C_IG, C_SFF, C_OTHER = "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"
+
+
+def _other(summary: dict) -> str:
+    """The HVP reading the top-level fields do not hold (drawn beside them)."""
+    return next(r for r in summary["readings"] if r not in (summary["reading"], "first_order", "exact"))
 
 
 def _diag(ax, x, y):
@@ -17,16 +22,20 @@ def _diag(ax, x, y):
 def plot_hvp(arrays: dict, tasks: dict, summary: dict, *, threshold: float, profile: str = ""):
     names = list(arrays)
     nt = len(names)
+    reading, other = summary["reading"], _other(summary)
     fig = plt.figure(figsize=(max(13, 4.2 * nt), 8.4), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1])
     axs = np.atleast_1d(top.subplots(1, nt))
     for ax, t in zip(axs, names):
         a = arrays[t]
         ax.scatter(a["exact"], a["first"], s=14, c=C_FIRST, alpha=0.75, label="first order (EAP)")
-        ax.scatter(a["exact"], a["corrected"], s=14, c=C_CORR, marker="x", alpha=0.85, label="HVP-corrected")
-        _diag(ax, a["exact"], np.concatenate([a["first"], a["corrected"]]))
-        lt = symlog_threshold(a["exact"], a["first"], a["corrected"])   # one threshold: y = x stays straight
-        set_symlog(ax, "both", lt, vmax=float(np.nanmax(np.abs(np.concatenate([a["exact"], a["first"], a["corrected"]])))))
+        ax.scatter(a["exact"], a["corrected"], s=14, c=C_CORR, marker="x", alpha=0.85, label=f"HVP-corrected ({reading})")
+        alt = a["corrected_by_reading"][other]
+        ax.scatter(a["exact"], alt, s=12, c=C_OTHER, marker="+", alpha=0.8, label=f"HVP-corrected ({other})")
+        _diag(ax, a["exact"], np.concatenate([a["first"], a["corrected"], alt]))
+        lt = symlog_threshold(a["exact"], a["first"], a["corrected"], alt)   # one threshold: y = x stays straight
+        set_symlog(ax, "both", lt, vmax=float(np.nanmax(np.abs(np.concatenate([a["exact"], a["first"], a["corrected"],
+                                                                              alt])))))
         d = tasks[t]
         ax.set_title(f"{t} ({d['model']}, {d['n_edges']}/{d['n_edges_total']} edges)\n"
                      f"mean |err| {d['mean_abs_err']['first_order']:.3g} -> {d['mean_abs_err']['corrected']:.3g}"
@@ -39,11 +48,13 @@ def plot_hvp(arrays: dict, tasks: dict, summary: dict, *, threshold: float, prof
 
     b = bottom.subplots(1, 4)
     x = np.arange(nt)
-    w = 0.38
+    w = 0.27
     e1 = [tasks[t]["mean_abs_err"]["first_order"] for t in names]
     e2 = [tasks[t]["mean_abs_err"]["corrected"] for t in names]
-    b[0].bar(x - w / 2, e1, w, color=C_FIRST, label="first order")
-    b[0].bar(x + w / 2, e2, w, color=C_CORR, label="HVP-corrected")
+    e3 = [tasks[t]["readings"][other]["mean_abs_err"]["corrected"] for t in names]
+    b[0].bar(x - w, e1, w, color=C_FIRST, label="first order")
+    b[0].bar(x, e2, w, color=C_CORR, label=f"HVP-corrected ({reading})")
+    b[0].bar(x + w, e3, w, color=C_OTHER, label=f"HVP-corrected ({other})")
     b[0].set_xticks(x, names, rotation=20, fontsize=8)
     b[0].set_ylabel("mean |estimate - exact| (log)")
     b[0].set_yscale("log")
@@ -69,7 +80,7 @@ def plot_hvp(arrays: dict, tasks: dict, summary: dict, *, threshold: float, prof
     xk = np.arange(len(ks))
     w3 = 0.27
     rule = next(iter(tasks.values()))["multistep"][ks[0]].get("ig_rule", "midpoint")
-    b[2].bar(xk - w3, [ms[k]["hvp"] for k in ks], w3, color=C_CORR, label="K-step HVP (2K passes)")
+    b[2].bar(xk - w3, [ms[k]["hvp"] for k in ks], w3, color=C_CORR, label=f"K-step HVP ({reading})")
     b[2].bar(xk, [ms[k]["ig_equal_passes"] for k in ks], w3, color=C_IG,
              label=f"per-component IG ({rule}), m = 2K")
     b[2].bar(xk + w3, [ms[k]["eap_ig_equal_passes"] for k in ks], w3, color=C_IG, alpha=0.45,
@@ -78,6 +89,8 @@ def plot_hvp(arrays: dict, tasks: dict, summary: dict, *, threshold: float, prof
                  label="median |error|")
     b[2].scatter(xk, [ms[k]["ig_equal_passes_median"] for k in ks], color="k", marker="_", s=80, zorder=3)
     b[2].scatter(xk + w3, [ms[k]["eap_ig_equal_passes_median"] for k in ks], color="k", marker="_", s=80, zorder=3)
+    b[2].plot(xk - w3, [summary["readings"][other]["multistep"][k]["mean_abs_err"] for k in ks], color=C_OTHER,
+              marker="o", lw=1, label=f"K-step HVP ({other})")
     b[2].axhline(summary["mean_abs_err"]["first_order"], color=C_FIRST, ls=":", lw=1.2, label="EAP (1 pass)")
     b[2].set_xticks(xk, [f"K={k}" for k in ks])
     b[2].set_ylabel("mean |error| (bars), median (ticks); mean over tasks")

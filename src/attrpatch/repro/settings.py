@@ -419,7 +419,10 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                    ig_rule=Setting(Choice(Ref("attrpatch.methods.hvp", "IG_RULES")),
                                    Ref("attrpatch.methods.hvp", "DEFAULT_IG_RULE"),
                                    "quadrature of the per-component IG comparator (all rules are reported)"),
-                   sff_steps=Setting(Optional(POS), None, "K of the multi-step HVP fix of Screen-Flag-Fix (None: largest K)")),
+                   sff_steps=Setting(Optional(POS), None, "K of the multi-step HVP fix of Screen-Flag-Fix (None: largest K)"),
+                   reading=Setting(Choice(Ref("attrpatch.methods.hvp", "READINGS")),
+                                   Ref("attrpatch.methods.hvp", "DEFAULT_READING"),
+                                   "HVP reading of the top-level fields the claims read (both are under readings)")),
 }
 
 
