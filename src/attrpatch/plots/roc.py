@@ -47,7 +47,8 @@ def plot_roc_panels(curves: dict, aucs: dict, paper_aucs: dict | None = None, *,
     legend_title = f"AUC ({auc_rule_label(auc_rule)})"
     xlabel, ylabel = rate_labels(edges)
     tasks = list(curves)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.3 * len(tasks), 4.4), squeeze=False)
+    # constrained layout: the suptitle, the two-line panel titles and the legends never overlap
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.3 * len(tasks), 4.6), squeeze=False, layout="constrained")
     for ax, task in zip(axes[0], tasks):
         ax.plot([0, 1], [0, 1], color="0.75", lw=0.8, ls=":")
         for method, c in curves[task].items():
@@ -73,7 +74,6 @@ def plot_roc_panels(curves: dict, aucs: dict, paper_aucs: dict | None = None, *,
         ax.legend(fontsize=7, loc="lower right", title=legend_title, title_fontsize=7)
     if suptitle or reference_label:
         fig.suptitle(" | ".join(s for s in (suptitle, reference_label) if s), fontsize=10)
-    fig.tight_layout()
     return fig
 
 
