@@ -93,14 +93,14 @@ def test_evaluate_tasks_table():
 
 
 @pytest.mark.parametrize("cfg, reason, step", [
-    (dict(eval_every=2, early_stop=0.0), "early_stop", 2),          # every accuracy >= 0: stops at the first eval
     (dict(max_seconds=1e-9), "max_seconds", 1),                     # the budget runs out after step 1
+    (dict(eval_every=2, early_stop=0.0), "early_stop", 2),          # every accuracy >= 0: stops at the first eval
 ])
 def test_early_stop_is_said_with_step_and_reason(tmp_path, capsys, cfg, reason, step):
     """The bar alone ends at step/total (near 10% in the DAG) without saying why: a line says it."""
     torch.set_num_threads(1)
     info = train_tiny("tiny-gpt2", tmp_path / "m", seed=0, steps=10, progress=True,
-                      **{**SMALL, "max_seconds": 60, **cfg})
+                      **{**SMALL, "max_seconds": 60, "tasks": {"ioi": 1.0}, **cfg})   # one task: one cheap eval
     assert (info["stop_reason"], info["steps_run"]) == (reason, step)
     want = f"train tiny-gpt2 stopped early at step {step} of 10: "
     assert info["stop_message"].startswith(want)
