@@ -123,8 +123,10 @@ def main(argv=None):
     if args.figure:
         from attrpatch.plots.roc import plot_eap_acdc
 
-        fig = plot_eap_acdc(out["points"], summary=out["summary"], ratio=out["mean_forward_pass_ratio"], suptitle=f"EAP paper Fig. 5: EAP -> ACDC vs EAP alone, {ctx.profile} "
-                                                    f"profile, {n} prompts, taus {', '.join(f'{t:g}' for t in taus)}")
+        fig = plot_eap_acdc(out["points"], edges=conv, summary=out["summary"], ratio=out["mean_forward_pass_ratio"],
+                            suptitle=f"EAP paper Fig. 5: EAP -> ACDC vs EAP alone, {ctx.profile} profile, {n} prompts, "
+                                     f"ACDC metric: {out['settings']['metric']}, edges: {conv}, "
+                                     f"taus {', '.join(f'{t:g}' for t in taus)}")
         save_figure(fig, args.figure)
     write_json(args.out, out)
 

@@ -143,8 +143,8 @@ def main(argv=None):
     if args.figure:
         from attrpatch.plots.roc import plot_roc_panels
 
-        fig = plot_roc_panels(out["curves"], out["auc"], PAPER_AUC, reference_label=LABEL,
-                              ref_sizes=out["reference"],
+        fig = plot_roc_panels(out["curves"], out["auc"], PAPER_AUC, auc_rule=rule, edges=conv,
+                              reference_label=LABEL, ref_sizes=out["reference"],
                               suptitle=f"EAP paper Fig. 2, {ctx.profile} profile, {n} prompts, AUC: {rule}, "
                                        f"edges: {conv}")
         save_figure(fig, args.figure)

@@ -23,7 +23,8 @@ point, output distance per step, fraction of paths ending closer) are written un
 With spec.models (a list), every task is rerun on each further model; those results go
 under by_model.<model>.{gain, summary, auc} (the same fields).
 summary.{max_gain_rel, mean_gain_rel, max_gain_abs, mean_gain_abs} over tasks (AUC gains),
-summary.n_tasks_gp_ge_ig (AUC_GP >= AUC_IG), summary.max_gain_abs_at (largest F_GP - F_IG
+summary.gp_vs_ig (wins, ties, losses of EAP-GP's AUC against EAP-IG's: a difference within the
+setting tie_margin is a tie, `circuits.curves.compare`), summary.max_gain_abs_at (largest F_GP - F_IG
 over tasks and budgets, in points: the most generous reading of "up to 17.7%").
 """
 import sys
@@ -48,7 +49,7 @@ def main(argv=None):
     spec = ctx.spec
     methods = list(spec["methods"])
     steps, n, selection = spec["steps"], spec["n"], spec["selection"]
-    gp_step = spec["gp_step"]
+    gp_step, tie_margin = spec["gp_step"], spec["tie_margin"]
     t_start = time.perf_counter()
 
     def run(items):
@@ -97,8 +98,8 @@ def main(argv=None):
             "max_gain_log_rel": max((g["auc_log_rel"] for g in gains.values() if g["auc_log_rel"] is not None),
                                     default=None),
             "mean_gain_log_rel": F.mean_finite(g["auc_log_rel"] for g in gains.values()),
-            "n_tasks_gp_ge_ig": F.count_ge({t: tasks_out[t]["methods"][NEW]["auc"] for t in tasks_out},
-                                           {t: tasks_out[t]["methods"][BASE]["auc"] for t in tasks_out}),
+            "gp_vs_ig": F.compare({t: tasks_out[t]["methods"][NEW]["auc"] for t in tasks_out},
+                                  {t: tasks_out[t]["methods"][BASE]["auc"] for t in tasks_out}, tie_margin),
             "max_gain_abs_at": max(at_abs), "min_gain_abs_at": min(at_abs),
             "mean_auc": {m: F.mean_finite(tasks_out[t]["methods"][m]["auc"] for t in tasks_out) for m in methods},
             "mean_pearson": {m: F.mean_finite(tasks_out[t]["methods"][m].get("pearson", float("nan"))
@@ -120,7 +121,7 @@ def main(argv=None):
                            "auc": {t: {m: d["auc"] for m, d in t2[t]["methods"].items()} for t in t2}}
     out = {
         "profile": ctx.profile, "n": n, "steps": steps, "selection": selection, "methods": methods,
-        "gp_step": gp_step, "path": paths,
+        "gp_step": gp_step, "tie_margin": tie_margin, "path": paths,
         "edge_counts": spec.get("edge_counts"), "pruned": True,
         "auc_definition": "trapezoid area under F vs pruned-edge fraction, anchored (0,0) and (1,1), x-range [0,1]",
         "gain_definition": {"auc_abs": "AUC_GP - AUC_IG", "auc_rel": "(AUC_GP - AUC_IG) / |AUC_IG|",
@@ -134,12 +135,13 @@ def main(argv=None):
         "seconds": time.perf_counter() - t_start,
     }
     mr = summary["max_gain_rel"]
+    paper_gain = paper_numbers("eapgp_max_gain")
     fig = plot_gain(
-        curves, aucs, gains, reference=paper_numbers("eapgp_max_gain"), n_total=n_total,
+        curves, aucs, gains, reference=paper_gain, n_total=n_total, gp_step=gp_step, comparison=summary["gp_vs_ig"],
         suptitle=(f"EAP-GP vs EAP-IG ({ctx.profile}; n={n}, m=k={steps}, {selection} selection, pruned): "
-                  f"GP >= IG on {summary['n_tasks_gp_ge_ig']}/{summary['n_tasks']} tasks, max AUC gain "
+                  f"{F.compare_text(summary['gp_vs_ig'])}, max AUC gain "
                   + (f"{100 * mr:+.1f}%" if mr is not None else "n/a")
-                  + f" rel / {100 * summary['max_gain_abs']:+.1f} pts; paper: up to 17.7%"))
+                  + f" rel / {100 * summary['max_gain_abs']:+.1f} pts; paper: up to {100 * paper_gain:.1f}%"))
     save_figure(fig, args.figure)
     write_json(args.out, out)
 

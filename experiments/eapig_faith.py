@@ -16,7 +16,9 @@ reason, BOS), tasks.<task>.methods.<method>.{curve, auc, auc_log, faith_at.<n>,
 min_edges_for_f085, pearson, pearson_signed, spearman}; shortcuts auc.<task>.<method>,
 pearson.<task>.<method>; MIB's scores tasks.<task>.methods.<method>.{cpr, cmd, mib_curves}
 and shortcuts cpr.<task>.<method>, cmd.<task>.<method> (`attrpatch.circuits.mib_metrics`); summary.{mean_auc, mean_auc_log, mean_pearson, min_pearson,
-max_pearson}.<method>, summary.n_tasks_ig_beats_eap (EAP-IG AUC >= EAP AUC),
+max_pearson}.<method>, summary.vs_eap.<method> (wins, ties, losses against EAP's AUC with the
+setting tie_margin: `circuits.curves.compare`; vs_eap_log on the log-edge AUC),
+summary.n_tasks_ig_beats_eap (EAP-IG's wins: AUC > EAP's + tie_margin),
 summary.n_tasks_igact_beats_eap, summary.n_tasks_ig_beats_eap_log, summary.n_tasks.
 
 Circuits: per task and method, the circuit of spec.circuit_edges edges (default 30,
@@ -47,6 +49,7 @@ def main(argv=None):
     methods = list(spec["methods"])
     steps, n, selection = spec["steps"], spec["n"], spec["selection"]
     circuit_edges = spec["circuit_edges"]
+    tie_margin = spec["tie_margin"]
     t_start = time.perf_counter()
 
     tasks_out, curves, aucs, n_total = {}, {}, {}, {}
@@ -102,13 +105,17 @@ def main(argv=None):
             if m in methods:
                 a = {t: tasks_out[t]["methods"][m]["auc"] for t in tasks_out}
                 al = {t: tasks_out[t]["methods"][m]["auc_log"] for t in tasks_out}
-                summary[f"n_tasks_{key}_beats_eap"] = F.count_ge(a, eap_auc)
-                summary[f"n_tasks_{key}_beats_eap_log"] = F.count_ge(al, eap_log)
+                # wins beyond the tie margin (spec.tie_margin); ties and losses under vs_eap
+                cmp, cmp_log = F.compare(a, eap_auc, tie_margin), F.compare(al, eap_log, tie_margin)
+                summary.setdefault("vs_eap", {})[m] = cmp
+                summary.setdefault("vs_eap_log", {})[m] = cmp_log
+                summary[f"n_tasks_{key}_beats_eap"] = cmp["n_wins"]
+                summary[f"n_tasks_{key}_beats_eap_log"] = cmp_log["n_wins"]
                 summary[f"mean_auc_gap_{key}_minus_eap"] = summary["mean_auc"][m] - summary["mean_auc"]["eap"]
 
     out = {
         "profile": ctx.profile, "n": n, "steps": steps, "selection": selection, "methods": methods,
-        "circuit_edges": circuit_edges,
+        "circuit_edges": circuit_edges, "tie_margin": tie_margin,
         "edge_counts": spec.get("edge_counts"), "pruned": True,
         "auc_definition": "trapezoid area under F vs pruned-edge fraction, anchored (0,0) and (1,1), x-range [0,1]",
         "tasks": tasks_out,

@@ -84,7 +84,8 @@ def main(argv=None):
     }
     write_json(args.out, out)
     if args.figure:
-        save_figure(plot_gradrop(arrays, tasks, constructed, methods=methods, profile=ctx.profile), args.figure)
+        save_figure(plot_gradrop(arrays, tasks, constructed, methods=methods, exact_quantile=q,
+                                             estimate_ratio=ratio, graddrop_layer=gd_layer, profile=ctx.profile), args.figure)
 
 
 if __name__ == "__main__":

@@ -282,3 +282,40 @@ def test_blocked_claim_is_reported_not_passed(tmp_path):
     assert [o.status for o in out] == ["BLOCKED"] and "cannot be loaded" in out[0].message
     assert summary_line(out) == "0 passed, 0 failed, 0 errors, 1 blocked"
     assert b'skipped="1"' in render_junit(out)
+
+
+# ------------------------------------------------------------------ explanations of FAILs (issue 24, item 8)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", 3, ["a finding"]])
+def test_explanation_must_be_a_nonempty_string(tmp_path, bad):
+    with pytest.raises(ClaimsError, match=r"claim 'c1'.explanation: must be"):
+        load_claims(write_claims(tmp_path, [base_claim(explanation=bad)]))
+
+
+def test_fail_carries_its_explanation_in_every_report(tmp_path, results_dir):
+    from attrpatch.repro.claims import failure_lines, render_html, render_junit
+
+    why = "the tiny reference is exact patching, what ACDC runs on"
+    claims = load_claims(write_claims(tmp_path, [
+        base_claim(id="explained", paper_value=0.5, explanation=why),
+        base_claim(id="bare", paper_value=0.5),
+        base_claim(id="passing", explanation="never shown for a PASS")]))
+    outcomes = check_claims(claims, "tiny", results_dir)
+    assert [o.status for o in outcomes] == ["FAIL", "FAIL", "PASS"]
+    md = write_report(outcomes, None, None)
+    failures = md.split("## Failures and errors")[1]
+    assert f"`explained` FAIL: measured 0.88, expected 0.5 ± 0.05. Finding: {why}" in failures
+    assert "`bare` FAIL" in failures and "Unexplained: the claim has no `explanation`" in failures
+    assert "never shown for a PASS" not in md
+    assert failure_lines(outcomes)[0].endswith(f"Finding: {why}") and len(failure_lines(outcomes)) == 2
+    assert f"Finding: {why}" in render_html(outcomes)
+    assert f"finding: {why}" in render_junit(outcomes).decode()
+
+
+def test_every_tiny_claim_with_an_explanation_is_a_comparison_that_can_fail():
+    """An explanation belongs to a claim checked on the tiny profile (where the findings are)."""
+    claims = load_claims(ROOT / "paper_claims.yaml")
+    explained = [c for c in claims if c.explanation]
+    assert len(explained) >= 6
+    assert all(c.profile == "tiny" and not c.blocked for c in explained), [c.id for c in explained]

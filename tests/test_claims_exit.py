@@ -54,3 +54,18 @@ def test_parse_strict(value, expected):
 def test_parse_strict_rejects_other_values():
     with pytest.raises(ValueError, match="strict must be true or false, got 'yes please'"):
         parse_strict("yes please")
+
+
+def test_every_run_lists_each_fail_with_its_explanation(tmp_path, capsys):
+    """A no-op rerun prints no report, so the summary itself says which claims fail and why."""
+    claims, res, md = _setup(tmp_path, auc=0.5)
+    data = yaml.safe_load(claims.read_text())
+    data["claims"][0]["explanation"] = "a finding about small models"
+    claims.write_text(yaml.safe_dump(data))
+    finish(claims, "tiny", res, md, since=md.stat().st_mtime + 10)
+    out = capsys.readouterr().out
+    assert "claims: 0 passed, 1 failed, 0 errors" in out
+    assert "`c1` FAIL: measured 0.5, expected 0.9 ± 0.05. Finding: a finding about small models" in out
+    with pytest.raises(StrictClaimsFailed):
+        finish(claims, "tiny", res, md, strict=True, since=md.stat().st_mtime + 10)
+    assert "Finding: a finding about small models" in capsys.readouterr().err

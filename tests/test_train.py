@@ -90,3 +90,28 @@ def test_evaluate_tasks_table():
     assert chunked.mean_metric.tolist() == pytest.approx(df.mean_metric.tolist(), rel=1e-5, abs=1e-6)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         evaluate_tasks(m, ["sva"], n=2, tokenizer=toy_tokenizer(), batch_size=0)
+
+
+@pytest.mark.parametrize("cfg, reason, step", [
+    (dict(max_seconds=1e-9), "max_seconds", 1),                     # the budget runs out after step 1
+    (dict(eval_every=2, early_stop=0.0), "early_stop", 2),          # every accuracy >= 0: stops at the first eval
+])
+def test_early_stop_is_said_with_step_and_reason(tmp_path, capsys, cfg, reason, step):
+    """The bar alone ends at step/total (near 10% in the DAG) without saying why: a line says it."""
+    torch.set_num_threads(1)
+    info = train_tiny("tiny-gpt2", tmp_path / "m", seed=0, steps=10, progress=True,
+                      **{**SMALL, "max_seconds": 60, "tasks": {"ioi": 1.0}, **cfg})   # one task: one cheap eval
+    assert (info["stop_reason"], info["steps_run"]) == (reason, step)
+    want = f"train tiny-gpt2 stopped early at step {step} of 10: "
+    assert info["stop_message"].startswith(want)
+    assert ("early_stop = 0.0" if reason == "early_stop" else "max_seconds = 1e-09 s") in info["stop_message"]
+    assert want in capsys.readouterr().err
+    assert json.loads((tmp_path / "m" / "train_info.json").read_text())["stop_message"] == info["stop_message"]
+
+
+def test_full_run_says_so_and_bad_reason_is_named():
+    from attrpatch.models.train import stop_message
+
+    assert stop_message("tiny-attn", "steps", 40, 40, {}) == "train tiny-attn ran all 40 steps"
+    with pytest.raises(ValueError, match=r"stop reason must be one of \['steps', 'early_stop', 'max_seconds'\], got 'tired'"):
+        stop_message("tiny-attn", "tired", 3, 40, {})

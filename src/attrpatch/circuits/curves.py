@@ -21,6 +21,9 @@ score matrices; no model runs (`circuits.faithfulness.method_curves` runs them),
 * `gain`, `curve_gains`: EAP-GP vs. EAP-IG. Whether EAP-GP's "up to 17.7%" is relative or
   in faithfulness points is [open] (docs/SOURCES.md): both are returned, ``abs`` = new - base
   (points of F or of AUC), ``rel`` = (new - base) / |base| (None where |base| < ``eps``).
+* `compare`: wins, ties and losses of one method against another over tasks, with a stated
+  margin (`TIE_MARGIN`, the setting ``tie_margin``): a difference within the margin is a tie,
+  never a win.
 """
 from __future__ import annotations
 
@@ -35,6 +38,11 @@ from ..stats import pearson, spearman  # noqa: F401  (the one home; also F.pears
 FAITHFUL_THRESHOLD = 0.85
 ANCHOR_EMPTY = (0.0, 0.0)   # (edge fraction, F) of the empty circuit
 ANCHOR_FULL = (1.0, 1.0)    # ... and of the full circuit
+# Two faithfulness AUCs (area under F vs edge fraction, `curve_auc`) closer than this are a tie
+# (`compare`; the setting ``tie_margin`` of eapig_faith and eapgp_gain). Our choice: half a
+# point of area under F, 0.5% of a perfect curve's area; the tiny profile's EAP-GP vs EAP-IG
+# gains of +0.00009 and +0.001 AUC (+0.009%, +0.11%) are ties under it, IOI's +0.0099 a win.
+TIE_MARGIN = 0.005
 
 
 def _arrays(n_edges, faith) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +176,32 @@ def summarize_curve(n_requested, n_edges, faith, n_total: int, *, counts: Iterab
 def count_ge(values_a: Mapping[str, float], values_b: Mapping[str, float], margin: float = 0.0) -> int:
     """How many keys k have values_a[k] >= values_b[k] + margin (keys of values_a)."""
     return int(sum(1 for k, v in values_a.items() if v >= values_b[k] + margin))
+
+
+def compare(new: Mapping[str, float], base: Mapping[str, float], margin: float = TIE_MARGIN) -> dict:
+    """Wins, ties and losses of ``new`` against ``base`` over the keys of ``new`` (tasks): a win
+    is new > base + margin, a loss new < base - margin, anything else a tie. Returns
+    {margin, wins, ties, losses (sorted key lists), n_wins, n_ties, n_losses, n_not_worse
+    (wins + ties)}."""
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"tie margin must be a finite number >= 0, got {margin!r}")
+    out = {"margin": float(margin), "wins": [], "ties": [], "losses": []}
+    for k, v in new.items():
+        d = float(v) - float(base[k])
+        out["wins" if d > margin else "losses" if d < -margin else "ties"].append(k)
+    for key in ("wins", "ties", "losses"):
+        out[key] = sorted(out[key])
+        out[f"n_{key}"] = len(out[key])
+    out["n_not_worse"] = out["n_wins"] + out["n_ties"]
+    return out
+
+
+def compare_text(c: Mapping) -> str:
+    """"1 win, 5 ties, 0 losses (tie margin 0.005 AUC)": a `compare` result in words."""
+    def n(k, word, plural):
+        return f"{c[f'n_{k}']} {word if c[f'n_{k}'] == 1 else plural}"
+    return (f"{n('wins', 'win', 'wins')}, {n('ties', 'tie', 'ties')}, {n('losses', 'loss', 'losses')} "
+            f"(tie margin {c['margin']:g} AUC)")
 
 
 def mean_finite(values: Iterable) -> float:

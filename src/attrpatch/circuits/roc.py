@@ -45,8 +45,17 @@ EDGE_CONVENTIONS = ("acdc", "plain")
 DEFAULT_EDGE_CONVENTION = "acdc"
 
 
+# What a figure calls the counted items under each convention (axis labels, reference sizes).
+EDGE_CONVENTION_LABELS = {"acdc": "edges incl. q/k/v direct", "plain": "edges"}
+
+
 def check_edge_convention(convention: str) -> str:
     return choice("edge convention", convention, EDGE_CONVENTIONS)
+
+
+def edge_convention_label(convention: str) -> str:
+    """What is counted under ``convention``, in words (figure axes and titles)."""
+    return EDGE_CONVENTION_LABELS[check_edge_convention(convention)]
 
 
 # Which area rule the EAP paper's Fig. 2 AUCs use (read in the authors' code):
@@ -66,8 +75,17 @@ AUC_RULES = ("pessimistic", "trapezoid")
 DEFAULT_AUC_RULE = "pessimistic"
 
 
+# What a figure calls each rule (legend titles).
+AUC_RULE_LABELS = {"pessimistic": "pessimistic staircase", "trapezoid": "trapezoid"}
+
+
 def check_auc_rule(rule: str) -> str:
     return choice("AUC rule", rule, AUC_RULES)
+
+
+def auc_rule_label(rule: str) -> str:
+    """The AUC rule ``rule`` in words (figure legends)."""
+    return AUC_RULE_LABELS[check_auc_rule(rule)]
 
 
 # ---- ROC ----------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ PATHS = ("shared",)
 OBJECTIVE_POSITIONS = ("all", "metric")
 STEPS = ("relative", "unit")
 DEFAULT_STEP = "relative"
+# What a figure calls each step rule (legend labels, titles).
+STEP_LABELS = {"relative": "relative step: 1/k of ||e_clean - e_corrupt||", "unit": "unit step"}
 
 
 def _logits_at(model, tokens: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:

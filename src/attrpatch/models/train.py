@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ..io import clean_stale_temps, normal_tree
-from ..progress import tqdm
+from ..progress import stream, tqdm
 from ..tasks import TASKS
 from ..tasks.vocab import FILLER, ToyTokenizer, toy_tokenizer
 from .evaluate import EVAL_SEED, evaluate_tasks
@@ -129,6 +129,25 @@ def _loss(model, ids, lens, is_task, answer_weight):
     return lm
 
 
+def _tqdm_write(line: str) -> None:
+    """One line where the bars write (terminal, or the job log and the terminal under Snakemake)."""
+    out = stream()
+    out.write(line + "\n")
+    out.flush()
+
+
+def stop_message(name: str, reason: str, step: int, total: int, cfg: dict) -> str:
+    """The line that says where and why training stopped: the bar alone would end at
+    step/total (near 10% on an early stop) without saying so."""
+    if reason == "steps":
+        return f"train {name} ran all {total} steps"
+    why = {"early_stop": f"every task's held-out accuracy reached early_stop = {cfg.get('early_stop')}",
+           "max_seconds": f"the wall-clock budget max_seconds = {cfg.get('max_seconds')} s ran out"}
+    if reason not in why:
+        raise ValueError(f"stop reason must be one of {['steps', *why]}, got {reason!r}")
+    return f"train {name} stopped early at step {step} of {total}: {why[reason]}"
+
+
 def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, progress: bool = True,
                **overrides) -> dict:
     """Train tiny model `name` ("tiny-gpt2" | "tiny-attn") into `out_dir`.
@@ -193,14 +212,16 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
             df = evaluate_tasks(model, task_names, n=200, seed=EVAL_SEED + 1, tokenizer=tok)
             model.train()
             evals.append({"step": step, **dict(zip(df.task, df.accuracy.round(4)))})
-            if cfg.get("early_stop") and (df.accuracy >= cfg["early_stop"]).all():
+            if cfg.get("early_stop") is not None and (df.accuracy >= cfg["early_stop"]).all():
                 stop_reason = "early_stop"
                 break
         if cfg.get("max_seconds") and time.time() - t0 > cfg["max_seconds"]:
             stop_reason = "max_seconds"
             break
+    message = stop_message(name, stop_reason, step, total, cfg)
     if bar is not None:
         bar.close()
+        _tqdm_write(message)
     seconds = time.time() - t0
     model.eval()
     if cfg.get("attn_only"):
@@ -209,6 +230,7 @@ def train_tiny(name: str, out_dir, seed: int = 0, steps: int | None = None, prog
     tail = [l for _, l in log_rows[-50:]]
     info = {
         "name": name, "seed": seed, "config": cfg, "steps_run": step, "stop_reason": stop_reason,
+        "stop_message": message,
         "seconds": round(seconds, 2), "final_loss": sum(tail) / len(tail),
         "n_params": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tok), "torch_threads": torch.get_num_threads(),
@@ -253,7 +275,7 @@ def main(argv=None, prog=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     info = train_tiny(a.model, a.out, seed=a.seed, steps=a.steps, progress=not a.no_progress)
-    print(json.dumps({k: info[k] for k in ("name", "steps_run", "stop_reason", "seconds", "final_loss")}))
+    print(json.dumps({k: info[k] for k in ("name", "steps_run", "stop_reason", "stop_message", "seconds", "final_loss")}))
     for r in info["heldout"]:
         print(f"{r['task']:16s} acc={r['accuracy']:.3f} metric={r['mean_metric']:.3f} n={r['n']}")
 

@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from ..circuits.curves import FAITHFUL_THRESHOLD
+from ..circuits.curves import FAITHFUL_THRESHOLD, compare_text
+from ..methods.eap_gp import STEP_LABELS
 
 TASK_TITLES = {"ioi": "IOI", "greater_than": "Greater-Than", "sva": "SVA", "gender_bias": "Gender-Bias",
                "country_capital": "Country-Capital", "hypernymy": "Hypernymy", "docstring": "Docstring"}
@@ -25,10 +26,10 @@ def _title(task: str) -> str:
 
 
 def _draw_curves(ax, task_curves: dict, aucs: dict | None, note: str | None, n_total: int | None,
-                 threshold: float = FAITHFUL_THRESHOLD) -> None:
+                 threshold: float = FAITHFUL_THRESHOLD, labels: dict | None = None) -> None:
     for m, c in task_curves.items():
         st = dict(METHOD_STYLE.get(m, {}))
-        lab = METHOD_LABELS.get(m, m)
+        lab = (labels or {}).get(m, METHOD_LABELS.get(m, m))
         if aucs and m in aucs:
             lab += f" (AUC {aucs[m]:.3f})"
         x = np.asarray(c["n_edges"], float)
@@ -89,16 +90,34 @@ def _gain_bars(ax, x, bars, fmt: str) -> None:
 
 def _gain_axis(ax, x, tasks, values) -> None:
     ax.axhline(0, color="0.3", lw=0.8)
-    ax.set_xticks(x, [_title(t) for t in tasks], fontsize=7, rotation=15)
+    ax.set_xticks(x, [_title(t) for t in tasks], fontsize=7, rotation=30, ha="right")
     lo, hi = np.nanmin(list(values) + [0.0]), np.nanmax(list(values) + [0.0])
     pad = 0.15 * (hi - lo + 1e-9)
     ax.set_ylim(lo - pad, hi + 2.5 * pad)
     ax.legend(fontsize=7, loc="upper left")
 
 
-def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float, n_total: dict | None = None,
-              suptitle: str = "", ncols: int = 3):
-    """Per-task curves (EAP-IG vs EAP-GP) and a bar chart of the AUC gains.
+def gp_label(gp_step: str) -> str:
+    """EAP-GP's legend label, naming its step rule (`methods.eap_gp.STEP_LABELS`)."""
+    if gp_step not in STEP_LABELS:
+        raise ValueError(f"EAP-GP step must be one of {sorted(STEP_LABELS)}, got {gp_step!r}")
+    return f"EAP-GP ({STEP_LABELS[gp_step]})"
+
+
+def verdict(task: str, comparison: dict) -> str:
+    """"win", "tie" or "loss" of one task in a `circuits.curves.compare` result."""
+    for key, word in (("wins", "win"), ("ties", "tie"), ("losses", "loss")):
+        if task in comparison[key]:
+            return word
+    raise KeyError(f"task {task!r} is not in the comparison (tasks: "
+                   f"{sorted(comparison['wins'] + comparison['ties'] + comparison['losses'])})")
+
+
+def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float, gp_step: str, comparison: dict,
+              n_total: dict | None = None, suptitle: str = "", ncols: int = 3):
+    """Per-task curves (EAP-IG vs EAP-GP, its legend naming ``gp_step``) and a bar chart of the
+    AUC gains; each panel title says win, tie or loss by ``comparison`` (`circuits.curves.compare`,
+    its margin stated in the bar chart's title).
 
     gains[task] = {"auc_rel": r, "auc_abs": a[, "auc_log_rel": l]}; relative gains (% of EAP-IG's AUC)
     and absolute gains (AUC units) on two axes, each with the paper's "up to 17.7%" read its way
@@ -111,11 +130,13 @@ def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float, n_tota
     gs = fig.add_gridspec(nrows + 1, ncols, height_ratios=[1.0] * nrows + [0.9])
     for i, task in enumerate(tasks):
         ax = fig.add_subplot(gs[i // ncols, i % ncols])
-        _draw_curves(ax, curves[task], aucs.get(task), None, (n_total or {}).get(task))
+        _draw_curves(ax, curves[task], aucs.get(task), None, (n_total or {}).get(task),
+                     labels={"eap_gp": gp_label(gp_step)})
         g = gains.get(task, {})
         rel = g.get("auc_rel")
-        ax.set_title(f"{_title(task)}: GP - IG = {g.get('auc_abs', float('nan')):+.3f} AUC"
-                     + (f" ({100 * rel:+.1f}%)" if rel is not None else ""), fontsize=9)
+        ax.set_title(f"{_title(task)}: GP - IG = {g.get('auc_abs', float('nan')):+.4f} AUC"
+                     + (f" ({100 * rel:+.2f}%)" if rel is not None else "") + f": {verdict(task, comparison)}",
+                     fontsize=9)
         lo = min(min(c["faithfulness"]) for c in curves[task].values())
         hi = max(max(c["faithfulness"]) for c in curves[task].values())
         ax.set_ylim(min(-0.1, lo - 0.05), max(1.1, hi + 0.05))
@@ -134,7 +155,7 @@ def plot_gain(curves: dict, aucs: dict, gains: dict, *, reference: float, n_tota
     ax_rel.axhline(100 * reference, color="k", ls="--", lw=1.2,
                    label=f'paper: "up to {100 * reference:.1f}%" (if relative; open)')
     ax_rel.set_ylabel("relative gain (% of EAP-IG's AUC)", fontsize=8)
-    ax_rel.set_title("EAP-GP gain over EAP-IG, relative (%)", fontsize=9)
+    ax_rel.set_title(f"EAP-GP gain over EAP-IG, relative (%): {compare_text(comparison)}", fontsize=9)
     _gain_axis(ax_rel, x, tasks, [v for vals, _, _ in bars for v in vals] + [100 * reference])
     if ax_abs is not None:
         _gain_bars(ax_abs, x, [(ab, "C9", "area under F vs edges")], "{:+.3f}")

@@ -8,6 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+
+from ..circuits.roc import auc_rule_label, edge_convention_label
 from .scales import set_symlog, symlog_threshold
 
 TASK_TITLES = {"ioi": "IOI", "greater_than": "Greater-Than", "docstring": "Docstring"}
@@ -21,13 +23,32 @@ def _title(task: str) -> str:
     return TASK_TITLES.get(task, task)
 
 
-def plot_roc_panels(curves: dict, aucs: dict, paper_aucs: dict | None = None, *, reference_label: str = "",
-                    ref_sizes: dict | None = None, suptitle: str = ""):
+def rate_labels(edges: str) -> tuple[str, str]:
+    """(x, y) axis labels of a TPR/FPR plot: what is counted follows the edge convention."""
+    what = edge_convention_label(edges)
+    return f"false positive rate ({what})", f"true positive rate ({what})"
+
+
+def reference_size_text(sizes: dict, edges: str) -> str:
+    """"k of n <counted items> in reference", the counts of the edge convention ``edges``
+    (sizes = eap_roc's ``reference.<task>``: n_reference, n_edges and their _with_direct)."""
+    suffix = "_with_direct" if edges == "acdc" else ""
+    return (f"{sizes['n_reference' + suffix]} of {sizes['n_edges' + suffix]} "
+            f"{edge_convention_label(edges)} in reference")
+
+
+def plot_roc_panels(curves: dict, aucs: dict, paper_aucs: dict | None = None, *, auc_rule: str, edges: str,
+                    reference_label: str = "", ref_sizes: dict | None = None, suptitle: str = ""):
     """One ROC panel per task. curves[task][method] = {fpr, tpr}; aucs[task][method] = ours
-    (under the experiment's ``auc_rule``); paper_aucs[task][method] = the paper's AUC, written beside ours."""
+    under ``auc_rule`` (named in each legend's title); paper_aucs[task][method] = the paper's
+    AUC, written beside ours. ``edges`` (the edge convention) names what the rates and the
+    reference sizes count."""
     sns.set_style("whitegrid")
+    legend_title = f"AUC ({auc_rule_label(auc_rule)})"
+    xlabel, ylabel = rate_labels(edges)
     tasks = list(curves)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.3 * len(tasks), 4.4), squeeze=False)
+    # constrained layout: the suptitle, the two-line panel titles and the legends never overlap
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.3 * len(tasks), 4.6), squeeze=False, layout="constrained")
     for ax, task in zip(axes[0], tasks):
         ax.plot([0, 1], [0, 1], color="0.75", lw=0.8, ls=":")
         for method, c in curves[task].items():
@@ -44,16 +65,15 @@ def plot_roc_panels(curves: dict, aucs: dict, paper_aucs: dict | None = None, *,
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.set_aspect("equal")
-        ax.set_xlabel("false positive rate (edges)")
-        ax.set_ylabel("true positive rate (edges)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         t = _title(task)
         if ref_sizes and task in ref_sizes:
-            t += f"\n{ref_sizes[task]['n_reference']} of {ref_sizes[task]['n_edges']} edges in reference"
+            t += "\n" + reference_size_text(ref_sizes[task], edges)
         ax.set_title(t, fontsize=10)
-        ax.legend(fontsize=7, loc="lower right", title="AUC (trapezoid)", title_fontsize=7)
+        ax.legend(fontsize=7, loc="lower right", title=legend_title, title_fontsize=7)
     if suptitle or reference_label:
         fig.suptitle(" | ".join(s for s in (suptitle, reference_label) if s), fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -118,14 +138,16 @@ def plot_r2(eap, exact, fit: dict, curve: dict, *, outlier: str = "", paper: dic
     return fig
 
 
-def plot_eap_acdc(points: dict, *, summary: dict | None = None, ratio: float | None = None, suptitle: str = ""):
+def plot_eap_acdc(points: dict, *, edges: str, summary: dict | None = None, ratio: float | None = None,
+                  suptitle: str = ""):
     """One panel per task: TPR vs FPR of EAP -> ACDC (colour = EAP keep fraction f, f = 1 is
     plain ACDC; marker = ACDC threshold tau) and of EAP alone at the same edge counts (grey
     crosses). What the claims test is drawn: the best TPR - FPR of each (dashed lines
     TPR = FPR + best) and, in the title, their difference and the forward-pass ratio.
 
     points[task] = list of {fraction, tau, fpr, tpr, eap_fpr, eap_tpr}; summary[task] =
-    the experiment's summary (best_tpr_minus_fpr); ratio: mean forward passes EAP->ACDC / ACDC."""
+    the experiment's summary (best_tpr_minus_fpr); ratio: mean forward passes EAP->ACDC / ACDC;
+    edges: the edge convention the rates count (axis labels)."""
     from matplotlib.lines import Line2D
 
     sns.set_style("whitegrid")
@@ -154,8 +176,9 @@ def plot_eap_acdc(points: dict, *, summary: dict | None = None, ratio: float | N
                       f"(diff {best['eap_acdc_minus_eap_alone']:+.2f})")
         ax.set_xlim(-0.01, xmax)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("false positive rate (edges)" + (" (zoomed)" if xmax < 1 else ""))
-        ax.set_ylabel("true positive rate (edges)")
+        xlabel, ylabel = rate_labels(edges)
+        ax.set_xlabel(xlabel + (" (zoomed)" if xmax < 1 else ""))
+        ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=9)
     handles = [Line2D([], [], ls="", marker="x", color="0.45", label="EAP alone (same edge count)")]
     handles += [Line2D([], [], ls="", marker="o", color=pal[f], markeredgecolor="k", markeredgewidth=0.4,

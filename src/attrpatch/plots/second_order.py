@@ -23,7 +23,7 @@ def plot_hvp(arrays: dict, tasks: dict, summary: dict, *, threshold: float, prof
     names = list(arrays)
     nt = len(names)
     reading, other = summary["reading"], _other(summary)
-    fig = plt.figure(figsize=(max(13, 4.2 * nt), 8.4), layout="constrained")
+    fig = plt.figure(figsize=(max(17, 4.2 * nt), 8.8), layout="constrained")   # 4 summary panels need the width
     top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1])
     axs = np.atleast_1d(top.subplots(1, nt))
     for ax, t in zip(axs, names):
@@ -93,14 +93,19 @@ def plot_hvp(arrays: dict, tasks: dict, summary: dict, *, threshold: float, prof
               marker="o", lw=1, label=f"K-step HVP ({other})")
     b[2].axhline(summary["mean_abs_err"]["first_order"], color=C_FIRST, ls=":", lw=1.2, label="EAP (1 pass)")
     b[2].set_xticks(xk, [f"K={k}" for k in ks])
-    b[2].set_ylabel("mean |error| (bars), median (ticks); mean over tasks")
+    b[2].set_ylabel("|error| vs exact, mean over tasks\n(bars: mean, ticks: median)")
     b[2].set_title("multi-step HVP vs IG at equal passes", fontsize=10)
-    b[2].legend(fontsize=7)
+    tallest = max([summary["mean_abs_err"]["first_order"]] + [ms[k][q] for k in ks for q in
+                                                              ("hvp", "ig_equal_passes", "eap_ig_equal_passes")])
+    b[2].set_ylim(0, 1.9 * tallest)            # headroom: the legend sits above the bars
+    b[2].legend(fontsize=7, loc="upper left")
 
     fr = [tasks[t]["sff"]["frac_fixed"] for t in names]
     es = [tasks[t]["sff"]["mean_abs_err"] for t in names]
     b[3].scatter([0] * nt, e1, c=C_FIRST, s=30, label="first order (cost 0)")
-    b[3].scatter(fr, es, c=C_SFF, s=30, marker="s", label="Screen-Flag-Fix (fix = HVP)")
+    k_fix = sorted({tasks[t]["sff"]["hvp_steps"] for t in names})
+    b[3].scatter(fr, es, c=C_SFF, s=30, marker="s",
+                 label=f"Screen-Flag-Fix (fix = {'/'.join(map(str, k_fix))}-step HVP)")
     b[3].scatter([tasks[t]["sff_exact"]["frac_fixed"] for t in names],
                  [tasks[t]["sff_exact"]["mean_abs_err"] for t in names], c=C_SFF, s=30, marker="x",
                  label="variant: fix = exact")
@@ -113,4 +118,6 @@ def plot_hvp(arrays: dict, tasks: dict, summary: dict, *, threshold: float, prof
     b[3].set_title(f"Screen-Flag-Fix (rho > {threshold:g})", fontsize=10)
     b[3].legend(fontsize=7)
     b[3].set_xlim(-0.05, 1.05)
+    top3 = max(e1 + es)
+    b[3].set_ylim(-0.05 * top3, 1.7 * top3)    # headroom: the legend above the points
     return fig

@@ -40,7 +40,8 @@ PROFILES = ("tiny", "paper")
 STATUSES = ("PASS", "FAIL", "ERROR", "BLOCKED")
 
 REQUIRED_KEYS = frozenset({"id", "paper", "statement", "profile", "result", "tolerance", "note"})
-OPTIONAL_KEYS = frozenset({"paper_value", "figure", "reconstructed", "loosened", "blocked", "convention"})
+OPTIONAL_KEYS = frozenset({"paper_value", "figure", "reconstructed", "loosened", "blocked", "convention",
+                           "explanation"})
 RESULT_KEYS = frozenset({"file", "field"})
 
 INEQUALITIES = {
@@ -102,6 +103,7 @@ class Claim:
     loosened: str | None = None
     blocked: str | None = None   # why this claim cannot be checked here (reported, never PASS)
     convention: str | None = None  # which computing convention the claim checks, and its source
+    explanation: str | None = None  # why a FAIL of this claim is a finding, not a bug (shown with the FAIL)
 
 
 @dataclass
@@ -214,6 +216,11 @@ def _parse_claim(entry: Any, index: int, errs: list[str]) -> Claim | None:
     _optional_type(entry, "loosened", (str,), "a string saying what was loosened and why", where, errs)
     _optional_type(entry, "blocked", (str,), "a string saying why the claim cannot be checked", where, errs)
     _optional_type(entry, "convention", (str,), "a string naming the convention checked and its source", where, errs)
+    if isinstance(entry.get("explanation"), str) and not entry["explanation"].strip():
+        errs.append(f"{where}.explanation: must be a non-empty string saying why a FAIL is a finding, got ''")
+    else:
+        _optional_type(entry, "explanation", (str,), "a string saying why a FAIL is a finding, not a bug",
+                       where, errs)
     if "reconstructed" in entry and not isinstance(entry["reconstructed"], bool):
         errs.append(f"{where}.reconstructed: must be true or false, got {entry['reconstructed']!r}")
     result = _parse_ref(entry["result"], f"{where}.result", errs) if "result" in entry else None
@@ -228,7 +235,7 @@ def _parse_claim(entry: Any, index: int, errs: list[str]) -> Claim | None:
         result=result, tolerance=tol, note=entry["note"],
         paper_value=None if pv is None else float(pv), figure=entry.get("figure"),
         reconstructed=entry.get("reconstructed", False), loosened=entry.get("loosened"),
-        blocked=entry.get("blocked"), convention=entry.get("convention"),
+        blocked=entry.get("blocked"), convention=entry.get("convention"), explanation=entry.get("explanation"),
     )
 
 
@@ -443,6 +450,21 @@ def summary_line(outcomes: Sequence[Outcome]) -> str:
     return line + (f", {n['BLOCKED']} blocked" if n["BLOCKED"] else "")
 
 
+def failure_text(o: Outcome) -> str:
+    """One FAIL/ERROR/BLOCKED outcome in words: its message, and for a FAIL why it is a finding
+    (the claim's ``explanation``) or that the claims file does not say."""
+    text = f"`{o.claim.id}` {o.status}: {o.message}"
+    if o.status == "FAIL":
+        text += (f". Finding: {o.claim.explanation}" if o.claim.explanation
+                 else ". Unexplained: the claim has no `explanation` in the claims file")
+    return text
+
+
+def failure_lines(outcomes: Sequence[Outcome]) -> list[str]:
+    """`failure_text` of every outcome that is not a PASS (the report's list, the run's summary)."""
+    return [failure_text(o) for o in outcomes if o.status != "PASS"]
+
+
 def _md_cell(text: Any) -> str:
     """Markdown table cells cannot hold pipes or newlines."""
     return str(text).replace("|", "\\|").replace("\n", " ")
@@ -491,7 +513,8 @@ def render_html(outcomes: Sequence[Outcome], md_dir: Path | None = None, root: P
         cells = [f"<code>{html.escape(c.id)}</code>", html.escape(c.statement), _paper_value(c),
                  html.escape(o.expected), _fmt(o.measured),
                  f'<b style="color:{colour.get(o.status, "#000")}">{o.status}</b>',
-                 html.escape(_note(c) + (f" ({o.message})" if o.status != "PASS" and o.message else ""))]
+                 html.escape(_note(c) + (f" ({o.message})" if o.status != "PASS" and o.message else "")
+                             + (f" Finding: {c.explanation}" if o.status == "FAIL" and c.explanation else ""))]
         rows.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Claims report</title><style>"
             "body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} "
@@ -518,7 +541,7 @@ def render_markdown(outcomes: Sequence[Outcome], md_dir: Path | None = None, roo
     problems = [o for o in outcomes if o.status != "PASS"]
     if problems:
         lines += ["", "## Failures and errors", ""]
-        lines += [f"- `{o.claim.id}` {o.status}: {_md_cell(o.message)}" for o in problems]
+        lines += [f"- {_md_cell(t)}" for t in failure_lines(problems)]
     return "\n".join(lines) + "\n"
 
 
@@ -534,7 +557,8 @@ def render_junit(outcomes: Sequence[Outcome], suite: str = "claims") -> bytes:
         tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{o.claim.profile}", name=o.claim.id)
         detail = (f"{o.claim.statement}\npaper: {o.claim.paper}\nmeasured: {_fmt(o.measured)}\n"
                   f"expected: {o.expected}\nnote: {o.claim.note}"
-                  + (f"\nconvention: {o.claim.convention}" if o.claim.convention else ""))
+                  + (f"\nconvention: {o.claim.convention}" if o.claim.convention else "")
+                  + (f"\nfinding: {o.claim.explanation}" if o.claim.explanation else ""))
         if o.status == "FAIL":
             ET.SubElement(tc, "failure", message=o.message, type="ClaimFailed").text = detail
         elif o.status == "ERROR":

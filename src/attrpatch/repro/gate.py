@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .claims import check_claims, load_claims, summary_line
+from .claims import check_claims, failure_lines, load_claims, summary_line
 from .settings import must_be
 
 STRICT_VALUES = {True: True, False: False, 1: True, 0: False, "true": True, "false": False}
@@ -47,10 +47,11 @@ def finish(claims_path, profile: str, results_dir, md_path, strict: bool = False
         print("\n" + md.read_text(), flush=True)
     outcomes = check_claims(load_claims(claims_path), profile, results_dir)
     line = summary_line(outcomes)
+    why = "".join(f"\n  {t}" for t in failure_lines(outcomes))   # every run, a no-op one too: each FAIL, why
     if gate(outcomes, strict):
-        print(f"claims: {line} (strict: the workflow exits 1; see {md})", file=sys.stderr, flush=True)
+        print(f"claims: {line} (strict: the workflow exits 1; see {md}){why}", file=sys.stderr, flush=True)
         raise StrictClaimsFailed(f"claims: {line} (strict; see {md})")
     bad = any(o.status in ("FAIL", "ERROR") for o in outcomes)
     print(f"claims: {line}" + (" (reported, not gating the exit status: run with --config strict=true "
                                 "to make failing claims fail the workflow)" if bad else "")
-          + f"; report: {md}", flush=True)
+          + f"; report: {md}{why}", flush=True)

@@ -345,7 +345,10 @@ def _faith(methods: list[str]) -> dict[str, Setting]:
                    edge_counts=Setting(EDGE_COUNTS, REQUIRED, "edge budgets of the faithfulness curve"),
                    edge_counts_by_task=Setting(MapOf(Named("tasks"), EDGE_COUNTS), {},
                                                "per-task edge budgets overriding edge_counts"),
-                   batch_size=BATCH_SIZE, exact=EXACT, models=EXTRA_MODELS)
+                   batch_size=BATCH_SIZE, exact=EXACT, models=EXTRA_MODELS,
+                   tie_margin=Setting(Float(0.0), Ref("attrpatch.circuits.curves", "TIE_MARGIN"),
+                                      "faithfulness AUCs of two methods closer than this are a tie (wins, ties "
+                                      "and losses per task: circuits.curves.compare)"))
 
 
 CIRCUIT_EDGES = Setting(POS, Ref("attrpatch.circuits.run", "DAG_CIRCUIT_EDGES"),

@@ -1,0 +1,70 @@
+"""An interrupted run resumes with the plain command (issue 24, item 5).
+
+A one-rule workflow in a scratch directory, with the repository's ``profiles/default`` copied
+beside its Snakefile (where Snakemake 9 reads the workflow profile by itself). While its job
+runs, SIGINT goes to the snakemake process alone (not the process group, as the issue's walk
+did): Snakemake 9.27 waits for the job, exits 1 and leaves the output marked incomplete
+(``.snakemake/incomplete/``), no lock. Then without the profile (``--workflow-profile none``,
+the negative control) Snakemake stops with IncompleteFilesException; with it, the plain
+``snakemake --cores 1`` reruns the job and succeeds. About 10-20 s (three Snakemake starts).
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = """
+rule all:
+    input: "out.txt"
+
+rule slow:
+    output: "out.txt"
+    shell: "echo partial > {output}; sleep 4; echo first run >> {output}"
+"""
+
+
+def _snakemake(cwd, *args, **kw):
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def _interrupt(cwd: Path) -> None:
+    """Start the workflow and send SIGINT to snakemake alone once its job is running."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    p = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1"], cwd=cwd, env=env,
+                         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (cwd / "out.txt").exists():
+            assert p.poll() is None and time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(p.pid, signal.SIGINT)
+        assert p.wait(timeout=120) != 0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)         # only on a failed test: the group this test started
+
+
+def test_plain_command_resumes_an_interrupted_run(tmp_path):
+    shutil.copytree(ROOT / "profiles" / "default", tmp_path / "profiles" / "default")
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    _interrupt(tmp_path)
+    assert os.listdir(tmp_path / ".snakemake" / "incomplete"), "the interrupt left no incomplete marker"
+
+    without = _snakemake(tmp_path, "--workflow-profile", "none")      # negative control
+    assert without.returncode != 0
+    assert "IncompleteFilesException" in without.stdout + without.stderr
+
+    (tmp_path / "Snakefile").write_text(SNAKEFILE.replace("sleep 4; echo first run", "echo rerun"))
+    plain = _snakemake(tmp_path)
+    assert plain.returncode == 0, (plain.stdout + plain.stderr)[-3000:]
+    assert (tmp_path / "out.txt").read_text() == "partial\nrerun\n"      # the job ran again
+    assert not os.listdir(tmp_path / ".snakemake" / "incomplete")
