@@ -129,15 +129,20 @@ def test_compare_counts_wins_ties_losses_around_the_margin():
 def _hvp_inputs(k_fix):
     rng = np.random.default_rng(0)
     ex = rng.normal(size=12)
-    arrays = {"ioi": {"exact": ex, "first": ex + 0.1, "corrected": ex + 0.01, "rho": np.abs(ex)}}
+    arrays = {"ioi": {"exact": ex, "first": ex + 0.1, "corrected": ex + 0.01, "rho": np.abs(ex),
+                      "corrected_by_reading": {"one_pass": ex + 0.2}}}
     ms = {"hvp": 0.3, "ig_equal_passes": 0.01, "eap_ig_equal_passes": 0.2, "hvp_median": 0.01,
           "ig_equal_passes_median": 0.005, "eap_ig_equal_passes_median": 0.02}
     task = {"model": "m", "n_edges": 12, "n_edges_total": 50, "frac_improved": 0.8,
             "mean_abs_err": {"first_order": 0.5, "corrected": 0.4}, "spearman_rho_vs_abs_err": 0.5,
             "multistep": {"1": {"ig_rule": "midpoint"}},
             "sff": {"frac_fixed": 0.5, "mean_abs_err": 0.2, "hvp_steps": k_fix},
-            "sff_exact": {"frac_fixed": 0.5, "mean_abs_err": 0.1}}
-    summary = {"rho_auroc": 0.8, "multistep": {"1": ms, "4": ms}, "mean_abs_err": {"first_order": 0.5}}
+            "sff_exact": {"frac_fixed": 0.5, "mean_abs_err": 0.1},
+            "readings": {"one_pass": {"mean_abs_err": {"corrected": 0.6}}}}
+    summary = {"rho_auroc": 0.8, "multistep": {"1": ms, "4": ms}, "mean_abs_err": {"first_order": 0.5},
+               "reading": "per_component",
+               "readings": {"first_order": {}, "per_component": {}, "exact": {},
+                            "one_pass": {"multistep": {"1": {"mean_abs_err": 0.3}, "4": {"mean_abs_err": 0.2}}}}}
     return arrays, {"ioi": task}, summary
 
 
