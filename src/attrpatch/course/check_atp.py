@@ -34,7 +34,7 @@ from .result import (StudentProblem, as_matrix, as_number, call_student, compare
                      DEFAULT_TIME_LIMIT)
 
 SATURATED_SCALE = 1.2     # random weights this large give near one-hot attention (false negatives of EAP)
-FN_RATIO = 0.25           # a false negative: |EAP| < FN_RATIO x |exact| (the gradrop experiment's estimate_ratio)
+FN_RATIO = 0.25           # the exercise's false negative: |EAP| < FN_RATIO x |exact| (EAP recovers under a quarter)
 
 
 @lru_cache(maxsize=2)
