@@ -2,6 +2,7 @@
 passes; each known mistake, written out as a student would write it, is rejected with its
 own hint; broken code is one line and zero points."""
 import math
+import time
 
 import pytest
 import torch
@@ -160,7 +161,13 @@ def test_false_negative_of_the_check_is_clear():
 
 
 # ---- broken code is feedback ------------------------------------------------------------------------
+def _runaway(*a):
+    while True:
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("fn, check, hint", [
+    (_runaway, check_graddrop_scores, "stopped after 0.5 s"),
     (lambda *a: None, check_qk_fix_key, "expected one number"),
     (lambda *a: torch.zeros(3), check_qk_fix_key, "shape [3]"),
     (lambda m, g, b: torch.zeros(g.n_up, g.n_down), check_graddrop_scores, "expected [n_up]"),
@@ -170,6 +177,6 @@ def test_false_negative_of_the_check_is_clear():
     (lambda *a: 1 / 0, check_find_false_negative, "raised ZeroDivisionError"),
 ])
 def test_broken_code_is_one_line_of_feedback(fn, check, hint, capsys):
-    r = check(fn)
+    r = check(fn, time_limit=0.5)
     assert not r.passed and r.points == 0 and hint in r.feedback, r.feedback
     assert capsys.readouterr().out.strip() == r.line() and "\n" not in r.line()
