@@ -56,7 +56,7 @@ def outcome_of(tmp_path, results_dir, **over):
 
 @pytest.mark.parametrize("over, needles", [
     ({"colour": "red"}, ["claim 'c1'", "unknown key 'colour'", "allowed"]),
-    ({"profile": "huge"}, ["claim 'c1'.profile", "'huge'", "['tiny', 'paper']"]),
+    ({"profile": "huge"}, ["claim 'c1'.profile", "'huge'", "['tiny', 'paper', 'mib']"]),
     ({"tolerance": {"type": "approx", "value": 1}}, ["claim 'c1'.tolerance.type", "'approx'", "'between'"]),
     ({"tolerance": {"type": "abs"}}, ["claim 'c1'.tolerance", "missing key 'value'"]),
     ({"tolerance": {"type": "ge", "value": 1, "ref": {"file": "a", "field": "b"}}}, ["exactly one"]),
@@ -282,3 +282,21 @@ def test_blocked_claim_is_reported_not_passed(tmp_path):
     assert [o.status for o in out] == ["BLOCKED"] and "cannot be loaded" in out[0].message
     assert summary_line(out) == "0 passed, 0 failed, 0 errors, 1 blocked"
     assert b'skipped="1"' in render_junit(out)
+
+
+def test_blocked_claim_may_lack_the_paper_value_unblocked_may_not(tmp_path):
+    """The paper's number may be what is missing (paper_value null) only on a blocked claim."""
+    import yaml
+
+    from attrpatch.repro.claims import ClaimsError, check_claims, load_claims
+
+    entry = {"id": "x.paper.nv", "paper": "P", "statement": "s", "profile": "paper",
+             "result": {"file": "none.json", "field": "a"}, "paper_value": None,
+             "tolerance": {"type": "abs", "value": 0.1}, "note": "n", "blocked": "table not readable"}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"claims": [entry]}))
+    assert [o.status for o in check_claims(load_claims(p), "paper", tmp_path)] == ["BLOCKED"]
+    del entry["blocked"]
+    p.write_text(yaml.safe_dump({"claims": [entry]}))
+    with pytest.raises(ClaimsError, match="compares against paper_value, which must be a number, got None"):
+        load_claims(p)

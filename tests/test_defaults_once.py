@@ -27,6 +27,8 @@ OWNED = {
     "graddrop_layer": ("attrpatch.methods.atp", "GRADDROP_LAYERS", "DEFAULT_GRADDROP_LAYER"),
     "gp_step": ("attrpatch.methods.eap_gp", "STEPS", "DEFAULT_STEP"),
     "ig_rule": ("attrpatch.methods.hvp", "IG_RULES", "DEFAULT_IG_RULE"),
+    "attribution_split": ("attrpatch.tasks.mib_files", "SPLITS", "DEFAULT_ATTRIBUTION_SPLIT"),
+    "eval_split": ("attrpatch.tasks.mib_files", "SPLITS", "DEFAULT_EVAL_SPLIT"),
 }
 OWNED_DEFAULTS = {
     "steps": ("attrpatch.methods.common", "DEFAULT_STEPS"),
