@@ -19,7 +19,9 @@ from ..metrics import resolve_metric
 from ..patching import Patcher
 from .file import Circuit
 from .mib_metrics import cpr_cmd
-from .mib_submission import SubmissionError, folder_name, read_submission, write_importances
+from .mib_submission import SubmissionError, folder_name, read_submission, write_importances, write_sized
+
+FORMS = ("importances", "sized")     # MIB's two submission forms (mib_submission)
 
 
 SUBMISSION_DIR = "mib_submission"
@@ -32,11 +34,14 @@ def submission_dir(result_json) -> Path:
 
 
 def run_track(model, model_key: str, batches: dict, methods, out_dir, *, options: dict | None = None,
-              progress=None, eval_batches: dict | None = None) -> list[dict]:
+              progress=None, eval_batches: dict | None = None, form: str = "importances") -> list[dict]:
     """Rows {task, model, method, cpr, cmd, file, n, n_eval} for every task batch ({MIB task:
     TaskBatch}) and edge method; the importance files are written under `out_dir`/<method>/.
     `eval_batches` ({task: TaskBatch}, default `batches`): the prompts CPR/CMD are measured on
-    (MIB scores on its train split and evaluates on validation)."""
+    (MIB scores on its train split and evaluates on validation). `form`: one importance file per
+    folder, or MIB's nine sized circuits (`file` is then the folder)."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
     eval_batches = batches if eval_batches is None else eval_batches
     if set(eval_batches) != set(batches):
         raise ValueError(f"eval_batches must have the tasks of batches {sorted(batches)}, got {sorted(eval_batches)}")
@@ -60,7 +65,10 @@ def run_track(model, model_key: str, batches: dict, methods, out_dir, *, options
             r = cpr_cmd(model, graph, ev, s, patcher=patcher)
             c = Circuit(graph, graph.edge_mask.clone(), s, method=m, options=(options or {}).get(m, {}),
                         model=model_key, task=task, info={"mib_cpr": r["cpr"], "mib_cmd": r["cmd"], "n": len(batch), "n_eval": len(ev)})
-            path = write_importances(Path(out_dir) / m, task, model_key, c)
+            if form == "importances":
+                path = write_importances(Path(out_dir) / m, task, model_key, c)
+            else:
+                path = write_sized(Path(out_dir) / m, task, model_key, c)[0].parent
             rows.append({"task": task, "model": model_key, "method": m, "cpr": r["cpr"], "cmd": r["cmd"],
                          "file": str(path), "n": len(batch), "n_eval": len(ev)})
     return rows
