@@ -8,6 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from attrpatch.repro.context import load_profile, missing_pretrained, missing_paper_data, config_root, EXPERIMENTS
+from attrpatch.repro.context import missing_mib_data
+from attrpatch.circuits.mib_track import submission_dir
 from attrpatch.repro.claims import load_claims
 from attrpatch.repro.gate import finish, parse_strict
 from attrpatch.repro.config import config_hash
@@ -39,6 +41,7 @@ load_claims(CLAIMS_FILE, known_results=RESULT_FILES)  # a claim on an unknown re
 
 _missing = missing_pretrained(CFG)
 _no_data = missing_paper_data(CFG)     # the EAP-IG paper's prompt files, supplied like weights
+_no_data = "\n".join(filter(None, [_no_data, missing_mib_data(CFG)]))   # MIB's task files (issue 29)
 if _missing or _no_data:
     raise WorkflowError("\n".join(filter(None, [
         "profile {!r} needs pretrained weights that are not in the local Hugging Face cache: {}.\n"
@@ -52,7 +55,7 @@ R = f"results/{PROFILE}"
 F = f"figures/{PROFILE}"
 M = f"models/{PROFILE}"
 EXPS = [e for e in EXPERIMENTS if e in CFG["experiments"]]
-FIGURE_EXPS = [e for e in EXPS if e not in ("graph_counts", "reference")]
+FIGURE_EXPS = [e for e in EXPS if e not in ("graph_counts", "reference", "mib_track")]
 JSON_EXPS = [e for e in EXPS if e != "reference"]
 REF_TASKS = list(CFG["experiments"].get("reference", {}).get("tasks", {}))
 TRAINED = [m for m, s in CFG["models"].items() if "train" in s]
@@ -223,6 +226,24 @@ for _exp in FIGURE_EXPS:
         resources: **res(_exp)
         log: f"logs/{PROFILE}/{_exp}.log"
         shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE_ARG:q} --out {output.json} --figure {output.png} --threads {threads} 3>&2 > {log} 2>&1"
+
+
+# ---------------------------------------------------------------- MIB's circuit track (issue 29)
+# One job: every method on MIB's models and tasks; the CPR/CMD table (JSON + CSV) and the
+# submission folders, one per method (attrpatch.circuits.mib_track.submission_dir).
+if "mib_track" in EXPS:
+    rule mib_track:
+        input: models_of("mib_track")
+        output:
+            json=f"{R}/mib_track.json",
+            table=f"{R}/mib_track.csv",
+            submission=directory(str(submission_dir(f"{R}/mib_track.json"))),
+        params: h=spec_hash("mib_track")
+        threads: 1
+        resources: **res("mib_track")
+        log: f"logs/{PROFILE}/mib_track.log"
+        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/mib_track.py --profile {PROFILE_ARG:q} --out {output.json} --table {output.table} --threads {threads} 3>&2 > {log} 2>&1"
+# ---------------------------------------------------------------- end MIB
 
 
 rule claims:

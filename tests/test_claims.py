@@ -56,7 +56,7 @@ def outcome_of(tmp_path, results_dir, **over):
 
 @pytest.mark.parametrize("over, needles", [
     ({"colour": "red"}, ["claim 'c1'", "unknown key 'colour'", "allowed"]),
-    ({"profile": "huge"}, ["claim 'c1'.profile", "'huge'", "['tiny', 'paper']"]),
+    ({"profile": "huge"}, ["claim 'c1'.profile", "'huge'", "['tiny', 'paper', 'mib']"]),
     ({"tolerance": {"type": "approx", "value": 1}}, ["claim 'c1'.tolerance.type", "'approx'", "'between'"]),
     ({"tolerance": {"type": "abs"}}, ["claim 'c1'.tolerance", "missing key 'value'"]),
     ({"tolerance": {"type": "ge", "value": 1, "ref": {"file": "a", "field": "b"}}}, ["exactly one"]),
@@ -319,3 +319,21 @@ def test_every_tiny_claim_with_an_explanation_is_a_comparison_that_can_fail():
     explained = [c for c in claims if c.explanation]
     assert len(explained) >= 6
     assert all(c.profile == "tiny" and not c.blocked for c in explained), [c.id for c in explained]
+
+
+def test_blocked_claim_may_lack_the_paper_value_unblocked_may_not(tmp_path):
+    """The paper's number may be what is missing (paper_value null) only on a blocked claim."""
+    import yaml
+
+    from attrpatch.repro.claims import ClaimsError, check_claims, load_claims
+
+    entry = {"id": "x.paper.nv", "paper": "P", "statement": "s", "profile": "paper",
+             "result": {"file": "none.json", "field": "a"}, "paper_value": None,
+             "tolerance": {"type": "abs", "value": 0.1}, "note": "n", "blocked": "table not readable"}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"claims": [entry]}))
+    assert [o.status for o in check_claims(load_claims(p), "paper", tmp_path)] == ["BLOCKED"]
+    del entry["blocked"]
+    p.write_text(yaml.safe_dump({"claims": [entry]}))
+    with pytest.raises(ClaimsError, match="compares against paper_value, which must be a number, got None"):
+        load_claims(p)

@@ -28,6 +28,8 @@ OWNED = {
     "gp_step": ("attrpatch.methods.eap_gp", "STEPS", "DEFAULT_STEP"),
     "ig_rule": ("attrpatch.methods.hvp", "IG_RULES", "DEFAULT_IG_RULE"),
     "reading": ("attrpatch.methods.hvp", "READINGS", "DEFAULT_READING"),
+    "attribution_split": ("attrpatch.tasks.mib_files", "SPLITS", "DEFAULT_ATTRIBUTION_SPLIT"),
+    "eval_split": ("attrpatch.tasks.mib_files", "SPLITS", "DEFAULT_EVAL_SPLIT"),
 }
 OWNED_DEFAULTS = {
     "steps": ("attrpatch.methods.common", "DEFAULT_STEPS"),

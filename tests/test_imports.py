@@ -22,6 +22,7 @@ SRC = Path(attrpatch.__file__).resolve().parent.parent
 LAZY_ALLOWED = {
     ("attrpatch.cli", "*"): "the CLI's lazy entry: --help answers without torch",
     ("attrpatch.cli.circuit", "*"): "the CLI's lazy entry: --help answers without torch",
+    ("attrpatch.cli.mib", "*"): "the CLI's lazy entry: --help answers without torch",
     ("attrpatch.cli.args", "*"): "the CLI's lazy entry: --help answers without torch",
     ("attrpatch.models", "attrpatch.models.shortformer"): "shortformer builds on models (ready, ModelWeightsMissing)",
     ("attrpatch.tasks.vocab", "attrpatch.tasks"): "the task registry imports vocab (tasks._common, eapig_files)",

@@ -70,6 +70,25 @@ def atomic_path(path, suffix: str | None = None):
             os.unlink(tmp)
 
 
+@contextmanager
+def atomic_dir(path):
+    """Yield a temp directory next to `path`; when the block succeeds, it replaces `path` (a
+    previous one is removed first), so a killed writer never leaves a half-filled folder there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path)))
+    try:
+        yield tmp
+        normal_tree(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def json_safe(obj):
     """JSON-safe: numpy/torch scalars to float, NaN/inf to None."""
     if isinstance(obj, dict):

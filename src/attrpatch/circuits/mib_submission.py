@@ -111,11 +111,22 @@ def _checked_dict(circuit: Circuit, where: str) -> dict:
 
 
 # ---- writing ----------------------------------------------------------------------------------
+def _refuse_other_files(folder: Path, names) -> None:
+    """A folder MIB reads must hold one form only: circuit files other than `names` (another form's,
+    or a stranger's) would make it one MIB refuses, so they stop the write, named."""
+    other = sorted(p.name for p in folder.glob("*") if p.suffix in (".json", ".pt") and p.name not in set(names)) \
+        if folder.is_dir() else []
+    if other:
+        raise SubmissionError(f"{folder}: already holds {other}; MIB reads one form per folder (1 importance file or "
+                              f"{len(SIZED_PERCENT)} sized circuits): remove them or write elsewhere")
+
+
 def write_importances(root, task: str, model: str, circuit: Circuit) -> Path:
     """``root/{task}_{model}/importances.json``: every edge's score (form 1)."""
     folder = Path(root) / folder_name(task, model)
     path = folder / IMPORTANCES
     _checked_dict(circuit, str(path))
+    _refuse_other_files(folder, [IMPORTANCES])
     folder.mkdir(parents=True, exist_ok=True)
     return save_circuit(path, circuit)
 
@@ -134,6 +145,7 @@ def write_sized(root, task: str, model: str, circuit: Circuit, *, absolute: bool
                     task=circuit.task, info={**circuit.info, "mib_percent": p, "absolute": absolute})
         _checked_dict(c, str(folder / sized_file_name(p)))
         out.append(c)
+    _refuse_other_files(folder, [sized_file_name(p) for p in SIZED_PERCENT])
     folder.mkdir(parents=True, exist_ok=True)
     return [save_circuit(folder / sized_file_name(p), c) for p, c in zip(SIZED_PERCENT, out)]
 

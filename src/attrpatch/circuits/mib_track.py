@@ -19,13 +19,32 @@ from ..metrics import resolve_metric
 from ..patching import Patcher
 from .file import Circuit
 from .mib_metrics import cpr_cmd
-from .mib_submission import SubmissionError, folder_name, write_importances
+from .mib_submission import SubmissionError, folder_name, read_submission, write_importances, write_sized
+
+FORMS = ("importances", "sized")     # MIB's two submission forms (mib_submission)
+
+
+SUBMISSION_DIR = "mib_submission"
+
+
+def submission_dir(result_json) -> Path:
+    """Where the mib_track experiment writes the submission folders: ``mib_submission/`` beside its
+    result JSON (one home for the Snakefile rule and the script), one subfolder per method."""
+    return Path(result_json).parent / SUBMISSION_DIR
 
 
 def run_track(model, model_key: str, batches: dict, methods, out_dir, *, options: dict | None = None,
-              progress=None) -> list[dict]:
-    """Rows {task, model, method, cpr, cmd, file} for every task batch ({MIB task: TaskBatch})
-    and edge method; the importance files are written under `out_dir`/<method>/."""
+              progress=None, eval_batches: dict | None = None, form: str = "importances") -> list[dict]:
+    """Rows {task, model, method, cpr, cmd, file, n, n_eval} for every task batch ({MIB task:
+    TaskBatch}) and edge method; the importance files are written under `out_dir`/<method>/.
+    `eval_batches` ({task: TaskBatch}, default `batches`): the prompts CPR/CMD are measured on
+    (MIB scores on its train split and evaluates on validation). `form`: one importance file per
+    folder, or MIB's nine sized circuits (`file` is then the folder)."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
+    eval_batches = batches if eval_batches is None else eval_batches
+    if set(eval_batches) != set(batches):
+        raise ValueError(f"eval_batches must have the tasks of batches {sorted(batches)}, got {sorted(eval_batches)}")
     graph = Graph.from_model(model)
     for task in batches:
         folder_name(task, model_key)                       # an unscored pair fails before any work
@@ -37,15 +56,41 @@ def run_track(model, model_key: str, batches: dict, methods, out_dir, *, options
                               "with kv_convention='ungrouped'")
     rows = []
     for task, batch in batches.items():
-        patcher = Patcher(model, graph, batch, resolve_metric(model, batch, "task"))
+        ev = eval_batches[task]
+        patcher = Patcher(model, graph, ev, resolve_metric(model, ev, "task"))
         for m in methods:
             if progress:
                 progress(f"{task} {m}")
             s = torch.as_tensor(attribute(model, batch, method=m, graph=graph, **(options or {}).get(m, {}))).double()
-            r = cpr_cmd(model, graph, batch, s, patcher=patcher)
+            r = cpr_cmd(model, graph, ev, s, patcher=patcher)
             c = Circuit(graph, graph.edge_mask.clone(), s, method=m, options=(options or {}).get(m, {}),
-                        model=model_key, task=task, info={"mib_cpr": r["cpr"], "mib_cmd": r["cmd"], "n": len(batch)})
-            path = write_importances(Path(out_dir) / m, task, model_key, c)
+                        model=model_key, task=task, info={"mib_cpr": r["cpr"], "mib_cmd": r["cmd"], "n": len(batch), "n_eval": len(ev)})
+            if form == "importances":
+                path = write_importances(Path(out_dir) / m, task, model_key, c)
+            else:
+                path = write_sized(Path(out_dir) / m, task, model_key, c)[0].parent
             rows.append({"task": task, "model": model_key, "method": m, "cpr": r["cpr"], "cmd": r["cmd"],
-                         "file": str(path)})
+                         "file": str(path), "n": len(batch), "n_eval": len(ev)})
     return rows
+
+
+def scores_table(rows: list[dict]) -> dict:
+    """``{model: {task: {method: {cpr, cmd}}}}`` of `run_track`'s rows (the result JSON's table)."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["model"], {}).setdefault(r["task"], {})[r["method"]] = {"cpr": r["cpr"], "cmd": r["cmd"]}
+    return out
+
+
+def read_back(root, methods) -> dict:
+    """Each method's submission folder under `root` read back with MIB's checks
+    (`mib_submission.read_submission`): {"methods": {method: {"folders": [...], "problem": str | None}},
+    "folders_rejected": how many methods' folders MIB would refuse}."""
+    out = {}
+    for m in methods:
+        try:
+            sub = read_submission(Path(root) / m)
+            out[m] = {"folders": sorted(sub), "problem": None}
+        except SubmissionError as e:
+            out[m] = {"folders": [], "problem": str(e)}
+    return {"methods": out, "folders_rejected": sum(v["problem"] is not None for v in out.values())}

@@ -7,6 +7,8 @@
     attrpatch methods                               # every method and its options
     attrpatch circuit --model DIR --task ioi --method eap_ig --edges 30 --out DIR   # find, measure, save, draw
     attrpatch evaluate DIR/circuit.json --model DIR --task ioi                     # faithfulness of a saved circuit
+    attrpatch mib --model DIR --mib-model gpt2 --task ioi --method eap eap_ig --data DIR --out DIR   # MIB submission
+    attrpatch mib-check DIR/eap_ig                  # a submission folder, as MIB's loader checks it
     attrpatch score --help                          # tasks, methods and what each option means
 
 Errors are one line (exit status 2); add --debug for the traceback.
@@ -147,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=_methods)
     from .circuit import add_parsers as add_circuit_parsers
     add_circuit_parsers(sub)
+    from .mib import add_parsers as add_mib_parsers
+    add_mib_parsers(sub)
     sub.add_parser("train", help="train a tiny model (attrpatch train -h)")
     sub.add_parser("claims", help="check claims (attrpatch claims -h)")
     sub.add_parser("course", help="course kit: student release, grading (attrpatch course -h)")

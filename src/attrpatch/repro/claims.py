@@ -36,7 +36,7 @@ import yaml
 from ..io import clean_stale_temps, normal_mode
 from .config import load_yaml_strict
 
-PROFILES = ("tiny", "paper")
+PROFILES = ("tiny", "paper", "mib")
 STATUSES = ("PASS", "FAIL", "ERROR", "BLOCKED")
 
 REQUIRED_KEYS = frozenset({"id", "paper", "statement", "profile", "result", "tolerance", "note"})
@@ -163,8 +163,9 @@ def _number(raw: dict, key: str, where: str, errs: list[str]) -> float | None:
     return float(raw[key])
 
 
-def _parse_tolerance(raw: Any, paper_value: Any, where: str, errs: list[str]) -> Tolerance | None:
-    """Validate one tolerance block against the keys its type accepts."""
+def _parse_tolerance(raw: Any, paper_value: Any, where: str, errs: list[str], blocked: bool = False) -> Tolerance | None:
+    """Validate one tolerance block against the keys its type accepts. A blocked claim may have
+    paper_value null (the paper's number is what could not be read; it is never compared)."""
     if not isinstance(raw, dict):
         errs.append(f"{where}: must be a mapping with a 'type', got {raw!r}")
         return None
@@ -180,7 +181,7 @@ def _parse_tolerance(raw: Any, paper_value: Any, where: str, errs: list[str]) ->
     if ttype in INEQUALITIES and ("value" in raw) == ("ref" in raw):
         errs.append(f"{where}: '{ttype}' needs exactly one of 'value' (a number) or 'ref' (a field)")
     if ttype in ("abs", "rel"):
-        if not _is_number(paper_value):
+        if not _is_number(paper_value) and not (blocked and paper_value is None):
             errs.append(f"{where}: '{ttype}' compares against paper_value, which must be a number, got {paper_value!r}")
         if nums["value"] is not None and nums["value"] < 0:
             errs.append(f"{where}.value: must be >= 0, got {nums['value']}")
@@ -226,7 +227,8 @@ def _parse_claim(entry: Any, index: int, errs: list[str]) -> Claim | None:
     result = _parse_ref(entry["result"], f"{where}.result", errs) if "result" in entry else None
     tol = None
     if "tolerance" in entry:
-        tol = _parse_tolerance(entry["tolerance"], entry.get("paper_value"), f"{where}.tolerance", errs)
+        tol = _parse_tolerance(entry["tolerance"], entry.get("paper_value"), f"{where}.tolerance", errs,
+                               blocked=bool(entry.get("blocked")))
     if len(errs) > n_before:
         return None
     pv = entry.get("paper_value")

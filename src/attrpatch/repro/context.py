@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from functools import cached_property
 from pathlib import Path
 
@@ -30,25 +31,28 @@ import torch
 from ..graph import Graph
 from ..methods.registry import ALL_METHOD_NAMES, SCORERS
 from ..models import ModelWeightsMissing, load_model, resolve_pretrained
-from ..models.random import GPT2_SHAPES, random_bridge
+from ..models.random import FAMILIES, GPT2_SHAPES, random_bridge, save_random_family
 from ..models.shortformer import NAMES as SHORTFORMER_NAMES, missing_repos, random_shortformer
 from ..models.train import CONFIGS
 from ..tasks import ALL_TASK_NAMES, make_batch
 from ..tasks.eapig_files import (PAPER_TASKS, data_dir, load_batch, missing_paper_data as missing_paper_files,
                                  standin_tokenizer)
 from ..tasks.docstring_acdc import make_acdc_batch, stand_in_tokenizer
+from ..tasks import mib_files
 from ..tasks.vocab import toy_tokenizer
 from . import config as config_mod, settings as settings_mod
 from .claims import PROFILES as CLAIM_PROFILES
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
-               "eapig_faith", "eapgp_gain", "hvp")
-EXTRA_TOP_LEVEL = ("claims_profile", "strict", "description", "dtype", "resources", "paper_data_dir")
+               "eapig_faith", "eapgp_gain", "hvp", "mib_track")
+EXTRA_TOP_LEVEL = ("claims_profile", "strict", "description", "dtype", "resources", "paper_data_dir", "mib_data_dir")
 RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS
 RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
 MODEL_KINDS = ("train", "pretrained", "random")
 # keys a model spec may have besides its kind, per kind
-MODEL_KEYS = {"train": ("steps", "dtype"), "pretrained": ("dtype",), "random": ("dtype", "n_embd", "attn_only")}
+MODEL_KEYS = {"train": ("steps", "dtype"), "pretrained": ("dtype", "kv_convention"),
+              "random": ("dtype", "n_embd", "attn_only", "n_layer", "n_head", "kv_convention")}
+KV_CONVENTIONS = ("grouped", "ungrouped")      # graph.KV_CONVENTIONS (checked equal in tests/test_mib_profile.py)
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
@@ -102,6 +106,9 @@ def _check_model_spec(name: str, spec: dict) -> list[str]:
     kind = kinds[0]
     errs = [f"models.{name}.{k}: unknown key for a {kind!r} model; allowed: {', '.join((kind,) + MODEL_KEYS[kind])}"
             for k in spec if k != kind and k not in MODEL_KEYS[kind]]
+    if "kv_convention" in spec and spec["kv_convention"] not in KV_CONVENTIONS:
+        errs.append(settings_mod.must_be(f"models.{name}.kv_convention", spec["kv_convention"],
+                                        f"one of {', '.join(KV_CONVENTIONS)} (ungrouped: MIB's per-head keys and values)"))
     if "dtype" in spec and spec["dtype"] not in DTYPES:
         errs.append(settings_mod.must_be(f"models.{name}.dtype", spec["dtype"], f"one of {', '.join(DTYPES)}"))
     if kind == "train":
@@ -147,21 +154,51 @@ def missing_paper_data(cfg: dict) -> str | None:
 
 
 def _check_random_spec(name: str, spec: dict) -> list[str]:
-    shape = GPT2_SHAPES.get(spec["random"])
-    if shape is None:
-        return [f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}"]
-    w = spec.get("n_embd")
-    if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w <= 0 or w % shape["n_head"]):
-        return [f"models.{name}.n_embd: {w!r} must be a positive multiple of the shape's {shape['n_head']} heads"]
+    """``random:`` a GPT-2 shape (`GPT2_SHAPES`; n_layer/n_head/n_embd may override it) or a model
+    family (`models.random.FAMILIES`, e.g. llama-gqa; n_layer, n_head and n_embd required)."""
+    kind = spec["random"]
+    if kind not in GPT2_SHAPES and kind not in FAMILIES:
+        return [f"models.{name}.random: unknown shape or family {kind!r}; allowed shapes: {sorted(GPT2_SHAPES)}; "
+                f"families: {sorted(FAMILIES)}"]
+    if kind not in GPT2_SHAPES:
+        absent = [k for k in ("n_layer", "n_head", "n_embd") if k not in spec]
+        if absent:
+            return [f"models.{name}: a random {kind!r} model needs {', '.join(absent)} (a family has no default size)"]
+    for k in ("n_layer", "n_head", "n_embd"):
+        v = spec.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            return [settings_mod.must_be(f"models.{name}.{k}", v, "a positive integer")]
+    sh = random_shape(spec)
+    if sh["n_embd"] % sh["n_head"]:
+        return [f"models.{name}.n_embd: {sh['n_embd']!r} must be a positive multiple of the shape's {sh['n_head']} heads"]
     return []
 
 
 def random_shape(spec: dict) -> dict:
-    """GPT-2 dimensions of a ``{random: ...}`` model spec (``n_embd`` overrides the width)."""
-    shape = dict(GPT2_SHAPES[spec["random"]])
-    if spec.get("n_embd") is not None:
-        shape["n_embd"] = int(spec["n_embd"])
+    """Dimensions of a ``{random: ...}`` model spec: a GPT-2 shape's, overridden by its
+    ``n_layer`` / ``n_head`` / ``n_embd`` (a family's come from those keys alone)."""
+    shape = dict(GPT2_SHAPES.get(spec["random"], {}))
+    for k in ("n_layer", "n_head", "n_embd"):
+        if spec.get(k) is not None:
+            shape[k] = int(spec[k])
     return shape
+
+
+def missing_mib_data(cfg: dict) -> str | None:
+    """Why a profile's MIB task files cannot be read (None when they can, or when it runs no mib_track)."""
+    spec = cfg["experiments"].get("mib_track")
+    if not spec:
+        return None
+    try:
+        mib_files.require(mib_files.data_dir(cfg), mib_tasks(spec), (spec["attribution_split"], spec["eval_split"]))
+    except mib_files.MibDataMissing as e:
+        return str(e)
+    return None
+
+
+def mib_tasks(spec: dict) -> list[str]:
+    """Every MIB task of a mib_track section's runs, in order, once."""
+    return list(dict.fromkeys(t for ts in spec["runs"].values() for t in ts))
 
 
 def resolve_device(device: str) -> str:
@@ -247,11 +284,21 @@ class Context:
                 raise FileNotFoundError(f"tiny model {name!r} not trained yet: {path} missing "
                                         f"(run `snakemake --cores all {path}`)")
             return load_model(path, device=self.device, dtype=dtype)
+        kv = spec.get("kv_convention", "grouped")
         if "pretrained" in spec:
-            return load_model(spec["pretrained"], device=self.device, dtype=dtype)
+            return load_model(spec["pretrained"], device=self.device, dtype=dtype, kv_convention=kv)
         tok = self._random_tokenizer()
-        if spec["random"] not in GPT2_SHAPES:
-            raise ValueError(f"models.{name}.random: unknown shape {spec['random']!r}; allowed: {sorted(GPT2_SHAPES)}")
+        if spec["random"] not in GPT2_SHAPES:      # a model family at its own tiny size (models.random)
+            sh = random_shape(spec)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = save_random_family(spec["random"], tmp, n_layer=sh["n_layer"], n_head=sh["n_head"],
+                                          n_embd=sh["n_embd"], vocab_size=len(tok), n_positions=64, seed=self.seed)
+                model = load_model(path, device=self.device, dtype=dtype, kv_convention=kv)
+            model.attrpatch_tokenizer = tok
+            return model
+        if kv != "grouped":
+            raise ValueError(f"models.{name}.kv_convention: a random GPT-2 shape has no grouped-query attention; "
+                             f"got {kv!r}")
         if spec["random"] in SHORTFORMER_NAMES:   # the Docstring model's own class (shortformer positions)
             sh = random_shape(spec)
             model = random_shortformer(n_layers=sh["n_layer"], n_heads=sh["n_head"], d_model=sh["n_embd"],
@@ -265,6 +312,12 @@ class Context:
     def _random_tokenizer(self):
         """Random models: the toy tokenizer, or the stand-in over the paper's files when this
         experiment reads them (the stand-in contains the toy vocabulary)."""
+        if self.experiment == "mib_track":
+            sp = self.spec
+            root = mib_files.data_dir(self.cfg)
+            files = [mib_files.file_of(t, s) for t in mib_tasks(sp) for s in (sp["attribution_split"], sp["eval_split"])]
+            mib_files.require(root, mib_tasks(sp), (sp["attribution_split"], sp["eval_split"]))
+            return mib_files.standin_tokenizer(root, files)
         if any(t in PAPER_TASKS for t in self.task_models()):
             return standin_tokenizer(data_dir(self.cfg))
         if self.spec.get("docstring_prompts") == "acdc" and "docstring" in self.task_models():
@@ -290,6 +343,13 @@ class Context:
         if bos:
             b = b.with_bos(_bos_id(tok))
         return b.to(self.device)
+
+    def mib_batch(self, task: str, model_name: str, split: str, n: int | None):
+        """The first `n` kept rows (all: None) of MIB's `task` `split` for `model_name`'s tokenizer
+        (`tasks.mib_files`; the data directory: $ATTRPATCH_MIB_DATA or the profile's mib_data_dir)."""
+        tok = self.model(model_name).attrpatch_tokenizer
+        return mib_files.load_batch(task, n, mib_files.data_dir(self.cfg), split, tok,
+                                    prepend_bos=bool(self.spec.get("prepend_bos", False))).to(self.device)
 
     def task_models(self) -> dict[str, str]:
         """The experiment's ``tasks`` mapping (task -> model name)."""

@@ -361,6 +361,28 @@ EDGES = Setting(Choice(Ref("attrpatch.circuits.roc", "EDGE_CONVENTIONS")),
                 "under both in auc_by_edges")
 ATP_METHODS = ("atp", "atp_qk", "atp_graddrop", "atp_star")
 
+
+class MibRuns(Rule):
+    """``runs`` of mib_track: MIB model key (declared under ``models``) -> list of MIB tasks; each
+    pair must be one MIB scores (`circuits.mib_submission.FOLDERS`, read when first checked)."""
+    allowed = "a mapping MIB model key (declared under models) -> list of MIB tasks"
+
+    def problems(self, v, path, env):
+        if not isinstance(v, dict) or not v:
+            return [must_be(path, v, self.allowed)]
+        tasks = Choice(Ref("attrpatch.tasks.mib_files", "TASK_NAMES"))
+        folders = Ref("attrpatch.circuits.mib_submission", "FOLDERS").get()
+        errs = []
+        for model, ts in v.items():
+            errs += Named("models").problems(model, f"{path}.{model}", env)
+            errs += ListOf(tasks).problems(ts, f"{path}.{model}", env)
+            if errs or not isinstance(ts, list):
+                continue
+            errs += [must_be(f"{path}.{model}", t, f"a task MIB scores on {model!r}; MIB's task/model folders: "
+                             + ", ".join(folders))
+                     for t in ts if f"{t.replace('_', '-')}_{model}" not in folders]
+        return errs
+
 SETTINGS: dict[str, dict[str, Setting]] = {
     "graph_counts": {
         "shapes": Setting(ListOf(Tuple(POS, POS, Bool(), names=("layers", "heads", "has_mlps"))), [[12, 12, True]],
@@ -426,6 +448,23 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                    reading=Setting(Choice(Ref("attrpatch.methods.hvp", "READINGS")),
                                    Ref("attrpatch.methods.hvp", "DEFAULT_READING"),
                                    "HVP reading of the top-level fields the claims read (both are under readings)")),
+    # MIB's circuit track (issue 29): defaults are MIB's (tasks.mib_files, hannamw/MIB-circuit-track b759df34)
+    "mib_track": {
+        "runs": Setting(MibRuns(), REQUIRED, "MIB model key -> MIB tasks (pairs MIB scores)"),
+        "methods": Setting(ListOf(Named("methods")), ["eap", "eap_ig"], "edge scorers (names of `attribute`)"),
+        "steps": STEPS,
+        "attribution_split": Setting(Choice(Ref("attrpatch.tasks.mib_files", "SPLITS")),
+                                     Ref("attrpatch.tasks.mib_files", "DEFAULT_ATTRIBUTION_SPLIT"),
+                                     "split the methods score on (MIB's run_attribution.py default)"),
+        "n": Setting(Optional(POS), Ref("attrpatch.tasks.mib_files", "DEFAULT_ATTRIBUTION_ROWS"),
+                     "kept rows the methods score on (MIB's --num-examples); null: all"),
+        "eval_split": Setting(Choice(Ref("attrpatch.tasks.mib_files", "SPLITS")),
+                              Ref("attrpatch.tasks.mib_files", "DEFAULT_EVAL_SPLIT"),
+                              "split CPR/CMD are measured on (MIB's run_evaluation.py default)"),
+        "n_eval": Setting(Optional(POS), None, "kept rows CPR/CMD are measured on; null: all"),
+        "prepend_bos": Setting(Bool(), True, "prepend BOS (the EAP-IG library's tokenize_plus: to_tokens(prepend_bos=True))"),
+        "seed": SEED, "batch_size": BATCH_SIZE,
+    },
 }
 
 

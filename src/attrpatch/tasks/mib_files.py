@@ -37,14 +37,21 @@ from pathlib import Path
 import torch
 
 from .base import TaskBatch
-from .eapig_files import ROOT, _Text
+from .eapig_files import ROOT, _Text, split_words
+from .vocab import SPECIALS, ToyTokenizer
 
 SOURCE = "hannamw/MIB-circuit-track, MIB_circuit_track/dataset.py and utils.py, commit b759df34"
 ENV_VAR = "ATTRPATCH_MIB_DATA"
 CONFIG_KEY = "mib_data_dir"
 HF_NAMES = {"ioi": "ioi", "mcqa": "copycolors_mcqa", "arithmetic_addition": "arithmetic_addition",
             "arithmetic_subtraction": "arithmetic_subtraction", "arc_easy": "arc_easy", "arc_challenge": "arc_challenge"}
+TASK_NAMES = tuple(HF_NAMES)
 SPLITS = ("train", "validation", "test")
+# MIB's own defaults (b759df34): run_attribution.py scores --num-examples 100 rows of the train
+# split; run_evaluation.py measures CPR/CMD on the validation split
+DEFAULT_ATTRIBUTION_SPLIT = "train"
+DEFAULT_ATTRIBUTION_ROWS = 100
+DEFAULT_EVAL_SPLIT = "validation"
 REJECT_REASONS = ("malformed_row", "filtered", "length_differs")
 COUNTERFACTUAL = {"ioi": "s2_io_flip_counterfactual", "mcqa": "symbol_counterfactual",
                   "arc_easy": "symbol_counterfactual", "arc_challenge": "symbol_counterfactual"}
@@ -83,9 +90,10 @@ def missing_files(root: Path | None, tasks, split: str) -> list[str]:
     return files if root is None else [f for f in files if not (Path(root) / f).is_file()]
 
 
-def require(root: Path | None, tasks, split: str) -> Path:
-    """`root` when every task's file is there, else MibDataMissing naming all missing files."""
-    missing = missing_files(root, tasks, split)
+def require(root: Path | None, tasks, split) -> Path:
+    """`root` when every task's file of `split` (a split, or several) is there, else
+    MibDataMissing naming all missing files."""
+    missing = [f for s in ((split,) if isinstance(split, str) else split) for f in missing_files(root, tasks, s)]
     if missing:
         where = (f"the data directory {root}" if root is not None else
                  f"no data directory (set ${ENV_VAR} or `{CONFIG_KEY}:` in the profile)")
@@ -182,3 +190,36 @@ def load_batch(task: str, n: int | None, root, split: str, tokenizer, prepend_bo
                      corrupt=torch.tensor([padded(k) for _, k, *_ in rows], dtype=torch.long),
                      answer_mask=am, wrong_mask=wm, metric="logit_diff",
                      pos=torch.tensor([len(c) - 1 + len(bos) for c, *_ in rows], dtype=torch.long), meta=meta)
+
+
+class MibStandInTokenizer(ToyTokenizer):
+    """Word-level stand-in for a random model run on MIB's files: one token per word (`split_words`)
+    of every string and number in the files' rows. Deterministic for the files."""
+
+    name_or_path = "stand-in word-level tokenizer over MIB's task files"
+
+
+def _leaves(x):
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from _leaves(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _leaves(v)
+    elif isinstance(x, (str, int, float)) and not isinstance(x, bool):
+        yield str(x)
+
+
+def standin_tokenizer(root, files) -> MibStandInTokenizer:
+    """The stand-in tokenizer over `files` (paths relative to `root`, `file_of`), which must exist."""
+    words: set[str] = set()
+    for rel in sorted(set(files)):
+        with open(Path(root) / rel) as f:
+            for line in f:
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    continue
+                for leaf in _leaves(row):
+                    words.update(split_words(leaf))
+    return MibStandInTokenizer(list(SPECIALS) + sorted(words - set(SPECIALS)))
