@@ -47,7 +47,7 @@ def _draw_curves(ax, task_curves: dict, aucs: dict | None, note: str | None, n_t
         ax.axvline(n_total, color="0.7", lw=0.8, ls="--")
     ax.set_xlabel("edges in circuit (after pruning, log scale)")
     ax.set_ylabel("normalized faithfulness F")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     if note:
         ax.text(0.02, 0.98, "paper (GPT-2 small):\n" + note, transform=ax.transAxes, fontsize=6.5, va="top",
                 ha="left", bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
