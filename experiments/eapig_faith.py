@@ -2,7 +2,11 @@
 Belinkov 2024), and the Pearson r of |score| with |exact single-edge effect|.
 
 Per task (spec.tasks), on spec.n prompts: scores of every method in spec.methods (EAP-IG
-variants with m = spec.steps), circuits selected by spec.selection (default "greedy", the
+variants with m = spec.steps; default the paper's three curves: EAP, EAP-IG and EAP-IG-KL,
+i.e. EAP-IG scoring the KL divergence to the clean output averaged over the vocabulary,
+``kl_div(...).mean(-1)`` in metrics.py of hannamw/eap-ig-faithfulness, run as the third
+graph of its pareto.py: `attrpatch.metrics.kl_metric`) and of spec.extra_methods (default
+EAP-IG on activations: not a curve of the paper, drawn marked as an extra; no circuits), circuits selected by spec.selection (default "greedy", the
 paper's greedy growth from logits; "topn" possible), pruned, evaluated by
 `circuits.faithfulness.faithfulness_curve` on one shared Patcher per task (clean/corrupted runs cached
 once for all methods and for the exact single-edge effects). Edge counts in the curve are
@@ -19,7 +23,10 @@ and shortcuts cpr.<task>.<method>, cmd.<task>.<method> (`attrpatch.circuits.mib_
 max_pearson}.<method>, summary.vs_eap.<method> (wins, ties, losses against EAP's AUC with the
 setting tie_margin: `circuits.curves.compare`; vs_eap_log on the log-edge AUC),
 summary.n_tasks_ig_beats_eap (EAP-IG's wins: AUC > EAP's + tie_margin),
-summary.n_tasks_igact_beats_eap, summary.n_tasks_ig_beats_eap_log, summary.n_tasks.
+summary.n_tasks_igact_beats_eap, summary.n_tasks_igkl_beats_eap (and _log, and the mean AUC gaps
+mean_auc_gap_<ig|igact|igkl>_minus_eap), summary.n_tasks_ig_beats_eap_log, summary.n_tasks.
+Every curve, extras included, is faithfulness under the task's own metric (as pareto.py
+evaluates all three graphs); only the scoring metric differs.
 
 Circuits: per task and method, the circuit of spec.circuit_edges edges (default 30,
 `circuits.run.DAG_CIRCUIT_EDGES`, declared in `repro/settings.py`; same selection, pruned), measured by exact patching on the
@@ -47,6 +54,8 @@ def main(argv=None):
     ctx, args = Context.from_args("eapig_faith", argv)
     spec = ctx.spec
     methods = list(spec["methods"])
+    extras = [m for m in dict.fromkeys(spec["extra_methods"]) if m not in methods]
+    curve_methods = methods + extras
     steps, n, selection = spec["steps"], spec["n"], spec["selection"]
     circuit_edges = spec["circuit_edges"]
     tie_margin = spec["tie_margin"]
@@ -59,7 +68,7 @@ def main(argv=None):
         bar.set_description(f"eapig_faith {task}")
         run = ctx.task(task, model_name, edge_counts=True)
         st = run.settings
-        res = method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps, selection=selection,
+        res = method_curves(run.model, run.graph, run.batch, curve_methods, st["edge_counts"], steps=steps, selection=selection,
                               exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str)
         summ = F.task_summary(res, st["edge_counts"])
         mib = methods_cpr_cmd(run.model, run.graph, run.batch, {m: d["scores"] for m, d in res["methods"].items()})
@@ -73,7 +82,7 @@ def main(argv=None):
                                selection),
                  run.graph.matrix_from_edges(torch.as_tensor(d["scores"])),
                  {"selection": selection, "n_requested": circuit_edges, "pruned": True, "steps": steps})
-             for m, d in res["methods"].items()},
+             for m, d in res["methods"].items() if m in methods},
             exp="eapig_faith", task=task, model_name=model_name, out_json=args.out, figure_png=args.figure)
         tasks_out[task] = summ
         curves[task] = {m: d["curve"] for m, d in summ["methods"].items()}
@@ -83,11 +92,11 @@ def main(argv=None):
     bar.close()
 
     def per_method(key):
-        return {m: [tasks_out[t]["methods"][m][key] for t in tasks_out] for m in methods}
+        return {m: [tasks_out[t]["methods"][m][key] for t in tasks_out] for m in curve_methods}
 
     auc = per_method("auc")
     auc_log = per_method("auc_log")
-    pear = {m: [tasks_out[t]["methods"][m].get("pearson", float("nan")) for t in tasks_out] for m in methods}
+    pear = {m: [tasks_out[t]["methods"][m].get("pearson", float("nan")) for t in tasks_out] for m in curve_methods}
     summary = {
         "n_tasks": len(tasks_out),
         "mean_auc": {m: F.mean_finite(v) for m, v in auc.items()},
@@ -101,8 +110,8 @@ def main(argv=None):
     if "eap" in methods:
         eap_auc = {t: tasks_out[t]["methods"]["eap"]["auc"] for t in tasks_out}
         eap_log = {t: tasks_out[t]["methods"]["eap"]["auc_log"] for t in tasks_out}
-        for m, key in (("eap_ig", "ig"), ("eap_ig_activations", "igact")):
-            if m in methods:
+        for m, key in (("eap_ig", "ig"), ("eap_ig_activations", "igact"), ("eap_ig_kl", "igkl")):
+            if m in curve_methods:
                 a = {t: tasks_out[t]["methods"][m]["auc"] for t in tasks_out}
                 al = {t: tasks_out[t]["methods"][m]["auc_log"] for t in tasks_out}
                 # wins beyond the tie margin (spec.tie_margin); ties and losses under vs_eap
@@ -115,6 +124,7 @@ def main(argv=None):
 
     out = {
         "profile": ctx.profile, "n": n, "steps": steps, "selection": selection, "methods": methods,
+        "extra_methods": extras,
         "circuit_edges": circuit_edges, "tie_margin": tie_margin,
         "edge_counts": spec.get("edge_counts"), "pruned": True,
         "auc_definition": "trapezoid area under F vs pruned-edge fraction, anchored (0,0) and (1,1), x-range [0,1]",
@@ -131,10 +141,13 @@ def main(argv=None):
     pr = paper_numbers("eapig_pearson")
     paper_line = (f"paper: Pearson r(|score|, |exact|) EAP {pr['eap'][0]}-{pr['eap'][1]}, "
                   f"EAP-IG {pr['eap_ig'][0]}-{pr['eap_ig'][1]}")
-    ours = ", ".join(f"{m} {summary['min_pearson'][m]:.2f}-{summary['max_pearson'][m]:.2f}" for m in methods)
+    ours = ", ".join(f"{m} {summary['min_pearson'][m]:.2f}-{summary['max_pearson'][m]:.2f}" for m in curve_methods)
     fig = plot_faith_panels(
         curves, aucs, paper_numbers("eapig_notes"), n_total=n_total,
-        suptitle=(f"EAP vs EAP-IG faithfulness ({ctx.profile}; n={n}, m={steps}, {selection} selection, pruned)\n"
+        extras={m: f"{m} [extra_methods: not the paper's]" for m in extras},
+        suptitle=(f"Faithfulness of {', '.join(methods)}"
+                  + (f" (+ extra_methods: {', '.join(extras)})" if extras else "")
+                  + f" ({ctx.profile}; n={n}, m={steps}, {selection} selection, pruned)\n"
                   f"{paper_line}; ours: {ours}"))
     save_figure(fig, args.figure)
     write_json(args.out, out)

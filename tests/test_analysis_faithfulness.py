@@ -174,3 +174,23 @@ def test_method_curves_shares_one_patcher_and_is_deterministic(model):
     assert set(s["methods"]) == {"eap", "eap_ig"}
     assert -1.0 <= s["methods"]["eap"]["pearson"] <= 1.0
     assert 0.0 < s["methods"]["eap_ig"]["auc"] < 2.0
+
+
+def test_method_curves_variants_run_a_method_under_their_own_name(model):
+    """A variant (EAP-GP with the other step rule) is scored with its options and reported
+    under its own name; its scores equal the method called with those options directly; a
+    variant may not reuse a method's name."""
+    from attrpatch.graph import Graph
+    from attrpatch.methods.registry import attribute
+
+    g = Graph.from_model(model)
+    b = random_batch(B=4, seed=3)
+    r = method_curves(model, g, b, ["eap_gp"], [3, g.n_edges], steps=2, exact=False,
+                      options={"eap_gp": {"step": "unit"}}, variants={"eap_gp_relative": ("eap_gp", {"step": "relative"})})
+    assert list(r["methods"]) == ["eap_gp", "eap_gp_relative"]
+    for name, step in (("eap_gp", "unit"), ("eap_gp_relative", "relative")):
+        ref = g.edges_from_matrix(attribute(model, b, method="eap_gp", graph=g, steps=2, step=step).double()).numpy()
+        assert np.array_equal(r["methods"][name]["scores"], ref)
+    assert not np.array_equal(r["methods"]["eap_gp"]["scores"], r["methods"]["eap_gp_relative"]["scores"])
+    with pytest.raises(ValueError, match="variant name 'eap_gp' is also a method"):
+        method_curves(model, g, b, ["eap_gp"], [3], steps=2, exact=False, variants={"eap_gp": ("eap_gp", {})})

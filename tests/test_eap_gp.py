@@ -9,7 +9,7 @@ from attrpatch.methods.eap_gp import eap_gp_scores
 from conftest import random_batch
 
 
-@pytest.mark.parametrize("objective_positions", ["all", "metric"])
+@pytest.mark.parametrize("objective_positions", ["all", "metric", "through_metric"])
 def test_path_moves_toward_source_output(model, objective_positions):
     """With small steps, ||G(gamma_j) - G(source)|| decreases at every one of the first steps for
     every example (normalized gradient descent on that distance). A sign error in the step
@@ -37,41 +37,113 @@ def test_unit_steps_reduce_the_output_distance(model):
 
 
 def test_relative_step_lengths_by_hand(model):
-    """The default step: every example's k steps have length ||e_base - e_src|| / k each, so
-    no step is longer than that (|d_{j+1} - d_j| <= eta by the triangle inequality)."""
+    """The project's rule: every example's k steps have length ||e_base - e_src|| / k each (the
+    path's own step lengths say so, and no step moves the distance to the source by more)."""
     from attrpatch.methods.eap_gp import step_lengths
 
     d = torch.tensor([0.5, 2.0, 0.0])
-    assert step_lengths(d, 5).tolist() == pytest.approx([0.1, 0.4, 0.0])
+    assert step_lengths(d, 5, "relative").tolist() == pytest.approx([0.1, 0.4, 0.0])
     assert step_lengths(d, 5, "unit", 0.3).tolist() == pytest.approx([0.3, 0.3, 0.3])
-    with pytest.raises(ValueError, match="allowed"):
+    assert step_lengths(d, 5).tolist() == [1.0, 1.0, 1.0]          # default: the cited unit rule
+    with pytest.raises(ValueError, match=r"unknown EAP-GP step 'line_search'; allowed: \('unit', 'relative'\)"):
         step_lengths(d, 5, "line_search")
     b = random_batch(seed=3)
-    _, info = eap_gp_scores(model, Graph.from_model(model), b, steps=4, return_path=True)
+    _, info = eap_gp_scores(model, Graph.from_model(model), b, steps=4, step="relative", return_path=True)
     e = info["embed_distance"]
-    assert ((e[:, 1:] - e[:, :-1]).abs() <= e[:, :1] / 4 + 1e-12).all()
+    assert ((e[:, 1:] - e[:, :-1]).abs() <= e[:, :1] / 4 + 1e-6).all()
+    torch.testing.assert_close(info["step_length"], (e[:, :1] / 4).expand(-1, 4), rtol=1e-5, atol=1e-6)
+
+
+def test_objective_positions_by_hand():
+    """The path objective over all positions, the metric's only, or 0..pos (a right-padded
+    batch's real tokens, Brokttv/EAP-GP's padding mask)."""
+    from attrpatch.methods.eap_gp import _distance
+
+    d = torch.arange(2 * 3 * 2, dtype=torch.float64).reshape(2, 3, 2)     # logits - target [B=2, P=3, V=2]
+    pos = torch.tensor([0, 1])
+    zero = torch.zeros_like(d)
+    assert _distance(d, zero, "all", pos).tolist() == d.pow(2).flatten(1).sum(1).tolist()
+    assert _distance(d, zero, "metric", pos).tolist() == [0 + 1, 8 ** 2 + 9 ** 2]
+    assert _distance(d, zero, "through_metric", pos).tolist() == [0 + 1, 6 ** 2 + 7 ** 2 + 8 ** 2 + 9 ** 2]
+
+
+def test_unit_rule_steps_have_length_one(model):
+    """The cited rule (the default): gamma_j - gamma_{j-1} has Euclidean norm 1 over each
+    example's [pos, d_model] block, at every step, whatever the distance between the inputs;
+    an example whose inputs are equal (gradient exactly zero) does not move."""
+    b = random_batch(B=5, seed=3)
+    g = Graph.from_model(model)
+    _, info = eap_gp_scores(model, g, b, steps=4, return_path=True)
+    sl = info["step_length"]
+    assert sl.shape == (5, 4)
+    torch.testing.assert_close(sl, torch.ones_like(sl), rtol=0, atol=1e-5)
+    # path endpoints: gamma_0 is the clean embeddings, so the first distance is ||e_clean - e_corrupt||
+    from attrpatch.methods.eap_ig import token_embeddings
+    d0 = (token_embeddings(model, b.clean) - token_embeddings(model, b.corrupt)).flatten(1).norm(dim=1)
+    torch.testing.assert_close(info["embed_distance"][:, 0], d0)
+    # after j unit steps the path is at most j from its start (triangle inequality)
+    e = info["embed_distance"]
+    assert ((e - e[:, :1]).abs() <= torch.arange(5.0) + 1e-4).all()
+    same = random_batch(B=3, seed=5, corrupt_positions=())
+    _, info = eap_gp_scores(model, g, same, steps=3, return_path=True)
+    assert torch.equal(info["step_length"], torch.zeros(3, 3))
+
+
+@pytest.mark.parametrize("step", ["unit", "relative"])
+def test_input_row_sum_is_the_path_average_by_hand(model, step):
+    """Completeness-type identity for both rules: the scores of all edges out of `input` sum
+    to (e_src - e_base) . mean_j d metric / d e (gamma_j), computed here directly with
+    autograd at the path points `grad_path` gives (a different code path from the fused one)."""
+    from attrpatch.methods.common import PathContext
+    from attrpatch.methods.eap_gp import _logits_at, grad_path
+    from attrpatch.methods.eap_ig import token_embeddings
+    from attrpatch.metrics import resolve_metric
+
+    b = random_batch(B=4, seed=11)
+    g = Graph.from_model(model)
+    k = 3
+    s = eap_gp_scores(model, g, b, steps=k, step=step)
+    metric = resolve_metric(model, b, "task")
+    ctx = PathContext(model, g, b, metric, "corrupt_into_clean")
+    diff = (token_embeddings(model, b.corrupt) - token_embeddings(model, b.clean)).double()
+    total = 0.0
+    for gamma, _ in grad_path(model, ctx, k, step=step):
+        x = gamma.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(metric(_logits_at(model, b.clean, x)).mean(), x)
+        total += (diff * grad.double()).sum() / k
+    row = s[g.up_index("input")].sum()
+    torch.testing.assert_close(row, torch.as_tensor(total, dtype=row.dtype), rtol=1e-5, atol=1e-7)
 
 
 def test_relative_path_approaches_the_corrupted_input_on_a_trained_model(trained_gpt2):
-    """On a trained model (Gender-Bias), the default scale-aware path ends closer to the
-    corrupted input's embeddings than it starts, for every example, while the unit step
-    overshoots and ends farther away on average (the failure the default fixes)."""
+    """On a trained model (Gender-Bias), the project's scale-aware path ends closer to the
+    corrupted input's embeddings than it starts, for every example, while the cited unit step
+    overshoots and ends farther away on average (why the project's rule exists)."""
     from attrpatch.tasks import make_batch
 
     b = make_batch("gender_bias", n=8, seed=0, tokenizer=trained_gpt2.attrpatch_tokenizer)
     g = Graph.from_model(trained_gpt2)
-    _, rel = eap_gp_scores(trained_gpt2, g, b, steps=5, return_path=True)
+    _, rel = eap_gp_scores(trained_gpt2, g, b, steps=5, step="relative", return_path=True)
     e = rel["embed_distance"]
     assert (e[:, -1] < e[:, 0]).all(), e
     _, unit = eap_gp_scores(trained_gpt2, g, b, steps=5, step="unit", return_path=True)
     assert unit["embed_distance"][:, -1].mean() > unit["embed_distance"][:, 0].mean()
 
 
-def test_deterministic(model, batch):
+@pytest.mark.parametrize("step", ["unit", "relative"])
+def test_deterministic(model, batch, step):
     g = Graph.from_model(model)
-    a = eap_gp_scores(model, g, batch, steps=3)
+    a = eap_gp_scores(model, g, batch, steps=3, step=step)
     assert a.abs().max() > 1e-4
-    assert torch.equal(a, eap_gp_scores(model, g, batch, steps=3))
+    assert torch.equal(a, eap_gp_scores(model, g, batch, steps=3, step=step))
+
+
+def test_the_two_rules_differ(model, batch):
+    """A negative control for the option's wiring: the rules give different scores."""
+    g = Graph.from_model(model)
+    assert (eap_gp_scores(model, g, batch, steps=3, step="unit")
+            - eap_gp_scores(model, g, batch, steps=3, step="relative")).abs().max() > 1e-4
 
 
 def test_identical_prompts_give_exact_zero(model):

@@ -82,11 +82,11 @@ def test_eap_acdc_axes_follow_the_edge_convention(edges):
     assert ax.get_ylabel() == f"true positive rate ({EDGE_CONVENTION_LABELS[edges]})"
 
 
-def _gain_inputs(d_ioi, d_sva):
+def _gain_inputs(d_ioi, d_sva, step):
     curve = {"n_edges": [1, 10, 100], "faithfulness": [0.1, 0.6, 1.0]}
     aucs = {"ioi": {"eap_ig": 0.80, "eap_gp": 0.80 + d_ioi}, "sva": {"eap_ig": 0.90, "eap_gp": 0.90 + d_sva}}
     curves = {t: {"eap_ig": curve, "eap_gp": curve} for t in aucs}
-    gains = {t: {"auc_abs": a["eap_gp"] - a["eap_ig"], "auc_rel": (a["eap_gp"] - a["eap_ig"]) / a["eap_ig"]}
+    gains = {t: {step: {"auc_abs": a["eap_gp"] - a["eap_ig"], "auc_rel": (a["eap_gp"] - a["eap_ig"]) / a["eap_ig"]}}
              for t, a in aucs.items()}
     return curves, aucs, gains
 
@@ -94,18 +94,22 @@ def _gain_inputs(d_ioi, d_sva):
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("margin", [0.005, 0.02])
 def test_gain_figure_names_the_step_and_the_margin(step, margin):
-    curves, aucs, gains = _gain_inputs(0.01, -0.0004)
+    curves, aucs, gains = _gain_inputs(0.01, -0.0004, step)
     cmp = F.compare({t: a["eap_gp"] for t, a in aucs.items()}, {t: a["eap_ig"] for t, a in aucs.items()}, margin)
-    fig = faith_plot.plot_gain(curves, aucs, gains, reference=0.177, gp_step=step, comparison=cmp, ncols=2)
+    label = faith_plot.gp_label(step)
+    fig = faith_plot.plot_gain(curves, aucs, gains, reference=0.177, comparison=cmp, ncols=2,
+                               labels={"eap_gp": label}, rule_labels={step: label})
     tx = texts(fig)
     assert any(t.startswith(f"EAP-GP ({STEP_LABELS[step]})") for t in tx)
     other = [s for s in STEPS if s != step][0]
     assert not any(STEP_LABELS[other] in t for t in tx)
-    ioi = next(t for t in tx if t.startswith("IOI: GP - IG"))
-    sva = next(t for t in tx if t.startswith("SVA: GP - IG"))
+    ioi = next(t for t in tx if t.startswith(f"IOI: GP ({step} step) - IG"))
+    sva = next(t for t in tx if t.startswith(f"SVA: GP ({step} step) - IG"))
     assert ioi.endswith(": win" if margin < 0.01 else ": tie")
     assert sva.endswith(": tie")
     assert any(f"(tie margin {margin:g} AUC)" in t for t in tx)
+    with pytest.raises(ValueError, match="EAP-GP step must be one of"):
+        faith_plot.gp_label("halfway")
 
 
 def test_compare_counts_wins_ties_losses_around_the_margin():

@@ -100,7 +100,8 @@ def tiny(tmp_path_factory):
     return out
 
 
-FAST = {"eap_ig": {"steps": 2}, "eap_ig_activations": {"steps": 2}, "eap_ig_cc": {"steps": 2}, "eap_gp": {"steps": 2}, "acdc": {"tau": 0.01}}
+FAST = {"eap_ig": {"steps": 2}, "eap_ig_activations": {"steps": 2}, "eap_ig_cc": {"steps": 2}, "eap_ig_kl": {"steps": 2},
+        "eap_gp": {"steps": 2}, "acdc": {"tau": 0.01}}
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama-gqa"])
@@ -123,4 +124,4 @@ def test_every_methods_circuit_loads_in_eap_ig(family, tiny, tmp_path):
         d = to_dict(c)
         assert d["attrpatch"]["eap_ig_compatible"] and eap_ig_loader_problems(d) == [], m
         ran.append(m)
-    assert len(ran) == 8, ran
+    assert len(ran) == 9, ran

@@ -58,6 +58,12 @@ def test_paper_profile_parameters():
     for exp in ("eap_roc", "eap_acdc", "eap_r2"):
         assert e[exp]["docstring_prompts"] == "acdc", exp
     assert e["eap_r2"]["prepend_bos"] is True
+    # the papers' own method variants (docs/SOURCES.md): EAP-IG's three curves, EAP-GP's cited unit step
+    for profile in ("tiny", "paper"):
+        ex = load_profile(profile, root=ROOT)["experiments"]
+        assert ex["eapig_faith"]["methods"] == ["eap", "eap_ig", "eap_ig_kl"], profile
+        assert ex["eapig_faith"]["extra_methods"] == ["eap_ig_activations"], profile
+        assert ex["eapgp_gain"]["gp_step"] == "unit" and ex["eapgp_gain"]["gp_step_variants"] == ["relative"], profile
     assert load_profile("tiny", root=ROOT)["experiments"]["eap_roc"]["docstring_prompts"] == "toy"
     assert {cfg["models"][m]["pretrained"] for m in e["eapgp_gain"]["models"]} == {"gpt2", "gpt2-medium", "gpt2-xl"}
     assert all("pretrained" in s for s in cfg["models"].values())

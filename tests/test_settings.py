@@ -139,3 +139,20 @@ def test_for_task_without_edge_counts_and_with_limits():
 def test_strict_must_be_a_boolean(tmp_path):
     msg = _load_error(tmp_path, lambda c: c.update(strict="yes"))
     assert "strict must be true or false" in msg and "got 'yes'" in msg
+
+
+def test_eapgp_step_rules_are_checked(tmp_path):
+    """gp_step and gp_step_variants name EAP-GP's step rules (methods.eap_gp.STEPS); a variant
+    equal to gp_step would be a second copy of the `eap_gp` curve and is refused."""
+    def edit(cfg):
+        e = cfg["experiments"]
+        e["eapgp_gain"]["gp_step"] = "unit"
+        e["eapgp_gain"]["gp_step_variants"] = ["unit", "fraction"]
+        e["eapig_faith"]["extra_methods"] = ["eap_ig_activations", "eap_ig_sideways"]
+
+    msg = _load_error(tmp_path, edit)
+    assert "experiments.eapgp_gain.gp_step_variants[1] must be one of 'unit', 'relative', got 'fraction'" in msg
+    assert "experiments.eapig_faith.extra_methods[1] must be a known method" in msg
+    msg = _load_error(tmp_path, lambda c: c["experiments"]["eapgp_gain"].update(gp_step="unit", gp_step_variants=["unit"]))
+    assert ("experiments.eapgp_gain.gp_step_variants must be rules other than gp_step ('unit'), which the `eap_gp` "
+            "curve already runs, got ['unit']") in msg

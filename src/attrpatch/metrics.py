@@ -5,7 +5,8 @@ the batch size B: patching stacks C patched copies of the batch copy-major
 (row c*B + b is example b in copy c), and the metric repeats its per-example data.
 
 Task metrics (logit difference, probability difference, logit minus max wrong logit) are
-"higher = more clean behaviour". KL(clean || patched) is "lower = closer to clean".
+"higher = more clean behaviour". KL(clean || patched) is "lower = closer to clean": "kl"
+sums over the vocabulary (ACDC's KL), "kl_vocab_mean" averages over it (the EAP-IG paper's).
 `Metric.loss` turns either into ACDC's "lower is better" convention in one place.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from .tasks.base import METRIC_KINDS, TaskBatch
 
-METRIC_NAMES = METRIC_KINDS + ("kl",)
+METRIC_NAMES = METRIC_KINDS + ("kl", "kl_vocab_mean")
 
 
 def _at_pos(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -115,42 +116,59 @@ def task_metric(batch: TaskBatch, kind: str | None = None) -> Metric:
                   pos=batch.pos, on_pos=on_pos)
 
 
-def kl_metric(batch: TaskBatch, clean_logits: torch.Tensor) -> Metric:
+KL_REDUCTIONS = {"kl": "sum", "kl_vocab_mean": "mean"}   # metric name -> reduction over the vocabulary
+
+
+def kl_metric(batch: TaskBatch, clean_logits: torch.Tensor, reduction: str = "sum") -> Metric:
     """KL(clean model || patched model) at the metric position, per example.
 
     `clean_logits` are the unpatched model's logits on `batch.clean` ([B, P, V]).
+    ``reduction="sum"``: the KL divergence itself (metric "kl"). ``reduction="mean"``: the
+    same terms p_clean (log p_clean - log p_patched) averaged over the vocabulary, i.e. KL / V
+    (metric "kl_vocab_mean"): the EAP-IG paper's EAP-IG-KL metric, ``divergence`` in
+    metrics.py of hannamw/eap-ig-faithfulness@c75cc88, which calls ``kl_div(probs.log(),
+    clean_probs.log(), log_target=True, reduction='none').mean(-1)`` on the logits at each
+    row's last real token (``input_length - 1``: `batch.pos` of `tasks.eapig_files`) and
+    averages over the batch (as every metric here is). The target there is the clean run's
+    distribution, so the terms are p_clean log(p_clean / p_patched): KL(clean || patched),
+    not the reverse. Scores differ from "kl"'s by the factor 1/V only, so |score| rankings
+    (and circuits) are the same; the values match the authors'.
     """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"unknown KL reduction {reduction!r}; allowed: ('sum', 'mean')")
     ref = torch.log_softmax(_at_pos(clean_logits, batch.pos).detach(), dim=-1)
+    name = {v: k for k, v in KL_REDUCTIONS.items()}[reduction]
 
     def on_pos(last: torch.Tensor) -> torch.Tensor:
         lp = torch.log_softmax(last, dim=-1)
         r = _rep(ref, lp.shape[0]).to(lp.device)
-        return (r.exp() * (r - lp)).sum(-1)
+        terms = r.exp() * (r - lp)
+        return terms.sum(-1) if reduction == "sum" else terms.mean(-1)
 
-    return Metric("kl", lambda logits: on_pos(_at_pos(logits, batch.pos)), higher_is_better=False,
+    return Metric(name, lambda logits: on_pos(_at_pos(logits, batch.pos)), higher_is_better=False,
                   pos=batch.pos, on_pos=on_pos)
 
 
 def get_metric(name: str, batch: TaskBatch, clean_logits: torch.Tensor | None = None) -> Metric:
-    """Metric by name: "task" (the task's own), a METRIC_KINDS entry, or "kl"."""
+    """Metric by name: "task" (the task's own), a METRIC_KINDS entry, "kl" or "kl_vocab_mean"."""
     if name == "task":
         return task_metric(batch)
-    if name == "kl":
+    if name in KL_REDUCTIONS:
         if clean_logits is None:
-            raise ValueError("metric 'kl' needs the clean logits")
-        return kl_metric(batch, clean_logits)
+            raise ValueError(f"metric {name!r} needs the clean logits")
+        return kl_metric(batch, clean_logits, KL_REDUCTIONS[name])
     if name in _KIND_FN:
         return task_metric(batch, name)
     raise ValueError(f"unknown metric {name!r}; allowed: {('task',) + METRIC_NAMES}")
 
 
 def resolve_metric(model, batch: TaskBatch, metric: str | Metric) -> Metric:
-    """A Metric for `batch`: a name ("task", a metric kind, "kl": KL against the model's own
-    clean run on `batch`, computed here) or a ready Metric (returned as is)."""
+    """A Metric for `batch`: a name ("task", a metric kind, "kl" / "kl_vocab_mean": KL against
+    the model's own clean run on `batch`, computed here) or a ready Metric (returned as is)."""
     if isinstance(metric, Metric):
         return metric
     clean_logits = None
-    if metric == "kl":
+    if metric in KL_REDUCTIONS:
         with torch.no_grad():
             clean_logits = model(batch.clean)
     return get_metric(metric, batch, clean_logits)

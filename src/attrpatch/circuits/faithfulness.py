@@ -123,7 +123,7 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
                   steps: int = DEFAULT_STEPS, selection: str = CIRCUIT_SELECTION, patcher=None,
                   exact: bool | int = True,
                   batch_size: int | None = None, rows_per_forward: int | None = None, progress=None,
-                  options: dict | None = None) -> dict:
+                  options: dict | None = None, variants: dict | None = None) -> dict:
     """Scores, faithfulness curves and score/effect correlations of `methods` on one batch.
 
     All circuits of all methods (and the exact single-edge effects, if `exact`) go through
@@ -136,24 +136,33 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
     the Patchers' chunk size (None: the Patcher's default for the model's device). `progress`: an optional
     callable(str) called before each method (e.g. a tqdm bar's set_postfix_str). `options`:
     {method: {option: value}} passed to that method only (e.g. EAP-GP's ``step``).
+    `variants`: {name: (method, {option: value})}, further curves of a method run with other
+    options (e.g. EAP-GP's other step rule), scored after `methods` and reported under their
+    own name beside them.
     Returns {"m_clean", "m_corrupt", "n_total", "methods": {name: {"scores" [n_edges] numpy,
     "curve" DataFrame, "seconds"}}, "effects" [n_edges] numpy or None, "forward_passes"}.
     """
+    methods = list(methods)
+    runs = [(name, name, (options or {}).get(name, {})) for name in methods]
+    for name, (method, opts) in (variants or {}).items():
+        if name in methods:
+            raise ValueError(f"variant name {name!r} is also a method of this study; give the variant its own name")
+        runs.append((name, method, dict(opts)))
     if patcher is None:
         patcher = Patcher(model, graph, batch, resolve_metric(model, batch, "task"),
                           rows_per_forward=rows_per_forward)
     out: dict = {"methods": {}, "n_total": int(graph.n_edges)}
     counts = [int(n) for n in edge_counts]
-    for name in methods:
+    for name, method, extra in runs:
         if progress:
             progress(name)
         t0 = time.perf_counter()
-        valid = method_options(name)
+        valid = method_options(method)
         opts = {"steps": int(steps)} if "steps" in valid else {}
         if batch_size and "batch_size" in valid:
             opts["batch_size"] = int(batch_size)
-        opts.update((options or {}).get(name, {}))
-        s = attribute(model, batch, method=name, graph=graph, **opts)
+        opts.update(extra)
+        s = attribute(model, batch, method=method, graph=graph, **opts)
         t1 = time.perf_counter()
         df = faithfulness_curve(model, graph, batch, s, counts, selection=selection, patcher=patcher)
         out["methods"][name] = {"scores": graph.edges_from_matrix(s.detach().cpu().double()).numpy(),

@@ -6,33 +6,51 @@ not be read here (searched the stored docs/pages/code/issues corpora for "EAP-GP
 * [abs] EAP-IG's straight path can run through saturated regions; GradPath starts from the
   input and follows, adaptively, the direction that makes the model's output approach the
   corrupted one; scores are EAP-style (activation difference x mean gradient on the path).
-* [3p, docs/SOURCES.md: two reimplementations agree] the path, in token-embedding space, one path
-  per example shared by all edges (``path="shared"``; a path per upstream node is [open]
-  and not implemented):
+* [3p, docs/SOURCES.md "EAP-GP": two reimplementations agree] the path, in token-embedding
+  space, one path per example shared by all edges (``path="shared"``; a path per upstream
+  node is [open] and not implemented):
 
       gamma_0 = e_base (clean token embeddings; positional embeddings untouched)
       g_j = d/d gamma ||G(gamma_j) - G(x_source)||^2,   G = the model's logits
-      gamma_{j+1} = gamma_j - eta * g_j / ||g_j||      (the readings: eta = 1, a unit step)
+      gamma_{j+1} = gamma_j - eta * g_j / ||g_j||
       score(u->v) = mean over examples of (z_u(source) - z_u(base)) . mean_{j=1..k} d metric / d in_v (gamma_j)
 
   with k = ``steps`` points gamma_1..gamma_k (gamma_0 itself is not used).
-* What the paper defines vs what is ours: the paper defines the path by the gradient of the
-  output distance and the score as EAP along it [abs]; the paper's path may be one per
-  upstream node [open] - we build ONE path per example in the input embeddings, shared by
-  every edge (a reconstruction). The step length is ours too (``step``):
-  ``"relative"`` (default): eta = step_size * ||e_base - e_source|| / k per example, so k
-  steps cover the clean-corrupted distance whatever the embedding scale; ``"unit"``: eta =
-  step_size (the reimplementations' unit step; on the tiny models, whose embeddings are
-  small, a unit step overshoots and the path moves *away* from the corrupted input).
+* The step length eta (``step``, the *step rule*):
+
+  ``"unit"`` (default; the cited rule) eta = 1: every step has Euclidean length 1 in the
+  input node's activation space, measured over one example's whole [pos, d_model] block
+  (Frobenius norm; the gradient with respect to the token embeddings equals the gradient
+  with respect to token + positional embeddings, so the space of the EAP-IG library's
+  ``input`` node gives the same step). Read in Lexsi-Labs/CircuitKIT
+  ``src/circuitkit/backends/eap/attribute_node.py`` ``get_scores_eap_gp`` (commit 3c467ff:
+  ``grad.flatten(1).norm(dim=1)`` per example, "unit-norm steps ... Eq 8 of the paper") and
+  Brokttv/EAP-GP ``src/eap/attribute.py`` ``get_scores_eap_gp`` (commit 2f5aea2:
+  ``gamma - grad / grad.norm(p=2)``). They differ in one point: Brokttv normalises by the
+  norm of the whole *batch's* gradient, so each example's step is shorter than 1 and depends
+  on which examples share its batch; the two agree for one example per batch, the paper's
+  per-input formulation. We take the per-example reading (our scores must not depend on
+  ``batch_size``); the batch-wide one is not implemented. Both sum the objective over the
+  whole vocabulary and over positions (Brokttv leaves out padded ones: ``objective_positions``).
+  ``step_size`` multiplies eta (1 = the cited rule).
+
+  ``"relative"`` (the project's own rule, not in any source): eta = step_size *
+  ||e_base - e_source|| / k per example, so k steps cover the clean-corrupted distance
+  whatever the embedding scale. Why it exists: on the tiny models, whose embeddings are
+  small, a unit step overshoots and the path moves *away* from the corrupted input
+  (``path_diagnostics``' ``frac_closer_at_end``). The experiments report it beside the
+  cited rule as a named variant (``eapgp_gain``: ``gp_step_variants``).
+
   ``return_path=True`` returns the path diagnostics (distance to the corrupted input per
-  point, output distance per step).
-* [open, our choices, parameters where cheap] G's squared distance is summed over **all
-  positions** and the whole vocabulary (``objective_positions="all"``; ``"metric"`` uses
-  only the position the metric reads); ||g|| is the Frobenius norm over one example's
-  [pos, d_model] gradient, so every example takes a step of length ``step_size`` (an
-  example whose gradient is exactly zero, e.g. clean == corrupt, stays where it is);
-  ``step_size`` defaults to the unit step of the reading above. Activation differences
-  are those of the real runs, as in EAP-IG.
+  point, output distance per step, length of each step).
+* [open, our choices, parameters where cheap] ``objective_positions="all"`` (default;
+  CircuitKIT's reading: G's squared distance summed over every position of the batch and the
+  whole vocabulary); ``"through_metric"`` sums positions 0..pos[b] only, which on the
+  right-padded batches of the EAP-IG paper's files (`tasks.eapig_files`) drops the padding
+  as Brokttv's mask does (on unpadded batches whose metric reads the last token it equals
+  ``"all"``); ``"metric"`` uses only the position the metric reads. An example whose
+  gradient is exactly zero (e.g. clean == corrupt) stays where it is. Activation
+  differences are those of the real runs, as in EAP-IG.
 
 Sign: scores estimate metric(patched) - metric(base), like every method here.
 Cost per chunk: 2 forwards (activation differences) + 1 forward (G(x_source)) + 1
@@ -53,9 +71,9 @@ from .common import DEFAULT_STEPS, PathContext, gradient_scores
 from .eap_ig import token_embeddings
 
 PATHS = ("shared",)
-OBJECTIVE_POSITIONS = ("all", "metric")
-STEPS = ("relative", "unit")
-DEFAULT_STEP = "relative"
+OBJECTIVE_POSITIONS = ("all", "metric", "through_metric")
+STEPS = ("unit", "relative")        # the cited rule first, then the project's
+DEFAULT_STEP = "unit"          # the cited reimplementations' rule (module docstring)
 # What a figure calls each step rule (legend labels, titles).
 STEP_LABELS = {"relative": "relative step: 1/k of ||e_clean - e_corrupt||", "unit": "unit step"}
 
@@ -65,11 +83,15 @@ def _logits_at(model, tokens: torch.Tensor, embeddings: torch.Tensor) -> torch.T
     return model.run_with_hooks(tokens, fwd_hooks=[(EMBED_HOOK, lambda t, hook: embeddings.to(t.dtype))])
 
 
-def _distance(logits: torch.Tensor, target: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
-    """||G - G_target||^2 per example [B] (all positions, or only pos[b])."""
+def _distance(logits: torch.Tensor, target: torch.Tensor, positions: str, pos: torch.Tensor) -> torch.Tensor:
+    """||G - G_target||^2 per example [B] over `positions` (OBJECTIVE_POSITIONS): all of them,
+    only pos[b], or 0..pos[b] (the real tokens of a right-padded batch)."""
     d = logits - target
-    if pos is not None:
+    if positions == "metric":
         d = d[torch.arange(d.shape[0], device=d.device), pos.to(d.device)]
+    elif positions == "through_metric":
+        keep = torch.arange(d.shape[1], device=d.device)[None, :] <= pos.to(d.device)[:, None]
+        d = d * keep[:, :, None].to(d.dtype)
     return d.pow(2).flatten(1).sum(1)
 
 
@@ -78,12 +100,12 @@ class _PathStep:
     requires grad), gamma_{j+1} = gamma_j - eta * g / ||g||, g = d objective / d x, with a
     per-example step length eta [B]."""
 
-    def __init__(self, target_logits, pos, eta: torch.Tensor, e_src, info):
-        self.target, self.pos, self.eta, self.e_src, self.info = target_logits, pos, eta, e_src, info
+    def __init__(self, target_logits, positions: tuple, eta: torch.Tensor, e_src, info):
+        self.target, self.positions, self.eta, self.e_src, self.info = target_logits, positions, eta, e_src, info
 
     def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
-            obj = _distance(logits, self.target, self.pos)
+            obj = _distance(logits, self.target, *self.positions)
             check_finite(obj.detach(), "gradpath objective")
             (g,) = torch.autograd.grad(obj.sum(), x)  # examples are independent: per-example gradients
         self.info["logit_distance"].append(obj.detach().sqrt())
@@ -91,13 +113,14 @@ class _PathStep:
         scale = torch.where(norm > 0, self.eta.to(norm) / norm.clamp_min(torch.finfo(norm.dtype).tiny),
                             torch.zeros_like(norm))
         gamma = (x.detach() - scale[:, None, None] * g).detach()
+        self.info["step_length"].append((gamma - x.detach()).flatten(1).norm(dim=1))
         self.info["embed_distance"].append((gamma - self.e_src).flatten(1).norm(dim=1))
         return gamma
 
 
 def step_lengths(distance: torch.Tensor, steps: int, step: str = DEFAULT_STEP, step_size: float = 1.0) -> torch.Tensor:
-    """Per-example step length eta [B]: ``relative``: step_size * ||e_base - e_src|| / steps;
-    ``unit``: step_size."""
+    """Per-example step length eta [B]: ``unit`` (the cited rule): step_size; ``relative``
+    (the project's): step_size * ||e_base - e_src|| / steps."""
     if step not in STEPS:
         raise ValueError(f"unknown EAP-GP step {step!r}; allowed: {STEPS}")
     if step == "unit":
@@ -106,14 +129,14 @@ def step_lengths(distance: torch.Tensor, steps: int, step: str = DEFAULT_STEP, s
 
 
 def _start(model, ctx: PathContext, objective_positions: str, target_logits, steps: int, step: str, step_size: float):
-    pos = ctx.batch.pos if objective_positions == "metric" else None
+    pos = (objective_positions, ctx.batch.pos)
     e_src = token_embeddings(model, ctx.src)
     gamma = token_embeddings(model, ctx.base)
     if target_logits is None:
         with torch.no_grad():
             target_logits = _logits_at(model, ctx.src, e_src)
     d0 = (gamma - e_src).flatten(1).norm(dim=1)
-    info = {"logit_distance": [], "embed_distance": [d0]}
+    info = {"logit_distance": [], "embed_distance": [d0], "step_length": []}
     return gamma, target_logits, pos, e_src, info, step_lengths(d0, steps, step, step_size)
 
 
@@ -130,7 +153,8 @@ def grad_path(model, ctx: PathContext, steps: int, *, step: str = DEFAULT_STEP, 
     """Generator over gamma_1..gamma_k; records diagnostics in the dict it yields last-updated.
 
     Yields (gamma_j, info) with info = {"logit_distance": list of [B] (||G(gamma_i) - G(src)||
-    for i = 0..j-1), "embed_distance": list of [B] (||gamma_i - e_src|| for i = 0..j)}.
+    for i = 0..j-1), "embed_distance": list of [B] (||gamma_i - e_src|| for i = 0..j),
+    "step_length": list of [B] (||gamma_i - gamma_{i-1}|| for i = 1..j)}.
     Every path step runs its own forward+backward here; `eap_gp_scores` shares them with the
     metric gradients instead (`_fused_points`), same points.
     """
@@ -147,8 +171,9 @@ def path_diagnostics(model, graph: Graph, batch: TaskBatch, steps: int = DEFAULT
                      direction: str = DEFAULT_DIRECTION) -> dict:
     """The GradPath alone (`grad_path`, no scores): per point the mean over examples of the
     distance to the corrupted input's embeddings (``embed_distance``, j = 0..k) and of the
-    output distance ||G(gamma_j) - G(x_source)|| (``logit_distance``, j = 0..k-1), plus the
-    fraction of examples whose path ends closer to the corrupted input than it starts."""
+    output distance ||G(gamma_j) - G(x_source)|| (``logit_distance``, j = 0..k-1) and of the
+    step lengths (``step_length``, j = 1..k), plus the fraction of examples whose path ends
+    closer to the corrupted input than it starts."""
     ctx = PathContext(model, graph, batch, resolve_metric(model, batch, metric), direction)
     info = None
     for _, info in grad_path(model, ctx, int(steps), step=step, step_size=step_size,
@@ -156,8 +181,10 @@ def path_diagnostics(model, graph: Graph, batch: TaskBatch, steps: int = DEFAULT
         pass
     e = torch.stack(info["embed_distance"], 1).double()
     lg = torch.stack(info["logit_distance"], 1).double()
+    sl = torch.stack(info["step_length"], 1).double()
     return {"step": step, "step_size": float(step_size), "steps": int(steps),
             "embed_distance": e.mean(0).tolist(), "logit_distance": lg.mean(0).tolist(),
+            "step_length": sl.mean(0).tolist(),
             "frac_closer_at_end": float((e[:, -1] < e[:, 0]).double().mean())}
 
 
@@ -190,7 +217,9 @@ def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = 
     With ``return_path=True`` returns (scores, info): info["embed_distance"] [B, k+1] is
     ||gamma_j - e_source|| (Frobenius over [pos, d_model]) for j = 0..k, and
     info["logit_distance"] [B, k] is ||G(gamma_j) - G(x_source)|| for j = 0..k-1 (the
-    objective the path descends; positions per ``objective_positions``), examples in batch order.
+    objective the path descends; positions per ``objective_positions``), and
+    info["step_length"] [B, k] is ||gamma_j - gamma_{j-1}|| for j = 1..k (1 under the unit
+    rule, 0 for an example whose gradient vanished), examples in batch order.
     """
     if path not in PATHS:
         raise ValueError(f"unknown EAP-GP path {path!r}; allowed: {PATHS} (a path per upstream node is "
@@ -212,5 +241,5 @@ def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = 
                              grad_points=grad_points)
     if not return_path:
         return scores
-    out = {k: torch.cat([torch.stack(i[k], 1) for i in infos], 0) for k in ("embed_distance", "logit_distance")}
+    out = {k: torch.cat([torch.stack(i[k], 1) for i in infos], 0) for k in ("embed_distance", "logit_distance", "step_length")}
     return scores, out

@@ -100,6 +100,9 @@ METHODS: dict[str, MethodSpec] = {
     "eap": MethodSpec(eap_scores, "edges", doc="EAP (Syed et al. 2023)"),
     "eap_ig": MethodSpec(eap_ig_scores, "edges", {"variant": "inputs"}, "EAP-IG on input embeddings (Hanna et al. 2024)"),
     "eap_ig_activations": MethodSpec(eap_ig_scores, "edges", {"variant": "activations"}, "EAP-IG on activations"),
+    "eap_ig_kl": MethodSpec(eap_ig_scores, "edges", {"variant": "inputs", "metric": "kl_vocab_mean"},
+                            "EAP-IG on input embeddings scoring KL(clean || patched) averaged over the vocabulary "
+                            "(the EAP-IG paper's EAP-IG-KL curve)"),
     "eap_ig_cc": MethodSpec(eap_ig_scores, "edges", {"variant": "clean-corrupted"},
                             "EAP-IG clean-corrupted (gradient at both ends)"),
     "eap_gp": MethodSpec(eap_gp_scores, "edges", doc="EAP-GP, adaptive GradPath (Zhang et al. 2025)"),
@@ -174,7 +177,9 @@ class Option:
 
 
 OPTIONS: dict[str, Option] = {
-    "metric": Option("what is scored: 'task' (the task's own metric, default), a metric kind or 'kl'", _metric),
+    "metric": Option("what is scored: 'task' (the task's own metric, default), a metric kind, 'kl' (KL(clean || "
+                     "patched), ACDC's) or 'kl_vocab_mean' (the same averaged over the vocabulary, the EAP-IG "
+                     "paper's)", _metric),
     "direction": Option("corrupt_into_clean (default, noising) or clean_into_corrupt (denoising)", _direction),
     "batch_size": Option("examples per forward/backward chunk, integer >= 1 (default: the whole batch; "
                          "memory only, the scores do not change)",
@@ -188,7 +193,8 @@ OPTIONS: dict[str, Option] = {
     "activation_scope": Option("EAP-IG activations: interpolate all activations or each node's own",
                                _choices(eap_ig, "ACTIVATION_SCOPES", "activation_scope")),
     "path": Option("EAP-GP path: one shared path per batch", _choices(eap_gp, "PATHS", "path")),
-    "step": Option("EAP-GP step length: relative (default; k steps of ||e_clean - e_corrupt|| / k) or unit",
+    "step": Option("EAP-GP step rule: unit (default; the cited reimplementations' steps of length 1) or relative "
+                   "(the project's: k steps of ||e_clean - e_corrupt|| / k)",
                    _choices(eap_gp, "STEPS", "step")),
     "reading": Option("HVP second-order term: per_component (each edge's own d^T H d, one HVP per edge; default) "
                       "or one_pass (one HVP along all edges' total patch, cross terms included)",

@@ -427,11 +427,19 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                                               Ref("attrpatch.methods.atp", "DEFAULT_GRADDROP_LAYER"),
                                               "GradDrop unit: a whole block or attention/MLP sublayers per pass"),
                        qk_nodes=Setting(Bool(), True, "also score per-head query/key nodes against exact q/k patching")),
-    "eapig_faith": {**_faith(["eap", "eap_ig", "eap_ig_activations"]), "circuit_edges": CIRCUIT_EDGES},
+    "eapig_faith": {**_faith(["eap", "eap_ig", "eap_ig_kl"]), "circuit_edges": CIRCUIT_EDGES,
+                    "extra_methods": Setting(ListOf(Named("methods"), min_len=0), ["eap_ig_activations"],
+                                             "curves drawn beside the paper's three (`methods`) and marked as "
+                                             "extras in the figure; no circuits saved for them")},
     "eapgp_gain": {**_faith(["eap_ig", "eap_gp"]),
                    "gp_step": Setting(Choice(Ref("attrpatch.methods.eap_gp", "STEPS")),
                                       Ref("attrpatch.methods.eap_gp", "DEFAULT_STEP"),
-                                      "EAP-GP step length (methods.eap_gp)")},
+                                      "EAP-GP step rule of the `eap_gp` curve, the one the gain compares "
+                                      "(methods.eap_gp; default: the cited reimplementations' unit step)"),
+                   "gp_step_variants": Setting(ListOf(Choice(Ref("attrpatch.methods.eap_gp", "STEPS")), min_len=0),
+                                               ["relative"],
+                                               "further EAP-GP step rules, each its own curve `eap_gp_<rule>` and "
+                                               "gain reported beside (default: the project's relative step)")},
     "hvp": _common(32, n_by_task=N_BY_TASK,
                    threshold=Setting(Float(0.0, lo_open=True), Ref("attrpatch.methods.hvp", "DEFAULT_THRESHOLD"),
                                      "Screen-Flag-Fix flags rho > threshold (default: methods.hvp's)"),
@@ -475,6 +483,9 @@ def _cross_checks(exp: str, spec: Mapping, path: str) -> list[str]:
         if not {"eap_ig", "eap_gp"} <= set(spec["methods"]):
             errs.append(must_be(f"{path}.methods", spec["methods"],
                                 "a list including 'eap_ig' and 'eap_gp' (the gain compares them)"))
+    if exp == "eapgp_gain" and spec.get("gp_step") is not None and spec.get("gp_step") in (spec.get("gp_step_variants") or []):
+        errs.append(must_be(f"{path}.gp_step_variants", spec["gp_step_variants"],
+                            f"rules other than gp_step ({spec['gp_step']!r}), which the `eap_gp` curve already runs"))
     if exp == "hvp" and "subset" in spec and spec.get("max_edges") is not None:
         errs.append(f"{path}: set subset or max_edges, not both (max_edges replaces subset)")
     return errs
