@@ -3,8 +3,41 @@ passes, each known mistake is rejected with its own hint, broken code is one lin
 import pytest
 import torch
 
-from attrpatch.activations import EMBED_HOOK
-from attrpatch.course.check_gp_hvp import check_gradpath_step, check_reliability_score, check_second_order_terms
+from attrpatch.activations import EMBED_HOOK, frozen_hooks
+from attrpatch.course.check_gp_hvp import (LN_FINAL_SCALE, QUADRATIC_EDGES, check_gradpath_step,
+                                          check_reliability_score, check_second_order_terms)
+from attrpatch.course.inputs import random_batch, random_model
+from attrpatch.course.receiver import edge_function, squared_logit_diff
+from attrpatch.methods.hvp import hvp_scores
+from attrpatch.patching import Patcher
+
+
+# ---- the helper the exercises and checks stand on ----------------------------------------------
+def test_edge_function_is_exact_patching():
+    """f(x0 + d) - f(x0) is the edge's exact effect, for a receiver of every kind (q, k, v, MLP, logits)."""
+    model, graph = random_model()
+    batch = random_batch()
+    edges = ["a0.h1->a1.h0<q>", "input->a0.h1<k>", "m0->a1.h1<v>", "a1.h0->m1", "a0.h0->logits"]
+    exact = Patcher(model, graph, batch).edge_effects(torch.tensor([graph.edge(e) for e in edges]))
+    for e, want in zip(edges, exact.tolist()):
+        f, x0, d = edge_function(model, graph, batch, *e.split("->"))
+        with torch.no_grad():
+            assert (f(x0 + d) - f(x0)).item() == pytest.approx(want, rel=1e-9, abs=1e-12), e
+    with pytest.raises(ValueError, match="not an edge"):
+        edge_function(model, graph, batch, "m1", "a0.h0<q>")
+
+
+def test_quadratic_case_needs_the_frozen_layernorm():
+    """The check's exact-patching case is a real one: without the frozen final LayerNorm scale
+    the squared logit difference is not quadratic along those edges and first + second misses."""
+    model, graph = random_model()
+    batch = random_batch()
+    idx = torch.tensor([graph.edge(e) for e in QUADRATIC_EDGES])
+    quad = squared_logit_diff(batch)
+    for hooks, exact_expected in (([], False), (frozen_hooks(model, batch.clean, [LN_FINAL_SCALE]), True)):
+        sc = hvp_scores(model, graph, batch, quad, edges=idx.tolist(), extra_hooks=hooks)
+        err = (sc.corrected - Patcher(model, graph, batch, quad, extra_hooks=hooks).edge_effects(idx)).abs().max()
+        assert (err < 1e-12) == exact_expected, err
 
 
 # ---- exercise 1: first-order term and 1/2 d^T H d -------------------------------------------------
