@@ -15,7 +15,8 @@ Known mistakes, each computed on the same inputs: a missing 1/2, the Hessian app
 vector of ones or contracted with the gradient, the expansion taken at the patched point,
 flipped signs, no second-order term; a factor 2, no absolute values or an inverted ratio in
 rho; an unnormalised or ascending path step, a norm over the batch or per position, the
-distance at the last position only.
+distance at the last position only. They are computed only for a wrong answer (a right one
+costs the check alone).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ..metrics import task_metric
 from ..patching import DEFAULT_DIRECTION, Patcher
 from .inputs import CHECK_SEED, random_batch, random_model
 from .receiver import edge_function, squared_logit_diff
-from .result import (StudentProblem, as_matrix, as_number, call_student, compare, run_check, CheckResult,
+from .result import (StudentProblem, as_matrix, as_number, call_student, close, compare, run_check, CheckResult,
                      DEFAULT_TIME_LIMIT)
 
 # edges the second-order check grades on: one into a key, an MLP, a query of layer 0, the logits
@@ -39,6 +40,12 @@ MODEL_EDGES = ("a0.h0->a1.h1<k>", "a0.h1->m1", "input->a0.h0<q>", "m0->logits")
 QUADRATIC_EDGES = ("input->logits", "a0.h1->logits", "m1->logits")
 LN_FINAL_SCALE = "ln_final.hook_scale"
 PATH_ETA = 0.1          # the path step's length in the check (any positive value would do)
+
+
+def _compare_lazily(ex, pts, got, want, mistakes, where, ok_text) -> CheckResult:
+    """`result.compare`, the known mistakes computed (mistakes() -> [(value, hint)]) only for a wrong answer:
+    they cost more forwards and backwards than the check itself."""
+    return compare(ex, pts, got, want, [] if close(got, want) else mistakes(), where, ok_text)
 
 
 # ---- exercise 1: the second-order terms ------------------------------------------------------
@@ -114,23 +121,26 @@ def check_second_order_terms(fn, *, seed: int = CHECK_SEED, time_limit: float = 
     def body():
         model, graph = random_model(seed)
         batch = random_batch(seed)
-        got, want, labels, wrong = [], [], [], {k: [] for k in SECOND_ORDER_HINTS}
+        got, want, labels, cases = [], [], [], []
 
         def grade(f, x0, d, what, truth, total=False):
             first, second = _pair(call_student(fn, f, x0.clone(), d.clone(), time_limit=time_limit))
-            bad = _mistake_terms(f, x0, d)
+            cases.append((f, x0, d, total))
             if total:
                 got.append(first + second)
                 want.append(truth)
                 labels.append(f"{what}: first + second vs exact patching")
-                for k, (a, b) in bad.items():
-                    wrong[k].append(a + b)
                 return
             got.extend([first, second])
             want.extend(truth)
             labels.extend([f"{what}: first-order term", f"{what}: second-order term"])
-            for k, (a, b) in bad.items():
-                wrong[k].extend([a, b])
+
+        def mistakes():
+            wrong = {k: [] for k in SECOND_ORDER_HINTS}
+            for f, x0, d, total in cases:
+                for k, (a, b) in _mistake_terms(f, x0, d).items():
+                    wrong[k].extend([a + b] if total else [a, b])
+            return [(torch.tensor(wrong[k]), hint) for k, hint in SECOND_ORDER_HINTS.items()]
 
         for s in (seed, seed + 1):
             f, x0, d, truth = _quadratic_case(s)
@@ -147,8 +157,7 @@ def check_second_order_terms(fn, *, seed: int = CHECK_SEED, time_limit: float = 
             f, x0, d = edge_function(model, graph, batch, *e.split("->"), metric=quad, hooks=hooks)
             grade(f, x0, d, f"edge {e} (squared logit difference, final LayerNorm frozen)", exact[i].item(),
                   total=True)
-        mistakes = [(torch.tensor(wrong[k]), hint) for k, hint in SECOND_ORDER_HINTS.items()]
-        return compare(ex, pts, got, want, mistakes, lambda i: labels[i],
+        return _compare_lazily(ex, pts, got, want, mistakes, lambda i: labels[i],
                        f"right on 2 quadratic functions, {len(MODEL_EDGES)} edges of a fresh model (= the library's "
                        f"HVP) and {len(QUADRATIC_EDGES)} edges where the quadratic metric makes it exact patching")
     return run_check(ex, pts, body, verbose)
@@ -268,20 +277,21 @@ def check_gradpath_step(fn, *, seed: int = CHECK_SEED, time_limit: float = DEFAU
         with torch.no_grad():
             target = model(batch.corrupt).detach()
         starts = [token_embeddings(model, batch.clean), path[0]]
-        got, wrong = [], {k: [] for k in STEP_HINTS}
+        got = []
         for gamma in starts:
             out = call_student(fn, model, batch.clean.clone(), gamma.clone(), target.clone(), PATH_ETA,
                                time_limit=time_limit)
             got.append(as_matrix(out, tuple(gamma.shape), "[batch, pos, d_model]"))
-            for k, v in _step_mistakes(model, batch.clean, gamma, target, PATH_ETA).items():
-                wrong[k].append(v)
         B, P, d = starts[0].shape
+
+        def mistakes():
+            per_start = [_step_mistakes(model, batch.clean, gamma, target, PATH_ETA) for gamma in starts]
+            return [(torch.stack([m[k] for m in per_start]), hint) for k, hint in STEP_HINTS.items()]
 
         def where(i):
             s, r = divmod(i, B * P * d)
             return f"step {s + 1}, example {r // (P * d)}, position {(r // d) % P}, coordinate {r % d}"
-        return compare(ex, pts, torch.stack(got), torch.stack(path), [(torch.stack(v), h) for v, h in
-                                                                      zip(wrong.values(), STEP_HINTS.values())],
-                       where, "equals two steps of the library's GradPath (unit step rule, eta = "
-                              f"{PATH_ETA:g}) on a fresh model")
+        return _compare_lazily(ex, pts, torch.stack(got), torch.stack(path), mistakes, where,
+                               f"equals two steps of the library's GradPath (unit step rule, eta = {PATH_ETA:g}) "
+                               "on a fresh model")
     return run_check(ex, pts, body, verbose)
