@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from attrpatch.activations import EMBED_HOOK, frozen_hooks
-from attrpatch.course.check_gp_hvp import (LN_FINAL_SCALE, QUADRATIC_EDGES, check_gradpath_step,
+from attrpatch.course.check_gp_hvp import (LN_FINAL_SCALE, QUADRATIC_EDGES, READING, check_gradpath_step,
                                           check_reliability_score, check_second_order_terms)
 from attrpatch.course.inputs import random_batch, random_model
 from attrpatch.course.receiver import edge_function, squared_logit_diff
@@ -35,7 +35,7 @@ def test_quadratic_case_needs_the_frozen_layernorm():
     idx = torch.tensor([graph.edge(e) for e in QUADRATIC_EDGES])
     quad = squared_logit_diff(batch)
     for hooks, exact_expected in (([], False), (frozen_hooks(model, batch.clean, [LN_FINAL_SCALE]), True)):
-        sc = hvp_scores(model, graph, batch, quad, edges=idx.tolist(), extra_hooks=hooks)
+        sc = hvp_scores(model, graph, batch, quad, edges=idx.tolist(), extra_hooks=hooks, reading=READING)
         err = (sc.corrected - Patcher(model, graph, batch, quad, extra_hooks=hooks).edge_effects(idx)).abs().max()
         assert (err < 1e-12) == exact_expected, err
 

@@ -2,7 +2,8 @@
 
 * `check_second_order_terms`: fn(f, x0, d) -> (g.d, 1/2 d^T H d) of a scalar function f at
   x0 along d. Graded on (a) random quadratic functions against the closed form, (b) edges of a
-  fresh model (`receiver.edge_function`) against `methods.hvp.hvp_scores`, (c) edges into
+  fresh model (`receiver.edge_function`) against `methods.hvp.hvp_scores` (its per-component
+  reading, named), (c) edges into
   `logits` under an exactly quadratic metric (`receiver.squared_logit_diff`, final LayerNorm
   scale frozen), where first + second must equal exact patching (`patching.Patcher`).
 * `check_reliability_score`: fn(first, second_term) -> rho, against `methods.hvp.reliability`
@@ -40,6 +41,7 @@ MODEL_EDGES = ("a0.h0->a1.h1<k>", "a0.h1->m1", "input->a0.h0<q>", "m0->logits")
 QUADRATIC_EDGES = ("input->logits", "a0.h1->logits", "m1->logits")
 LN_FINAL_SCALE = "ln_final.hook_scale"
 PATH_ETA = 0.1          # the path step's length in the check (any positive value would do)
+READING = "per_component"   # the HVP reading the exercise teaches: each edge's own 1/2 d^T H d (named, not the default)
 
 
 def _compare_lazily(ex, pts, got, want, mistakes, where, ok_text) -> CheckResult:
@@ -145,7 +147,7 @@ def check_second_order_terms(fn, *, seed: int = CHECK_SEED, time_limit: float = 
         for s in (seed, seed + 1):
             f, x0, d, truth = _quadratic_case(s)
             grade(f, x0, d, f"a quadratic function (seed {s})", truth)
-        lib = hvp_scores(model, graph, batch, edges=list(MODEL_EDGES))
+        lib = hvp_scores(model, graph, batch, edges=list(MODEL_EDGES), reading=READING)
         for i, e in enumerate(MODEL_EDGES):
             f, x0, d = edge_function(model, graph, batch, *e.split("->"))
             grade(f, x0, d, f"edge {e}", (lib.first_order[i].item(), lib.second_order_term[i].item()))
@@ -178,7 +180,7 @@ def _vector(out, n: int) -> torch.Tensor:
 def _reliability_inputs(seed: int):
     """(first, second_term) [n]: a fresh model's edge terms, then the special cases 0/0, x/0 and 0/x."""
     model, graph = random_model(seed)
-    sc = hvp_scores(model, graph, random_batch(seed))
+    sc = hvp_scores(model, graph, random_batch(seed), reading=READING)
     keep = (sc.first_order != 0) & (sc.second_order_term != 0)
     first = torch.cat([sc.first_order[keep], torch.tensor([0.0, 0.0, -0.3, 0.0], dtype=torch.float64)])
     second = torch.cat([sc.second_order_term[keep], torch.tensor([0.0, 0.2, 0.0, -0.1], dtype=torch.float64)])
