@@ -7,6 +7,8 @@ where and the likely mistake). Broken student code (raises, wrong shape/dtype, N
 long) is feedback with zero points, never an exception.
 
 Modules: `result` (the result and the guards around a student's call), `inputs` (fresh
-models and batches), `check_patching`, `check_eap`, `check_eap_ig`, `check_atp` (one per notebook),
-`teacher` (student release and grading with nbgrader), `__main__` (the teacher's commands).
+models and batches), `receiver` (one edge's patch as a function of one activation, for the
+autograd exercises), `check_patching`, `check_eap`, `check_eap_ig`, `check_atp`, `check_gp_hvp`
+(one per notebook), `teacher` (student release and grading with nbgrader), `__main__` (the
+teacher's commands).
 """
