@@ -77,9 +77,15 @@ def test_unknown_model_or_task_names_the_allowed_ones(capsys):
 def test_notebook_model_uses_the_checkpoint_or_says_it_falls_back(cached, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTRPATCH_CACHE", str(tmp_path / "empty"))
     monkeypatch.setattr(cm, "PACKAGE_ROOT", tmp_path)            # no DAG checkpoint in this "checkout"
+    monkeypatch.delenv(cm.MODEL_ENV, raising=False)
     model, graph, batch, label = cm.notebook_model("ioi")
-    assert label == "random model" and "no trained tiny-gpt2 cached" in capsys.readouterr().out
+    assert label == "random model" and "course prepare" in capsys.readouterr().out
     shutil.copytree(cached[1], tmp_path / "models" / "tiny" / "tiny-gpt2")   # as the DAG leaves it
     model, graph, batch, label = cm.notebook_model("ioi", n=4)
     assert label == "trained tiny-gpt2" and len(batch) == 4 and graph.n_layers == 1
     assert model(batch.clean).shape[:2] == batch.clean.shape
+    monkeypatch.setenv(cm.MODEL_ENV, "random")
+    assert cm.notebook_model("ioi", n=4)[3] == "random model" and "=random" in capsys.readouterr().out
+    monkeypatch.setenv(cm.MODEL_ENV, "trained")
+    with pytest.raises(ValueError, match=r"must be one of \['auto', 'random'\], got 'trained'"):
+        cm.notebook_model("ioi")

@@ -43,6 +43,8 @@ NOTEBOOK_TASKS = ("ioi",)           # the tasks the notebooks demonstrate on (no
 MANIFEST = "course_cache.json"
 HASHED = ("config.json", "model.safetensors", "vocab.json")
 TASK_MAP_EXPERIMENT = "tasks_eval"  # the profile's experiment that maps every task to its model
+MODEL_ENV = "ATTRPATCH_COURSE_MODEL"  # "random": notebooks never load a trained model (the test suite's fixed cost)
+MODEL_CHOICES = ("auto", "random")    # auto (default): the trained model when cached
 
 
 class NotCached(RuntimeError):
@@ -126,13 +128,19 @@ def notebook_model(task: str = "ioi", n: int = 16, seed: int = 0, profile: str =
     is cached (never trains: that takes minutes), else a tiny random model on random prompts,
     saying so in one printed line."""
     name = model_for_task(task, profile)
+    choice = os.environ.get(MODEL_ENV) or "auto"
+    if choice not in MODEL_CHOICES:
+        raise ValueError(f"{MODEL_ENV} must be one of {list(MODEL_CHOICES)}, got {choice!r}")
     try:
+        if choice == "random":
+            raise NotCached(f"{MODEL_ENV}=random")
         path = trained_tiny(name, profile, train=False)
-    except NotCached:
+    except NotCached as why:
         model, graph = random_model(seed)
-        print(f"no trained {name} cached (your teacher can run `attrpatch course prepare`): using a random "
-              f"model on random prompts; the demonstrations run, but the model does not do {task}")
-        return model, graph, random_batch(seed), "random model"
+        reason = why if choice == "random" else "your teacher can run `attrpatch course prepare`"
+        print(f"no trained {name} ({reason}): using a random model on random prompts; the demonstrations "
+              f"run, but the model does not do {task}")
+        return model, graph, random_batch(seed, B=n), "random model"
     model = load_model(path)
     batch = make_batch(task, n, seed, tokenizer=model.attrpatch_tokenizer)
     print(f"trained {name} from {path}: {task}, {n} prompt pairs")
