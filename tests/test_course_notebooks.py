@@ -98,6 +98,15 @@ def test_release_strips_solutions_and_keeps_checks(course):
         assert f"PIP_SOURCE = {SOURCE!r}" in install and "ATTRPATCH_PIP_SOURCE" in install
 
 
+def test_every_notebook_has_the_same_install_cell():
+    """One pattern (`teacher.PIP_SOURCE_LINE` is what the release rewrites): the first code cell."""
+    cells = {a: [c.source for c in _nb(COURSE_DIR / "source" / a / f"{a}.ipynb").cells if c.cell_type == "code"][0]
+             for a in assignments()}
+    first = cells[FIRST]
+    assert "PIP_SOURCE = None" in first and "ATTRPATCH_PIP_SOURCE" in first
+    assert {a for a, src in cells.items() if src != first} == set()
+
+
 def test_pip_source_comes_from_the_project_url(tmp_path):
     (tmp_path / "course").mkdir()
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "attrpatch"\n[project.urls]\n'
