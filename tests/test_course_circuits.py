@@ -34,9 +34,9 @@ def test_top_k_mistakes(kw, hint):
 
 
 # ---- exercise 2: the pessimistic AUC ------------------------------------------------------------
-def auc(scores, reference, rule="pessimistic", ties="grouped", signed=False):
+def auc(scores, reference, rule="pessimistic", ties="grouped", signed=False, ascending=False):
     """Written from scratch as a student would: sort, walk down, sum the area."""
-    key = (scores if signed else scores.abs()).double().numpy()
+    key = (scores if signed else scores.abs()).double().numpy() * (-1 if ascending else 1)
     ref = reference.numpy().astype(bool)
     P, N = ref.sum(), (~ref).sum()
     if ties == "grouped":
@@ -62,26 +62,34 @@ def test_auc_right_and_the_cases_have_ties():
 
 
 @pytest.mark.parametrize("kw, hint", [(dict(rule="trapezoid"), "trapezoid"), (dict(ties="optimistic"), "optimistically"),
-                                      (dict(ties="input"), "input order"), (dict(signed=True), "signed score")])
+                                      (dict(ties="input"), "input order"), (dict(signed=True), "signed score"),
+                                      (dict(ascending=True), "smallest |score|")])
 def test_auc_mistakes(kw, hint):
     r = check_pessimistic_auc(lambda s, ref: auc(s, ref, **kw))
     assert not r.passed and r.points == 0 and hint in r.feedback, r.feedback
 
 
 # ---- exercise 3: one ACDC pass ------------------------------------------------------------------
-def acdc_pass(graph, circuit_loss, tau, update=True, rule="delta", from_logits=True):
+def acdc_pass(graph, circuit_loss, tau, update=True, rule="delta", from_logits=True, senders_up=False, alone=False):
     circuit = graph.edge_mask.clone()
     current = circuit_loss(circuit)
     start = current
     vs = range(graph.n_down - 1, -1, -1) if from_logits else range(graph.n_down)
     for v in vs:
-        for u in range(graph.n_up - 1, -1, -1):
+        for u in (range(graph.n_up) if senders_up else range(graph.n_up - 1, -1, -1)):
             if not circuit[u, v]:
+                continue
+            if alone:   # each edge judged on its own, from the full circuit
+                trial = graph.edge_mask.clone()
+                trial[u, v] = False
+                if circuit_loss(trial) - start < tau:
+                    circuit[u, v] = False
                 continue
             circuit[u, v] = False
             without = circuit_loss(circuit)
             delta = without - (current if update else start)
-            if (abs(delta) < tau) if rule == "abs" else (delta < tau):
+            remove = {"delta": delta < tau, "abs": abs(delta) < tau, "reversed": delta >= tau}[rule]
+            if remove:
                 current = without if update else current
             else:
                 circuit[u, v] = True
@@ -94,7 +102,8 @@ def test_acdc_right():
 
 
 @pytest.mark.parametrize("kw, hint", [(dict(update=False), "FULL circuit"), (dict(rule="abs"), "|delta| < tau"),
-                                      (dict(from_logits=False), "input side")])
+                                      (dict(from_logits=False), "input side"), (dict(alone=True), "tested alone"),
+                                      (dict(rule="reversed"), "reversed"), (dict(senders_up=True), "increasing order")])
 def test_acdc_mistakes(kw, hint):
     r = check_acdc_prune(lambda *a: acdc_pass(*a, **kw))
     assert not r.passed and r.points == 0 and hint in r.feedback, r.feedback
