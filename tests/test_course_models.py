@@ -59,7 +59,7 @@ def test_a_corrupt_partial_or_other_cache_is_not_used(cached, tmp_path, damage, 
         (path / cm.MANIFEST).unlink()
     else:
         kw["n_embd"] = 8
-    with pytest.raises(cm.NotCached, match="attrpatch course prepare"):
+    with pytest.raises(cm.NotCached, match="no trained tiny-gpt2 in"):
         cm.trained_tiny("tiny-gpt2", cache=cache, train=False, **kw)
     assert count_training == []
     if damage == "truncate weights":   # trained again, then valid

@@ -34,7 +34,9 @@ from ..graph import Graph
 from ..io import write_json
 from ..models import load_model
 from ..models.train import train_tiny
-from ..repro.context import PACKAGE_ROOT, load_profile, model_dir
+from ..repro.config import ConfigError, load_config
+from ..repro.context import EXPERIMENTS, EXTRA_TOP_LEVEL, PACKAGE_ROOT, config_root, known_methods, model_dir
+from ..tasks import ALL_TASK_NAMES
 from ..tasks import make_batch
 from .inputs import random_batch, random_model
 
@@ -59,9 +61,18 @@ def cache_root() -> Path:
     return Path(base) / "attrpatch"
 
 
+def _profile(profile: str) -> dict:
+    """The profile as written (`repro.config.load_config`, validated, from the checkout's config/):
+    without `repro.context.load_profile`'s resolution of experiment defaults, which imports
+    `plots/*`, whose ``matplotlib.use("Agg")`` would turn a notebook's inline figures off."""
+    return load_config(profile, known_tasks=set(ALL_TASK_NAMES), known_methods=known_methods(),
+                       known_experiments=set(EXPERIMENTS), root=config_root(profile, Path.cwd()),
+                       extra_top_level=EXTRA_TOP_LEVEL)
+
+
 def model_for_task(task: str, profile: str = DEFAULT_PROFILE) -> str:
     """The profile's model for `task` (its ``experiments.tasks_eval.tasks`` map)."""
-    tasks = load_profile(profile)["experiments"].get(TASK_MAP_EXPERIMENT, {}).get("tasks", {})
+    tasks = _profile(profile)["experiments"].get(TASK_MAP_EXPERIMENT, {}).get("tasks", {})
     if task not in tasks:
         raise ValueError(f"profile {profile!r} maps no model to task {task!r}; allowed: {sorted(tasks)}")
     return tasks[task]
@@ -69,7 +80,7 @@ def model_for_task(task: str, profile: str = DEFAULT_PROFILE) -> str:
 
 def _request(name: str, profile: str, overrides: dict) -> dict:
     """What the DAG's train rule would run for `name` (plus overrides): the cache's key."""
-    cfg = load_profile(profile)
+    cfg = _profile(profile)
     spec = cfg["models"].get(name)
     if not isinstance(spec, dict) or "train" not in spec:
         trained = sorted(m for m, s in cfg["models"].items() if isinstance(s, dict) and "train" in s)
@@ -109,7 +120,7 @@ def trained_tiny(name: str = "tiny-gpt2", profile: str = DEFAULT_PROFILE, *, tra
     if cached_checkpoint(path, request):
         return path
     if not train:
-        raise NotCached(f"no trained {name} in {path} (nor {repo}): run `attrpatch course prepare`")
+        raise NotCached(f"no trained {name} in {path} (nor {repo})")
     settings = dict(overrides)
     steps = settings.pop("steps", request["steps"])
     threads = torch.get_num_threads()
@@ -127,19 +138,22 @@ def notebook_model(task: str = "ioi", n: int = 16, seed: int = 0, profile: str =
     """(model, graph, batch, label) for a notebook: the profile's trained model of `task` when it
     is cached (never trains: that takes minutes), else a tiny random model on random prompts,
     saying so in one printed line."""
-    name = model_for_task(task, profile)
     choice = os.environ.get(MODEL_ENV) or "auto"
     if choice not in MODEL_CHOICES:
         raise ValueError(f"{MODEL_ENV} must be one of {list(MODEL_CHOICES)}, got {choice!r}")
     try:
         if choice == "random":
             raise NotCached(f"{MODEL_ENV}=random")
+        try:
+            name = model_for_task(task, profile)
+        except ConfigError:   # installed without the checkout's config/ (e.g. Colab): nothing to look up
+            raise NotCached(f"no config/{profile}.yaml here") from None
         path = trained_tiny(name, profile, train=False)
     except NotCached as why:
         model, graph = random_model(seed)
-        reason = why if choice == "random" else "your teacher can run `attrpatch course prepare`"
-        print(f"no trained {name} ({reason}): using a random model on random prompts; the demonstrations "
-              f"run, but the model does not do {task}")
+        reason = why if choice == "random" else f"{why}; your teacher can run `attrpatch course prepare`"
+        print(f"no trained model for {task} ({reason}): using a random model on random prompts; the "
+              f"demonstrations run, but the model does not do {task}")
         return model, graph, random_batch(seed, B=n), "random model"
     model = load_model(path)
     batch = make_batch(task, n, seed, tokenizer=model.attrpatch_tokenizer)
