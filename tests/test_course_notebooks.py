@@ -2,7 +2,9 @@
 notebook and every student notebook is executed (as submissions of the students `ada`, who
 hands in the instructor version, and `blank`, who hands in the release untouched), and the
 grader turns a folder of submissions into the expected points: right, a sign error, blank,
-and a runaway cell that the per-cell timeout interrupts."""
+and a runaway cell that the per-cell timeout interrupts. The notebooks run on random models here
+(`ATTRPATCH_COURSE_MODEL=random`: a trained model cached on this machine would change their cost),
+and the release writes the teacher's pip source into each install cell."""
 import nbformat
 import pandas as pd
 import pytest
@@ -10,10 +12,12 @@ import pytest
 pytest.importorskip("nbgrader", reason="the course kit needs the `course` extra (pip install -e '.[course]')")
 
 from attrpatch.course.commands import main  # noqa: E402
-from attrpatch.course.teacher import COURSE_DIR, assignments  # noqa: E402
+from attrpatch.course.models import MODEL_ENV  # noqa: E402
+from attrpatch.course.teacher import COURSE_DIR, assignments, pip_source_for  # noqa: E402
 
 FIRST = "01_patching"
 TIMEOUT = 60   # seconds per cell while grading; the runaway cell costs this much
+SOURCE = "attrpatch[course] @ git+https://example.org/teacher/attrpatch"
 
 
 def _nb(path):
@@ -45,9 +49,15 @@ def _submit(subs, student, a, nb):
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(MODEL_ENV, "random")   # the kernels nbgrader starts inherit it
+        yield _course(tmp_path_factory)
+
+
+def _course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     rel, subs = root / "release", root / "submissions"
-    assert main(["release", "--out", str(rel)]) == 0
+    assert main(["release", "--out", str(rel), "--pip-source", SOURCE]) == 0
     names = assignments()
     for a in names:
         _submit(subs, "ada", a, _nb(COURSE_DIR / "source" / a / f"{a}.ipynb"))
@@ -84,6 +94,26 @@ def test_release_strips_solutions_and_keeps_checks(course):
         checks = lambda nb: {_gid(c): c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")}
         assert checks(rel) == checks(src) and checks(src)
         assert not any(c.get("outputs") for c in rel.cells if c.cell_type == "code")
+        install = [c.source for c in rel.cells if c.cell_type == "code"][0]
+        assert f"PIP_SOURCE = {SOURCE!r}" in install and "ATTRPATCH_PIP_SOURCE" in install
+
+
+def test_every_notebook_has_the_same_install_cell():
+    """One pattern (`teacher.PIP_SOURCE_LINE` is what the release rewrites): the first code cell."""
+    cells = {a: [c.source for c in _nb(COURSE_DIR / "source" / a / f"{a}.ipynb").cells if c.cell_type == "code"][0]
+             for a in assignments()}
+    first = cells[FIRST]
+    assert "PIP_SOURCE = None" in first and "ATTRPATCH_PIP_SOURCE" in first
+    assert {a for a, src in cells.items() if src != first} == set()
+
+
+def test_pip_source_comes_from_the_project_url(tmp_path):
+    (tmp_path / "course").mkdir()
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "attrpatch"\n[project.urls]\n'
+                                             'Homepage = "https://example.org/docs"\nRepository = "https://example.org/x/attrpatch"\n')
+    assert pip_source_for(tmp_path / "course") == "attrpatch[course] @ git+https://example.org/x/attrpatch"
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "attrpatch"\n')
+    assert pip_source_for(tmp_path / "course") is None
 
 
 def test_instructor_notebooks_run_and_pass_every_check(course):

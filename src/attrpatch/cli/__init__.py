@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     add_mib_parsers(sub)
     sub.add_parser("train", help="train a tiny model (attrpatch train -h)")
     sub.add_parser("claims", help="check claims (attrpatch claims -h)")
-    sub.add_parser("course", help="course kit: student release, grading (attrpatch course -h)")
+    sub.add_parser("course", help="course kit: student release, grading, model cache (attrpatch course -h)")
     return p
 
 

@@ -8,7 +8,8 @@ long) is feedback with zero points, never an exception.
 
 Modules: `result` (the result and the guards around a student's call), `inputs` (fresh
 models and batches), `receiver` (one edge's patch as a function of one activation, for the
-autograd exercises), `check_patching`, `check_eap`, `check_eap_ig`, `check_atp`, `check_gp_hvp`
-(one per notebook), `teacher` (student release and grading with nbgrader), `__main__` (the
-teacher's commands).
+autograd exercises), `check_patching`, `check_eap`, `check_eap_ig`, `check_atp`, `check_gp_hvp`,
+`check_circuits` (one per notebook), `models` (notebook 06's trained tiny model, cached),
+`teacher` (student release and grading with nbgrader), `commands`/`__main__` (the teacher's
+commands: release, grade, prepare).
 """

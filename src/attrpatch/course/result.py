@@ -2,7 +2,7 @@
 
 `call_student` runs the student's function under a time limit and turns every way it can
 fail (NotImplementedError, any exception, a runaway) into `StudentProblem` with a one-line
-message; `as_number` / `as_matrix` / `as_points` check what it returned (type, shape, dtype,
+message; `as_number` / `as_matrix` / `as_mask` check what it returned (type, shape, dtype,
 NaN). `compare` decides pass/fail against the ground truth and, on failure, names the known
 mistake the answer matches (each mistake's value computed from the same inputs).
 
@@ -136,6 +136,17 @@ def as_matrix(out, shape: tuple[int, ...], what: str) -> torch.Tensor:
     if not torch.isfinite(out).all():
         raise StudentProblem(f"returned {int((~torch.isfinite(out)).sum())} NaN/inf entries")
     return out
+
+
+def as_mask(out, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    """A bool tensor of exactly `shape` (a circuit: True = the edge is in it)."""
+    if not isinstance(out, torch.Tensor):
+        raise StudentProblem(f"returned {type(out).__name__}; expected a bool torch.Tensor of shape {what} = {list(shape)}")
+    if tuple(out.shape) != tuple(shape):
+        raise StudentProblem(f"returned shape {list(out.shape)}; expected {what} = {list(shape)}")
+    if out.dtype != torch.bool:
+        raise StudentProblem(f"returned dtype {out.dtype}; expected torch.bool (True = the edge is in the circuit)")
+    return out.detach().cpu()
 
 
 def close(got, want, rtol: float = RTOL, atol: float = ATOL) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -30,12 +31,17 @@ try:   # the `course` extra; without it the module imports and each command says
 except ModuleNotFoundError as e:
     _MISSING = e
 
-from ..io import write_csv
+from ..io import atomic_path, write_csv
 
 COURSE_DIR = Path(__file__).resolve().parents[3] / "course"   # the repository's course/ folder
 CONFIG_FILE = "nbgrader_config.py"
 COLUMNS = ["student", "assignment", "exercise", "points", "max_points", "feedback"]
 _LINE = re.compile(r"^\[(PASS|FAIL)\] (.*)$")
+# The install cell (each notebook's first code cell) names where pip installs the package from in
+# one line, `PIP_SOURCE = ...`; the release writes the teacher's source there (`pip_source_for`).
+PIP_SOURCE_LINE = re.compile(r"^PIP_SOURCE = .*$", re.M)
+PACKAGE_SPEC = "attrpatch[course]"
+URL_KEYS = ("Repository", "Source", "Source Code", "Homepage")   # [project.urls] keys tried, in order
 
 
 class CourseError(RuntimeError):
@@ -82,9 +88,42 @@ def _scratch(course_dir: Path, root: Path, names: list[str], timeout: int | None
     return api
 
 
-def release(out_dir, course_dir=COURSE_DIR, names: list[str] | None = None) -> list[Path]:
-    """Write the student notebooks (solutions stripped, outputs cleared) to out_dir/<assignment>/."""
+def pip_source_for(course_dir=COURSE_DIR) -> str | None:
+    """Where students install from: ``attrpatch[course] @ git+<url>`` with the first URL of
+    `URL_KEYS` in the checkout's pyproject.toml ``[project.urls]``; None when it lists none."""
+    pyproject = Path(course_dir).resolve().parent / "pyproject.toml"
+    try:
+        urls = tomllib.loads(pyproject.read_text()).get("project", {}).get("urls", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    url = next((urls[k] for k in URL_KEYS if urls.get(k)), None)
+    return f"{PACKAGE_SPEC} @ git+{url}" if url else None
+
+
+def set_pip_source(notebook, source: str) -> bool:
+    """Write `source` into the `PIP_SOURCE = ...` line of the notebook's install cell (atomically);
+    False when the notebook has no such line."""
+    _require_nbgrader()
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and PIP_SOURCE_LINE.search(cell.source):
+            line = f"PIP_SOURCE = {source!r}   # written by `attrpatch course release`"
+            cell.source = PIP_SOURCE_LINE.sub(lambda _: line, cell.source, count=1)
+            with atomic_path(notebook) as tmp:
+                nbformat.write(nb, tmp)
+            return True
+    return False
+
+
+def release(out_dir, course_dir=COURSE_DIR, names: list[str] | None = None, pip_source: str | None = None) -> list[Path]:
+    """Write the student notebooks (solutions stripped, outputs cleared) to out_dir/<assignment>/.
+
+    pip_source: what each notebook's install cell pip-installs where attrpatch is missing
+    (Colab); default `pip_source_for` (the checkout's project URL), else the cell keeps None and
+    tells such a student to ask for the source.
+    """
     course_dir, out_dir = Path(course_dir), Path(out_dir)
+    pip_source = pip_source or pip_source_for(course_dir)
     names = names or assignments(course_dir)
     with tempfile.TemporaryDirectory(prefix="attrpatch-course-") as tmp:
         root = Path(tmp)
@@ -96,6 +135,9 @@ def release(out_dir, course_dir=COURSE_DIR, names: list[str] | None = None) -> l
                 shutil.rmtree(dest)
             shutil.copytree(root / "release" / a, dest)
             written += sorted(dest.glob("*.ipynb"))
+    if pip_source:
+        for nb in written:
+            set_pip_source(nb, pip_source)
     return written
 
 
