@@ -266,7 +266,13 @@ class Context:
         p.add_argument("--figure", help="figure PNG path (a PDF is written beside it)")
         p.add_argument("--table", help="optional CSV of per-item values")
         p.add_argument("--threads", type=int, default=None)
+        # scatter/gather (the DAG's shard jobs, Snakefile "scatter / gather"; attrpatch.repro.shards)
+        p.add_argument("--shard", type=int, help="compute only shard SHARD of SHARDS, written to --out")
+        p.add_argument("--shards", type=int)
+        p.add_argument("--gather", nargs="+", metavar="SHARD", help="the shard files to put together")
         args = p.parse_args(argv)
+        if (args.shard is None) != (args.shards is None) or (args.shard is not None and args.gather):
+            p.error("give --shard and --shards together, or --gather, or neither")
         return cls(args.profile, experiment, threads=args.threads), args
 
     # ---- models, tokenizers, batches --------------------------------------------------

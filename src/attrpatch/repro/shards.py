@@ -31,6 +31,21 @@ from ..methods.registry import attribute
 from ..patching import Patcher
 
 KINDS = ("prompts", "edges", "taus")
+# The DAG's split experiments and their kind of shard (Snakefile, "scatter / gather"); the
+# reference's edge blocks have rules of their own.
+SPLIT_EXPERIMENTS = {"eapig_faith": "prompts", "eapgp_gain": "prompts", "eap_roc": "taus"}
+
+
+def dag_shard_count(cfg: Mapping, exp: str) -> int:
+    """Shard jobs of experiment `exp` in a profile (experiments.<exp>.shards; 1: it runs whole)."""
+    spec = cfg.get("experiments", {}).get(exp)
+    return int(spec.get("shards", 1)) if exp in SPLIT_EXPERIMENTS and spec is not None else 1
+
+
+def dag_shard_files(cfg: Mapping, exp: str, results_dir: str) -> list[str]:
+    """The shard files the rule of `exp` gathers (none when it runs whole)."""
+    k = dag_shard_count(cfg, exp)
+    return [] if k == 1 else [f"{results_dir}/shards/{exp}/{SPLIT_EXPERIMENTS[exp]}_{i}_of_{k}.pt" for i in range(k)]
 
 
 def shard_range(n: int, index: int, count: int) -> tuple[int, int]:
@@ -130,6 +145,22 @@ def gather_score_shards(paths: Sequence) -> dict[str, dict[str, dict]]:
                                                     for _, d in docs]),
                     "seconds": sum(float(d["parts"][k][m]["seconds"]) for _, d in docs)}
                 for m in first[k]} for k in first}
+
+
+def score_key(task: str, model_name: str) -> str:
+    """The key of one (task, model)'s scores in a prompt-score shard file."""
+    return f"{task}@{model_name}"
+
+
+def gathered_scores(gathered: Mapping[str, dict], task: str, model_name: str) -> dict | None:
+    """The gathered scores of (task, model) for `method_curves(scores=...)`; None when nothing was
+    gathered (an unsharded run scores itself); a (task, model) the shards lack is an error."""
+    if not gathered:
+        return None
+    key = score_key(task, model_name)
+    if key not in gathered:
+        raise ValueError(f"the prompt-score shards hold no scores of {key!r}; they hold: {', '.join(sorted(gathered))}")
+    return gathered[key]
 
 
 # --------------------------------------------------------------------------- edges
