@@ -1,0 +1,128 @@
+"""The cost model (attrpatch.repro.cost): its passes per prompt are the methods' real ones, counted
+with hooks on a tiny model; config/paper.yaml's shard counts are the ones it computes."""
+import pytest
+import torch
+
+from attrpatch import attribute
+from attrpatch.graph import Graph
+from attrpatch.methods.acdc import acdc_sweep
+from attrpatch.patching import Patcher
+from attrpatch.repro import cost as C
+from attrpatch.repro.context import load_profile
+
+from conftest import random_batch
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+B = 3
+
+
+class Counter:
+    """Rows per prompt through the unembedding: forwards (every full or partial forward ends
+    there), backwards (a gradient reaching its output), double backwards (a second
+    `torch.autograd.grad` after one with ``create_graph=True``, as HVP's is)."""
+
+    def __init__(self, model, monkeypatch):
+        self.rows = {"forwards": 0, "backwards": 0, "double_backwards": 0}
+        self._pending = False
+        model.unembed.register_forward_hook(self._forward)
+        grad = torch.autograd.grad
+
+        def counted_grad(outputs, inputs, *a, **kw):
+            if kw.get("create_graph"):
+                self._pending = True
+            elif self._pending:
+                self.rows["double_backwards"] += inputs.numel() * B if torch.is_tensor(inputs) else inputs[0].numel() * B
+                self._pending = False
+            return grad(outputs, inputs, *a, **kw)
+
+        monkeypatch.setattr(torch.autograd, "grad", counted_grad)
+
+    def _forward(self, mod, inp, out):
+        self.rows["forwards"] += out.shape[0]
+        if out.requires_grad:
+            rows = out.shape[0]
+
+            def back(g):
+                self.rows["backwards"] += rows
+            out.register_hook(back)
+
+    def per_prompt(self) -> C.Passes:
+        return C.Passes(**{k: v / B for k, v in self.rows.items()})
+
+
+@pytest.fixture
+def fresh(model):
+    """The session model with hooks removed afterwards."""
+    yield model
+    model.unembed._forward_hooks.clear()
+
+
+@pytest.mark.parametrize("method,steps", [("eap", 1), ("eap_ig", 3), ("eap_ig", 5), ("eap_ig_activations", 2),
+                                          ("eap_gp", 3)])
+def test_gradient_methods_run_the_passes_the_model_counts(fresh, monkeypatch, method, steps):
+    g = Graph.from_model(fresh)
+    counter = Counter(fresh, monkeypatch)
+    attribute(fresh, random_batch(B=B), method=method, graph=g, **({"steps": steps} if method != "eap" else {}))
+    want = C.method_passes(method, steps=steps, n_layers=g.n_layers, has_mlps=True)
+    assert counter.per_prompt() == want
+    if method != "eap":   # negative control: one step more is another count
+        assert C.method_passes(method, steps=steps + 1, n_layers=g.n_layers) != counter.per_prompt()
+
+
+def test_hvp_runs_one_forward_backward_and_double_backward_per_component(fresh, monkeypatch):
+    g = Graph.from_model(fresh)
+    counter = Counter(fresh, monkeypatch)
+    attribute(fresh, random_batch(B=B), method="hvp", graph=g)
+    assert counter.per_prompt() == C.method_passes("hvp", hvp_components=g.n_edges)
+    assert counter.rows["double_backwards"] > 0
+
+
+def test_exact_patching_is_one_forward_per_edge_plus_the_cached_runs(fresh, monkeypatch):
+    """The reference path (no prefix/window reuse): exactly the model's count; the default path
+    runs as many rows (plus its probe runs), each cheaper: the model is an upper bound."""
+    g = Graph.from_model(fresh)
+    counter = Counter(fresh, monkeypatch)
+    Patcher(fresh, g, random_batch(B=B), prefix=False, window=False).edge_effects()
+    assert counter.per_prompt() == C.method_passes("exact", n_edges=g.n_edges)
+
+
+def test_acdc_sweep_is_bounded_by_every_edge_once_per_threshold(attn_model, monkeypatch):
+    g = Graph.from_model(attn_model)
+    counter = Counter(attn_model, monkeypatch)
+    try:
+        taus = [1e-3, 3e-2, 3e-1]
+        acdc_sweep(attn_model, g, random_batch(B=B), taus, progress=False)
+    finally:
+        attn_model.unembed._forward_hooks.clear()
+    bound = C.method_passes("acdc", n_edges=g.n_edges, taus=len(taus)).forwards
+    got = counter.per_prompt().forwards
+    assert g.n_edges < got <= bound + 3          # + the Patcher's prefix/window probe runs
+
+
+def test_forward_flops_scale_with_the_shape():
+    small, _, _ = C.model_shape("gpt2")
+    xl, _, _ = C.model_shape({"pretrained": "gpt2-xl"})
+    # GPT-2 small: ~124M parameters, so ~2 x 124M FLOPs per token (plus attention) at short prompts
+    assert 2 * 85e6 * 24 < C.forward_flops(small, 24) < 2 * 130e6 * 24 * 1.2
+    assert C.forward_flops(xl, 24) > 10 * C.forward_flops(small, 24)
+    with pytest.raises(ValueError, match="no shape for model"):
+        C.model_shape("tiny-gpt2")
+    with pytest.raises(ValueError, match="no pass count"):
+        C.method_passes("atp")
+
+
+def test_paper_profile_shard_counts_are_the_cost_models():
+    """config/paper.yaml's shards are what the cost model needs (no fewer: a shard over an hour;
+    no more: jobs for nothing), at the assumed GPU throughput."""
+    rows = C.profile_costs(load_profile("paper", root=ROOT))
+    assert {r["experiment"] for r in rows} == {"eapig_faith", "eapgp_gain", "eap_roc"}
+    for r in rows:
+        assert r["set_shards"] == r["needed_shards"], r
+        assert r["split_gpu_h"] > 0 and r["whole_gpu_h"] > 0
+    # the model follows the work: twice the prompts, twice the split hours
+    cfg = load_profile("paper", root=ROOT)
+    spec = cfg["experiments"]["eapig_faith"]
+    spec["n_by_task"] = {t: 2 * n for t, n in spec["n_by_task"].items()}
+    doubled = {r["experiment"]: r for r in C.profile_costs(cfg)}["eapig_faith"]
+    assert doubled["split_gpu_h"] == pytest.approx(2 * {r["experiment"]: r for r in rows}["eapig_faith"]["split_gpu_h"])
