@@ -33,13 +33,16 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
+import torch
+
 from ..circuits.mib_metrics import PERCENTAGES
 from ..circuits.roc import DEFAULT_EDGE_CONVENTION
 from ..graph import Graph
 from ..methods.common import DEFAULT_STEPS
-from ..models.random import GPT2_SHAPES
+from ..models.random import GPT2_SHAPES, random_bridge
 from ..patch_cost import Shape, full_forward
 from ..qkv_direct import n_edges_with_direct
+from .context import load_profile
 
 BACKWARD_FORWARDS = 2.0         # a backward ~ two forwards (the usual estimate: twice the matmuls)
 DOUBLE_BACKWARD_FORWARDS = 2.0  # ASSUMPTION: HVP's double backward priced as one more backward
@@ -207,10 +210,6 @@ def profile_costs(cfg: Mapping, positions: int = POSITIONS, throughput: float = 
 def measure_cpu_flops(model_name: str = "gpt2", batch: int = 4, positions: int = POSITIONS, repeats: int = 3) -> dict:
     """This machine's CPU throughput on forwards of a random model of `model_name`'s shape: the
     best of `repeats` timed forwards (after one warm-up), as FLOP/s of the FLOPs counted here."""
-    import torch
-
-    from ..models.random import random_bridge
-
     shape, heads, mlps = model_shape(model_name)
     model = random_bridge(n_layer=shape.n_layers, n_head=heads, n_embd=shape.d_model, vocab_size=VOCAB,
                           attn_only=not mlps, seed=0, dtype=torch.float32)
@@ -228,8 +227,6 @@ def measure_cpu_flops(model_name: str = "gpt2", batch: int = 4, positions: int =
 
 
 def main(argv=None) -> int:
-    from .context import load_profile
-
     p = argparse.ArgumentParser(description="GPU-hours and shard counts of a profile's split experiments "
                                             "(attrpatch.repro.cost: FLOP model, assumed GPU throughput)")
     p.add_argument("--profile", default="paper")
