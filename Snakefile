@@ -191,7 +191,7 @@ for _exp in [e for e in SPLIT_EXPERIMENTS if e in EXPS and dag_shard_count(CFG, 
         wildcard_constraints: i=r"\d+"
         params: h=spec_hash(_exp), exp=_exp, k=dag_shard_count(CFG, _exp)
         threads: 1
-        resources: **res(_exp)
+        resources: **{**res(_exp), **CFG.get("resources", {}).get(f"{_exp}_shard", {})}   # the experiment's, then resources.<exp>_shard
         log: f"logs/{PROFILE}/{_exp}_shard_{{i}}_of_{dag_shard_count(CFG, _exp)}.log"
         shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE_ARG:q} --out {output} --shard {wildcards.i} --shards {params.k} --threads {threads} 3>&2 > {log} 2>&1"
 # ---------------------------------------------------------------- end scatter / gather

@@ -117,9 +117,12 @@ def test_paper_profile_shard_counts_are_the_cost_models():
     no more: jobs for nothing), at the assumed GPU throughput."""
     rows = C.profile_costs(load_profile("paper", root=ROOT))
     assert {r["experiment"] for r in rows} == {"eapig_faith", "eapgp_gain", "eap_roc"}
+    res = load_profile("paper", root=ROOT)["resources"]
     for r in rows:
         assert r["set_shards"] == r["needed_shards"], r
         assert r["split_gpu_h"] > 0 and r["whole_gpu_h"] > 0
+        # each shard job asks SLURM for at least the model's estimate of its time
+        assert res[f"{r['experiment']}_shard"]["runtime"] >= 60 * r["gpu_h_per_shard"], (r, res)
     # the model follows the work: twice the prompts, twice the split hours
     cfg = load_profile("paper", root=ROOT)
     spec = cfg["experiments"]["eapig_faith"]

@@ -42,11 +42,12 @@ from ..tasks import mib_files
 from ..tasks.vocab import toy_tokenizer
 from . import config as config_mod, settings as settings_mod
 from .claims import PROFILES as CLAIM_PROFILES
+from .shards import SPLIT_EXPERIMENTS
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
                "eapig_faith", "eapgp_gain", "hvp", "mib_track")
 EXTRA_TOP_LEVEL = ("claims_profile", "strict", "description", "dtype", "resources", "paper_data_dir", "mib_data_dir")
-RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS
+RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS + tuple(f"{e}_shard" for e in SPLIT_EXPERIMENTS)
 RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
 MODEL_KINDS = ("train", "pretrained", "random")
 # keys a model spec may have besides its kind, per kind
