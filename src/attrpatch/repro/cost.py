@@ -52,6 +52,7 @@ POSITIONS = 24                  # ASSUMPTION: tokens per prompt (the EAP-IG file
 #                                 with BOS; Docstring's ~40 on a 4-layer model, a small share of the total)
 SHARD_HOURS = 1.0               # a shard job should need at most this long on one GPU
 VOCAB = 50257                   # GPT-2's vocabulary (every model of the paper profile uses it or less)
+PRICED = ("eapig_faith", "eapgp_gain", "eap_roc", "eap_acdc")   # experiments the model prices
 HVP_SUBSET = 48                 # hvp's default per-edge subset (top 24 + random 24: repro.settings)
 
 
@@ -131,7 +132,7 @@ def _edge_counts(spec: Mapping, task: str) -> list:
 class Cost:
     """FLOPs of one experiment: the part its shards divide and the part its gather job runs whole."""
     experiment: str
-    kind: str               # prompts | taus
+    kind: str               # prompts | taus | whole (not split in the DAG)
     split_flops: float = 0.0
     whole_flops: float = 0.0
     max_shards: int = 10 ** 9   # no more shards than items (prompts of the smallest task, thresholds)
@@ -148,7 +149,7 @@ def _task_models(cfg: Mapping, spec: Mapping):
 
 
 def experiment_cost(cfg: Mapping, exp: str, positions: int = POSITIONS) -> Cost:
-    """FLOPs of experiment `exp` of profile `cfg` (eapig_faith, eapgp_gain, eap_roc)."""
+    """FLOPs of experiment `exp` of profile `cfg` (one of PRICED)."""
     spec = cfg["experiments"][exp]
     if exp in ("eapig_faith", "eapgp_gain"):
         out = Cost(exp, "prompts")
@@ -184,7 +185,21 @@ def experiment_cost(cfg: Mapping, exp: str, positions: int = POSITIONS) -> Cost:
             out.whole_flops += whole * f * n
         out.max_shards = n_taus
         return out
-    raise ValueError(f"no cost model for experiment {exp!r}; priced: eapig_faith, eapgp_gain, eap_roc")
+    if exp == "eap_acdc":       # not split in the DAG: ACDC (task metric) on the EAP-kept edges, per fraction and tau
+        out = Cost(exp, "whole")
+        fractions = sorted(set(map(float, spec["eap_keep_fractions"])) | {1.0})
+        n_taus = len(spec["taus"]) if not isinstance(spec["taus"], Mapping) else int(spec["taus"]["n"])
+        for task, _, mspec in _task_models(cfg, spec):
+            shape, heads, mlps = model_shape(mspec)
+            f, n = forward_flops(shape, positions), _n(spec, task)
+            g = Graph(shape.n_layers, heads, has_mlps=mlps)
+            tested = n_edges_with_direct(g) if spec.get("edges", DEFAULT_EDGE_CONVENTION) == "acdc" else g.n_edges
+            edges = sum(min(int(spec.get("acdc_max_edges") or tested), math.ceil(fr * tested)) for fr in fractions)
+            out.whole_flops += (method_passes("eap").forward_equivalents
+                                + method_passes("acdc", n_edges=edges, taus=n_taus).forward_equivalents) * f * n
+        out.max_shards = 1
+        return out
+    raise ValueError(f"no cost model for experiment {exp!r}; priced: {', '.join(PRICED)}")
 
 
 def needed_shards(cost: Cost, shard_hours: float = SHARD_HOURS, throughput: float = GPU_FLOPS) -> int:
@@ -195,7 +210,7 @@ def needed_shards(cost: Cost, shard_hours: float = SHARD_HOURS, throughput: floa
 def profile_costs(cfg: Mapping, positions: int = POSITIONS, throughput: float = GPU_FLOPS) -> list[dict]:
     """One row per priced experiment of the profile: GPU-hours split and whole, needed and set shards."""
     rows = []
-    for exp in ("eapig_faith", "eapgp_gain", "eap_roc"):
+    for exp in PRICED:
         if exp not in cfg.get("experiments", {}):
             continue
         c = experiment_cost(cfg, exp, positions)
