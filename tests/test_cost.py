@@ -14,32 +14,36 @@ from conftest import random_batch
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
-B = 3
-
-
 class Counter:
-    """Rows per prompt through the unembedding: forwards (every full or partial forward ends
-    there), backwards (a gradient reaching its output), double backwards (a second
-    `torch.autograd.grad` after one with ``create_graph=True``, as HVP's is)."""
+    """Rows run: forwards through the first block (every full forward; the capture runs stop
+    before the unembedding, so it cannot be the counting point), backwards reaching the final norm's
+    output, double backwards (a second `torch.autograd.grad` after one with ``create_graph=True``,
+    as HVP's is), and ``final_norm`` forwards (partial forwards too: ACDC's prefix path). Per
+    prompt is the slope between two batch sizes after a warm-up run, so once-per-run and
+    once-per-model probe forwards drop out."""
 
     def __init__(self, model, monkeypatch):
-        self.rows = {"forwards": 0, "backwards": 0, "double_backwards": 0}
-        self._pending = False
-        model.unembed.register_forward_hook(self._forward)
+        self.rows = dict.fromkeys(("forwards", "backwards", "double_backwards", "final_norm"), 0)
+        self._pending, self._b = False, 1
+        model.blocks[0].register_forward_hook(self._first_block)
+        model.ln_final.register_forward_hook(self._final_norm)
         grad = torch.autograd.grad
 
         def counted_grad(outputs, inputs, *a, **kw):
             if kw.get("create_graph"):
                 self._pending = True
             elif self._pending:
-                self.rows["double_backwards"] += inputs.numel() * B if torch.is_tensor(inputs) else inputs[0].numel() * B
+                self.rows["double_backwards"] += (inputs if torch.is_tensor(inputs) else inputs[0]).numel() * self._b
                 self._pending = False
             return grad(outputs, inputs, *a, **kw)
 
         monkeypatch.setattr(torch.autograd, "grad", counted_grad)
 
-    def _forward(self, mod, inp, out):
-        self.rows["forwards"] += out.shape[0]
+    def _first_block(self, mod, inp, out):
+        self.rows["forwards"] += (out[0] if isinstance(out, tuple) else out).shape[0]
+
+    def _final_norm(self, mod, inp, out):
+        self.rows["final_norm"] += out.shape[0]
         if out.requires_grad:
             rows = out.shape[0]
 
@@ -47,15 +51,28 @@ class Counter:
                 self.rows["backwards"] += rows
             out.register_hook(back)
 
-    def per_prompt(self) -> C.Passes:
-        return C.Passes(**{k: v / B for k, v in self.rows.items()})
+    def per_prompt(self, run, sizes=(2, 4)) -> dict:
+        """Rows per prompt of ``run(batch)``: the slope between batches of `sizes` prompts."""
+        run(random_batch(B=sizes[0], seed=5))      # warm-up: once-per-model probes (cached) happen here
+        got = []
+        for b in sizes:
+            self.rows = dict.fromkeys(self.rows, 0)
+            self._b = b
+            run(random_batch(B=b, seed=5))
+            got.append(dict(self.rows))
+        return {k: (got[1][k] - got[0][k]) / (sizes[1] - sizes[0]) for k in got[0]}
+
+
+def passes(counted: dict) -> C.Passes:
+    return C.Passes(counted["forwards"], counted["backwards"], counted["double_backwards"])
 
 
 @pytest.fixture
 def fresh(model):
-    """The session model with hooks removed afterwards."""
+    """The session model with its counting hooks removed afterwards."""
     yield model
-    model.unembed._forward_hooks.clear()
+    model.blocks[0]._forward_hooks.clear()
+    model.ln_final._forward_hooks.clear()
 
 
 @pytest.mark.parametrize("method,steps", [("eap", 1), ("eap_ig", 3), ("eap_ig", 5), ("eap_ig_activations", 2),
@@ -63,41 +80,41 @@ def fresh(model):
 def test_gradient_methods_run_the_passes_the_model_counts(fresh, monkeypatch, method, steps):
     g = Graph.from_model(fresh)
     counter = Counter(fresh, monkeypatch)
-    attribute(fresh, random_batch(B=B), method=method, graph=g, **({"steps": steps} if method != "eap" else {}))
-    want = C.method_passes(method, steps=steps, n_layers=g.n_layers, has_mlps=True)
-    assert counter.per_prompt() == want
+    got = passes(counter.per_prompt(lambda b: attribute(fresh, b, method=method, graph=g,
+                                                        **({"steps": steps} if method != "eap" else {}))))
+    assert got == C.method_passes(method, steps=steps, n_layers=g.n_layers, has_mlps=True)
     if method != "eap":   # negative control: one step more is another count
-        assert C.method_passes(method, steps=steps + 1, n_layers=g.n_layers) != counter.per_prompt()
+        assert C.method_passes(method, steps=steps + 1, n_layers=g.n_layers) != got
 
 
 def test_hvp_runs_one_forward_backward_and_double_backward_per_component(fresh, monkeypatch):
     g = Graph.from_model(fresh)
     counter = Counter(fresh, monkeypatch)
-    attribute(fresh, random_batch(B=B), method="hvp", graph=g)
-    assert counter.per_prompt() == C.method_passes("hvp", hvp_components=g.n_edges)
-    assert counter.rows["double_backwards"] > 0
+    got = passes(counter.per_prompt(lambda b: attribute(fresh, b, method="hvp", graph=g)))
+    assert got == C.method_passes("hvp", hvp_components=g.n_edges)
+    assert got.double_backwards > 0
 
 
 def test_exact_patching_is_one_forward_per_edge_plus_the_cached_runs(fresh, monkeypatch):
     """The reference path (no prefix/window reuse): exactly the model's count; the default path
-    runs as many rows (plus its probe runs), each cheaper: the model is an upper bound."""
+    runs as many patched rows, each cheaper: the model is an upper bound."""
     g = Graph.from_model(fresh)
     counter = Counter(fresh, monkeypatch)
-    Patcher(fresh, g, random_batch(B=B), prefix=False, window=False).edge_effects()
-    assert counter.per_prompt() == C.method_passes("exact", n_edges=g.n_edges)
+    got = passes(counter.per_prompt(lambda b: Patcher(fresh, g, b, prefix=False, window=False).edge_effects()))
+    assert got == C.method_passes("exact", n_edges=g.n_edges)
 
 
 def test_acdc_sweep_is_bounded_by_every_edge_once_per_threshold(attn_model, monkeypatch):
     g = Graph.from_model(attn_model)
+    taus = [1e-3, 3e-2, 3e-1]
     counter = Counter(attn_model, monkeypatch)
     try:
-        taus = [1e-3, 3e-2, 3e-1]
-        acdc_sweep(attn_model, g, random_batch(B=B), taus, progress=False)
+        got = counter.per_prompt(lambda b: acdc_sweep(attn_model, g, b, taus, progress=False))["final_norm"]
     finally:
-        attn_model.unembed._forward_hooks.clear()
+        attn_model.blocks[0]._forward_hooks.clear()
+        attn_model.ln_final._forward_hooks.clear()
     bound = C.method_passes("acdc", n_edges=g.n_edges, taus=len(taus)).forwards
-    got = counter.per_prompt().forwards
-    assert g.n_edges < got <= bound + 3          # + the Patcher's prefix/window probe runs
+    assert len(taus) < got <= bound
 
 
 def test_forward_flops_scale_with_the_shape():
