@@ -161,3 +161,13 @@ def test_prompt_shards_gather_to_the_unsharded_run_and_resume(tmp_path):
     out.unlink()
     plan = planned_jobs(_snakemake(["-n", str(out.relative_to(tmp_path))], tmp_path, profile=conf))
     assert sorted(plan) == [("eapig_faith", ""), ("eapig_faith_shard", "i=1")], plan
+
+
+def test_shard_arguments_are_refused_where_nothing_is_split(capsys):
+    from attrpatch.repro.context import Context
+    with pytest.raises(SystemExit):
+        Context.from_args("gradrop", ["--out", "x.json", "--shard", "0", "--shards", "2"])
+    assert "gradrop is not split into shards; split: eapig_faith, eapgp_gain, eap_roc" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        Context.from_args("eap_roc", ["--out", "x.json", "--shard", "0"])
+    assert "give --shard and --shards together" in capsys.readouterr().err

@@ -274,6 +274,8 @@ class Context:
         args = p.parse_args(argv)
         if (args.shard is None) != (args.shards is None) or (args.shard is not None and args.gather):
             p.error("give --shard and --shards together, or --gather, or neither")
+        if (args.shard is not None or args.gather) and experiment not in SPLIT_EXPERIMENTS:
+            p.error(f"experiment {experiment} is not split into shards; split: {', '.join(SPLIT_EXPERIMENTS)}")
         return cls(args.profile, experiment, threads=args.threads), args
 
     # ---- models, tokenizers, batches --------------------------------------------------
