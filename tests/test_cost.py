@@ -75,7 +75,7 @@ def fresh(model):
     model.ln_final._forward_hooks.clear()
 
 
-@pytest.mark.parametrize("method,steps", [("eap", 1), ("eap_ig", 3), ("eap_ig", 5), ("eap_ig_activations", 2),
+@pytest.mark.parametrize("method,steps", [("eap", 1), ("eap_ig", 3), ("eap_ig", 5), ("eap_ig_kl", 3), ("eap_ig_activations", 2),
                                           ("eap_gp", 3)])
 def test_gradient_methods_run_the_passes_the_model_counts(fresh, monkeypatch, method, steps):
     g = Graph.from_model(fresh)

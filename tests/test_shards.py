@@ -30,7 +30,7 @@ def test_bad_shards_are_named(args, msg):
         shard_range(*args)
 
 
-@pytest.mark.parametrize("method", ["eap", "eap_ig", "eap_gp", "hvp"])
+@pytest.mark.parametrize("method", ["eap", "eap_ig", "eap_ig_kl", "eap_gp", "hvp"])
 def test_prompt_shards_gather_to_the_full_batch(model, method):
     batch = random_batch(B=5, seed=3)
     full = attribute(model, batch, method=method)

@@ -78,7 +78,8 @@ def method_passes(method: str, *, steps: int = DEFAULT_STEPS, n_layers: int = 12
     """Rows per prompt of one run of `method` (the counts in each method's docstring):
 
     eap: the base run with gradients (its forward gives the base activations) + the source run;
-    eap_ig: 2 forwards + ``steps`` forward/backward; eap_ig_activations: 2 + steps x components;
+    eap_ig: 2 forwards + ``steps`` forward/backward (eap_ig_kl: one forward more, the base run's
+    distribution); eap_ig_activations: 2 + steps x components;
     eap_gp: k + 4 forwards, 2k backwards; hvp: 2 forwards + per component one forward, backward,
     double backward; exact: 2 cached runs + one patched forward per edge; acdc: the 2 cached runs
     + at most one test per edge per threshold."""
@@ -87,6 +88,8 @@ def method_passes(method: str, *, steps: int = DEFAULT_STEPS, n_layers: int = 12
         return Passes(2, 1)
     if method == "eap_ig":
         return Passes(2 + m, m)
+    if method == "eap_ig_kl":    # + the base run's output distribution, which the KL compares against
+        return Passes(3 + m, m)
     if method == "eap_ig_activations":
         c = components(n_layers, has_mlps)
         return Passes(2 + m * c, m * c)
@@ -98,7 +101,7 @@ def method_passes(method: str, *, steps: int = DEFAULT_STEPS, n_layers: int = 12
         if n_edges is None:
             raise ValueError(f"{method}: give n_edges")
         return Passes(2 + int(n_edges) * (int(taus) if method == "acdc" else 1))
-    raise ValueError(f"no pass count for method {method!r}; allowed: eap, eap_ig, eap_ig_activations, eap_gp, "
+    raise ValueError(f"no pass count for method {method!r}; allowed: eap, eap_ig, eap_ig_kl, eap_ig_activations, eap_gp, "
                      "hvp, exact, acdc")
 
 
@@ -141,6 +144,14 @@ class Cost:
         return flops / throughput / 3600.0
 
 
+def _scoring_runs(spec: Mapping) -> list[str]:
+    """The method of every scoring run of eapig_faith / eapgp_gain: its methods, its extra_methods,
+    one more eap_gp per further step rule (gp_step_variants)."""
+    runs = list(spec["methods"]) + [m for m in dict.fromkeys(spec.get("extra_methods") or []) if m not in spec["methods"]]
+    rules = [r for r in dict.fromkeys(spec.get("gp_step_variants") or []) if r != spec.get("gp_step")]
+    return runs + ["eap_gp"] * (len(rules) if "eap_gp" in spec["methods"] else 0)
+
+
 def _task_models(cfg: Mapping, spec: Mapping):
     """(task, model name, model spec) pairs an experiment runs, its extra `models` included."""
     pairs = list(spec["tasks"].items())
@@ -157,12 +168,13 @@ def experiment_cost(cfg: Mapping, exp: str, positions: int = POSITIONS) -> Cost:
         for task, _, mspec in _task_models(cfg, spec):
             shape, heads, mlps = model_shape(mspec)
             f, n = forward_flops(shape, positions), _n(spec, task)
-            for m in spec["methods"]:
+            runs = _scoring_runs(spec)
+            for m in runs:
                 p = method_passes(m, steps=steps, n_layers=shape.n_layers, has_mlps=mlps)
                 out.split_flops += p.forward_equivalents * f * n
-            # gather job: each method's circuits at every budget and MIB's two curves, one forward each
+            # gather job: each run's circuits at every budget and MIB's two curves, one forward each
             evals = len(_edge_counts(spec, task)) + (2 * len(PERCENTAGES) if exp == "eapig_faith" else 0)
-            out.whole_flops += len(spec["methods"]) * evals * f * n
+            out.whole_flops += len(runs) * evals * f * n
             out.max_shards = min(out.max_shards, n)
         return out
     if exp == "eap_roc":

@@ -23,7 +23,7 @@ import torch
 
 import time
 
-from ..circuits.faithfulness import score_options
+from ..circuits.faithfulness import score_options, score_runs
 from ..graph import Graph
 from ..io import atomic_path
 from ..methods.acdc import AcdcSweep
@@ -91,23 +91,26 @@ def gather_prompt_scores(parts: Sequence[tuple[torch.Tensor, float]]) -> torch.T
 
 # Methods whose scores are a mean over prompts of per-prompt scores (tests/test_shards.py checks
 # each against its unsharded run); any other method is refused by `score_prompt_shard`.
-PROMPT_ADDITIVE = ("eap", "eap_ig", "eap_ig_activations", "eap_gp", "hvp")
+PROMPT_ADDITIVE = ("eap", "eap_ig", "eap_ig_kl", "eap_ig_activations", "eap_gp", "hvp")
 
 
 def score_prompt_shard(model, graph, batch, methods: Sequence[str], index: int, count: int, *,
-                       steps: int, batch_size: int | None = None, options: dict | None = None) -> dict:
-    """{method: {"scores" [n_up, n_down] float64, "weight", "seconds"}}: every method's scores on
-    prompt shard ``index`` of ``count``, with the options `circuits.faithfulness.method_curves`
-    uses (`score_options`), so the gathered scores are the unsharded run's."""
-    bad = [m for m in methods if m not in PROMPT_ADDITIVE]
+                       steps: int, batch_size: int | None = None, options: dict | None = None,
+                       variants: dict | None = None) -> dict:
+    """{run name: {"scores" [n_up, n_down] float64, "weight", "seconds"}}: every scoring run of
+    `circuits.faithfulness.method_curves` (`score_runs`: the methods, then the variants) on prompt
+    shard ``index`` of ``count``, with the same options (`score_options`), so the gathered scores
+    are the unsharded run's."""
+    runs = score_runs(methods, options, variants)
+    bad = sorted({method for _, method, _ in runs if method not in PROMPT_ADDITIVE})
     if bad:
         raise ValueError(f"methods {bad} cannot be split by prompts; allowed: {', '.join(PROMPT_ADDITIVE)}")
     sub, w = prompt_shard(batch, index, count)
     out = {}
-    for m in methods:
+    for name, method, extra in runs:
         t0 = time.perf_counter()
-        s = attribute(model, sub, method=m, graph=graph, **score_options(m, steps, batch_size, options))
-        out[m] = {"scores": s.detach().cpu().double(), "weight": w, "seconds": time.perf_counter() - t0}
+        s = attribute(model, sub, method=method, graph=graph, **score_options(method, steps, batch_size, extra))
+        out[name] = {"scores": s.detach().cpu().double(), "weight": w, "seconds": time.perf_counter() - t0}
     return out
 
 
