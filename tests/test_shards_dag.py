@@ -7,6 +7,8 @@ A killed shard leaves no block (blocks are written to a temp file and renamed,
 `attrpatch.io.atomic_path`) and its gather never ran: that state is made here by deleting one
 block and the table, then the rerun's plan and its outputs are checked.
 """
+import contextlib
+import io
 import json
 import math
 import os
@@ -163,11 +165,15 @@ def test_prompt_shards_gather_to_the_unsharded_run_and_resume(tmp_path):
     assert sorted(plan) == [("eapig_faith", ""), ("eapig_faith_shard", "i=1")], plan
 
 
-def test_shard_arguments_are_refused_where_nothing_is_split(capsys):
+def _usage_error(experiment, argv) -> str:
     from attrpatch.repro.context import Context
-    with pytest.raises(SystemExit):
-        Context.from_args("gradrop", ["--out", "x.json", "--shard", "0", "--shards", "2"])
-    assert "gradrop is not split into shards; split: eapig_faith, eapgp_gain, eap_roc" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        Context.from_args("eap_roc", ["--out", "x.json", "--shard", "0"])
-    assert "give --shard and --shards together" in capsys.readouterr().err
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        Context.from_args(experiment, argv)
+    return err.getvalue()
+
+
+def test_shard_arguments_are_refused_where_nothing_is_split():
+    assert "gradrop is not split into shards; split: eapig_faith, eapgp_gain, eap_roc" in \
+        _usage_error("gradrop", ["--out", "x.json", "--shard", "0", "--shards", "2"])
+    assert "give --shard and --shards together" in _usage_error("eap_roc", ["--out", "x.json", "--shard", "0"])
