@@ -14,6 +14,7 @@ from attrpatch.repro.claims import load_claims
 from attrpatch.repro.gate import finish, parse_strict
 from attrpatch.repro.config import config_hash
 from attrpatch.circuits.run import DAG_CIRCUIT_EXPERIMENTS, dag_circuit_paths
+from attrpatch.repro.shards import SPLIT_EXPERIMENTS, dag_shard_count, dag_shard_files
 
 STARTED = time.time()
 # The profile: `--configfile FILE` (Snakemake's own way to override a configuration) or
@@ -173,13 +174,33 @@ else:
         resources: **{**res("reference"), "gpu": 0}     # puts blocks together: no model run
         log: f"logs/{PROFILE}/reference_{{task}}.log"
         shell: REF_LOG + " --gather {input.blocks} 3>&2 > {log} 2>&1"
+
+# Prompt-chunk shards of the gradient scores (EAP, EAP-IG, EAP-GP) and threshold shards of ACDC's
+# sweep: experiments.<exp>.shards jobs `<exp>_shard`, each writing its part, gathered by the
+# experiment's own rule (`--gather`). Shard counts: 1 (no shard jobs) unless the profile sets them.
+def shard_files(exp):
+    """The shard files an experiment's rule gathers (none when it is not split)."""
+    return dag_shard_files(CFG, exp, R)
+
+
+for _exp in [e for e in SPLIT_EXPERIMENTS if e in EXPS and dag_shard_count(CFG, e) > 1]:
+    rule:
+        name: f"{_exp}_shard"
+        input: models_of(_exp)
+        output: f"{R}/shards/{_exp}/{SPLIT_EXPERIMENTS[_exp]}_{{i}}_of_{dag_shard_count(CFG, _exp)}.pt"
+        wildcard_constraints: i=r"\d+"
+        params: h=spec_hash(_exp), exp=_exp, k=dag_shard_count(CFG, _exp)
+        threads: 1
+        resources: **{**res(_exp), **CFG.get("resources", {}).get(f"{_exp}_shard", {})}   # the experiment's, then resources.<exp>_shard
+        log: f"logs/{PROFILE}/{_exp}_shard_{{i}}_of_{dag_shard_count(CFG, _exp)}.log"
+        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE_ARG:q} --out {output} --shard {wildcards.i} --shards {params.k} --threads {threads} 3>&2 > {log} 2>&1"
 # ---------------------------------------------------------------- end scatter / gather
 
 
 def exp_inputs(exp):
     def f(w):
         extra = expand(f"{R}/reference/{{t}}.csv", t=REF_TASKS) if exp in ("eap_roc", "eap_acdc") else []
-        return models_of(exp) + extra
+        return models_of(exp) + extra + shard_files(exp)
     return f
 
 
@@ -221,11 +242,11 @@ for _exp in FIGURE_EXPS:
             png=report(f"{F}/{_exp}.png", category="figures", caption=f"report/{_exp}.rst"),
             pdf=f"{F}/{_exp}.pdf",
             **circuit_outputs(_exp),
-        params: h=spec_hash(_exp), exp=_exp
+        params: h=spec_hash(_exp), exp=_exp, gather=" ".join(["--gather"] + shard_files(_exp)) if shard_files(_exp) else ""
         threads: 1
         resources: **res(_exp)
         log: f"logs/{PROFILE}/{_exp}.log"
-        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE_ARG:q} --out {output.json} --figure {output.png} --threads {threads} 3>&2 > {log} 2>&1"
+        shell: "ATTRPATCH_PROGRESS_FD=3 ATTRPATCH_JOB=$(basename {log} .log) python {EXP}/{params.exp}.py --profile {PROFILE_ARG:q} --out {output.json} --figure {output.png} --threads {threads} {params.gather} 3>&2 > {log} 2>&1"
 
 
 # ---------------------------------------------------------------- MIB's circuit track (issue 29)

@@ -16,6 +16,9 @@ Edges (setting ``edges``, `attrpatch.circuits.roc.EDGE_CONVENTIONS`, default the
 ``auc_by_edges.<acdc|plain>.<task>.<method>`` holds both AUC rules under both counts (ACDC's
 other count is its same runs, counted the other way: with "plain", its direct edges by the
 counting rule).
+Scattered (spec.shards > 1): ``--shard i --shards k`` runs every task's ACDC sweeps on threshold
+slice i of k (`attrpatch.repro.shards.tau_shard`); ``--gather SHARD...`` puts the runs back in tau
+order and does the rest (the sweep's total forward passes and wall time are then the shards' sums).
 Tiny profile: the reference is exact patching on
 held-out prompts ("reference: exact patching"), so the ``exact`` curve is the same method
 on other prompts and is expected on top.
@@ -47,9 +50,20 @@ from attrpatch.patching import Patcher
 from attrpatch.qkv_direct import direct_effects, n_edges_with_direct, size_with_direct
 from attrpatch.repro.context import Context, reference_path
 from attrpatch.repro.paper_numbers import paper_numbers
+from attrpatch.repro.shards import gather_tau_shards, tau_shard, write_tau_shard
 
 PAPER_AUC = paper_numbers("eap_roc_auc")    # EAP paper Fig. 2 (paper_numbers.yaml)
 ACDC_METRIC = {"acdc_task": "task", "acdc_kl": "kl"}
+
+
+def acdc_edges(run):
+    """The edges ACDC runs over in a threshold shard: all, or (acdc_max_edges) the top-|EAP| ones,
+    chosen exactly as the unsharded run chooses them."""
+    st = run.settings
+    if not st["acdc_max_edges"]:
+        return None
+    eap = attribute(run.model, run.batch, method="eap", graph=run.graph, **run.opts)
+    return acdc_universe(eap, run.graph, st["acdc_max_edges"])
 
 
 def main(argv=None):
@@ -66,6 +80,15 @@ def main(argv=None):
                                                   "auc_rule": rule, "edges": conv, "circuit_edges": circuit_edges},
            "reference": {}, "auc": {}, "auc_trapezoid": {}, "auc_pessimistic": {}, "curves": {}, "acdc": {},
            "auc_by_edges": {"acdc": {}, "plain": {}}, "paper_auc": PAPER_AUC, "circuits": {}}
+    acdc_methods = [m for m in methods if m in ACDC_METRIC]
+    if args.shard is not None:     # one threshold-shard job of the DAG: every task's ACDC runs on its taus
+        write_tau_shard(args.out, args.shard, args.shards, {
+            f"{task}/{m}": acdc_sweep(r.model, r.graph, r.batch, tau_shard(taus, args.shard, args.shards),
+                                      metric=ACDC_METRIC[m], progress=True, edges=acdc_edges(r), direct=direct)
+            for task, model_name in ctx.task_models().items() for r in [ctx.task(task, model_name)]
+            for m in acdc_methods})
+        return
+    sweeps = gather_tau_shards(args.gather, taus) if args.gather else {}
     for task, model_name in tqdm(ctx.task_models().items(), desc="eap_roc tasks"):
         run = ctx.task(task, model_name)
         model, graph, st, batch = run.model, run.graph, run.settings, run.batch
@@ -109,8 +132,9 @@ def main(argv=None):
             else:
                 # acdc_max_edges (paper_random): ACDC only over the top-|EAP| edges
                 uni = acdc_universe(eap, graph, st["acdc_max_edges"]) if eap is not None else None
-                sw = acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni,
-                                direct=direct)
+                sw = (sweeps[f"{task}/{method}"] if sweeps else
+                      acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni,
+                                 direct=direct))
                 kept = [r.direct for r in sw.results] if direct else None
                 curves[method], other[method] = circuit_roc_both(sw.masks, ref, graph, taus=taus, convention=conv,
                                                                  direct=kept, auc_rule=rule)

@@ -26,6 +26,9 @@ every rule (mean distance to the corrupted input per point, output distance and 
 per step, fraction of paths ending closer) are under ``path.<task>.<rule>``.
 With spec.models (a list), every task is rerun on each further model; those results go
 under by_model.<model>.{gain, summary, auc, gain_by_step, summary_by_step} (the same fields).
+Scattered (spec.shards > 1): ``--shard i --shards k`` writes every (task, model)'s scores (every
+step rule's too) on prompt chunk i of k; ``--gather SHARD...`` puts them together and runs the rest
+(`attrpatch.repro.shards`).
 summary.{max_gain_rel, mean_gain_rel, max_gain_abs, mean_gain_abs} over tasks (AUC gains),
 summary.gp_vs_ig (wins, ties, losses of EAP-GP's AUC against EAP-IG's: a difference within the
 setting tie_margin is a tie, `circuits.curves.compare`), summary.max_gain_abs_at (largest F_GP - F_IG
@@ -43,6 +46,7 @@ from attrpatch.methods.eap_gp import path_diagnostics
 from attrpatch.plots.faithfulness import gp_label, plot_gain
 from attrpatch.repro.context import Context
 from attrpatch.repro.paper_numbers import paper_numbers
+from attrpatch.repro.shards import gather_score_shards, gathered_scores, score_key, score_prompt_shard, write_score_shard
 from attrpatch.tasks.eapig_files import describe
 
 NEW, BASE = "eap_gp", "eap_ig"
@@ -70,6 +74,8 @@ def main(argv=None):
     variants = {keys[r]: (NEW, {"step": r}) for r in rules[1:]}
     t_start = time.perf_counter()
 
+    gathered = {}      # prompt-shard scores (--gather), by score_key
+
     def task_gains(mm, edge_counts, key):
         g_auc = F.gain(mm[key]["auc"], mm[BASE]["auc"])
         g_log = F.gain(mm[key]["auc_log"], mm[BASE]["auc_log"])
@@ -86,7 +92,8 @@ def main(argv=None):
             st = run.settings
             res = method_curves(run.model, run.graph, run.batch, methods, st["edge_counts"], steps=steps,
                                   selection=selection, exact=st["exact"], batch_size=st["batch_size"],
-                                  progress=bar.set_postfix_str, options={NEW: {"step": gp_step}}, variants=variants)
+                                  progress=bar.set_postfix_str, options={NEW: {"step": gp_step}}, variants=variants,
+                                  scores=gathered_scores(gathered, task, model_name))
             diag_batch = run.batch if len(run.batch) <= 32 else run.batch.subset(slice(0, 32))
             paths[task] = {r: path_diagnostics(run.model, run.graph, diag_batch, steps, step=r) for r in rules}
             summ = F.task_summary(res, st["edge_counts"])
@@ -131,6 +138,15 @@ def main(argv=None):
         }
 
     items = list(ctx.task_models().items())
+    extras = [m for m in spec["models"] if not all(m == mm for _, mm in items)]
+    if args.shard is not None:     # one prompt-shard job of the DAG: every (task, model)'s scores on its prompts
+        write_score_shard(args.out, args.shard, args.shards, {
+            score_key(t, m): score_prompt_shard(r.model, r.graph, r.batch, methods, args.shard, args.shards,
+                                                steps=steps, batch_size=r.settings["batch_size"],
+                                                options={NEW: {"step": gp_step}}, variants=variants)
+            for t, m in items + [(t, x) for x in extras for t, _ in items] for r in [ctx.task(t, m, edge_counts=True)]})
+        return
+    gathered.update(gather_score_shards(args.gather) if args.gather else {})
     tasks_out, curves, aucs, n_total, gains, paths = run(items)
     summary_by_step = {r: summarize(tasks_out, by_rule(gains, r), r) for r in rules}
     for r in rules:
@@ -139,9 +155,7 @@ def main(argv=None):
     summary["path_frac_closer_at_end"] = {r: summary_by_step[r]["path_frac_closer_at_end"] for r in rules}
     # spec.models (paper profile: GPT-2 small, medium, XL): every task again on each further model
     by_model = {}
-    for extra in spec["models"]:
-        if all(extra == m for _, m in items):
-            continue
+    for extra in extras:
         t2, _, _, _, g2, _ = run([(t, extra) for t, _ in items])
         s2 = {r: summarize(t2, by_rule(g2, r), r) for r in rules}
         by_model[extra] = {"gain": by_rule(g2, gp_step), "summary": s2[gp_step],

@@ -13,6 +13,8 @@ once for all methods and for the exact single-edge effects). Edge counts in the 
 after pruning; `faith_at.<n>` is keyed by the requested budget n.
 
 Tasks ``<task>_eapig`` read the paper's own prompt files (attrpatch.tasks.eapig_files).
+Scattered (spec.shards > 1): ``--shard i --shards k`` writes every task's scores on prompt chunk i
+of k; ``--gather SHARD...`` puts them together and runs the rest (`attrpatch.repro.shards`).
 
 JSON fields: tasks.<task>.{m_clean, m_corrupt} (mean clean / corrupted metric: the paper's
 `baseline` / `corrupted_baseline`), tasks.<task>.data (source file, rows kept / rejected per
@@ -47,6 +49,7 @@ from attrpatch.circuits.mib_metrics import SOURCE as MIB_SOURCE, methods_cpr_cmd
 from attrpatch.plots.faithfulness import plot_faith_panels
 from attrpatch.repro.context import Context
 from attrpatch.repro.paper_numbers import paper_numbers
+from attrpatch.repro.shards import gather_score_shards, gathered_scores, score_key, score_prompt_shard, write_score_shard
 from attrpatch.tasks.eapig_files import describe
 
 
@@ -63,13 +66,21 @@ def main(argv=None):
 
     tasks_out, curves, aucs, n_total = {}, {}, {}, {}
     items = list(ctx.task_models().items())
+    if args.shard is not None:     # one prompt-shard job of the DAG: every task's scores on its prompts
+        write_score_shard(args.out, args.shard, args.shards, {
+            score_key(t, m): score_prompt_shard(r.model, r.graph, r.batch, curve_methods, args.shard, args.shards,
+                                                steps=steps, batch_size=r.settings["batch_size"])
+            for t, m in items for r in [ctx.task(t, m, edge_counts=True)]})
+        return
+    gathered = gather_score_shards(args.gather) if args.gather else {}
     bar = tqdm(total=len(items), desc="eapig_faith", unit="task")
     for task, model_name in items:
         bar.set_description(f"eapig_faith {task}")
         run = ctx.task(task, model_name, edge_counts=True)
         st = run.settings
         res = method_curves(run.model, run.graph, run.batch, curve_methods, st["edge_counts"], steps=steps, selection=selection,
-                              exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str)
+                              exact=st["exact"], batch_size=st["batch_size"], progress=bar.set_postfix_str,
+                              scores=gathered_scores(gathered, task, model_name))
         summ = F.task_summary(res, st["edge_counts"])
         mib = methods_cpr_cmd(run.model, run.graph, run.batch, {m: d["scores"] for m, d in res["methods"].items()})
         for m, r in mib.items():

@@ -7,8 +7,9 @@ from attrpatch import attribute
 from attrpatch.graph import Graph
 from attrpatch.methods.acdc import acdc_sweep
 from attrpatch.patching import Patcher
-from attrpatch.repro.shards import (edge_block, gather_edge_blocks, gather_prompt_scores, gather_taus, prompt_shard,
-                              shard_range, tau_shard)
+from attrpatch.repro.shards import (edge_block, gather_edge_blocks, gather_prompt_scores, gather_score_shards,
+                                    gather_tau_shards, gather_taus, prompt_shard, score_prompt_shard, shard_range,
+                                    tau_shard, write_score_shard, write_tau_shard)
 
 from conftest import random_batch
 
@@ -29,7 +30,7 @@ def test_bad_shards_are_named(args, msg):
         shard_range(*args)
 
 
-@pytest.mark.parametrize("method", ["eap", "eap_ig", "eap_gp", "hvp"])
+@pytest.mark.parametrize("method", ["eap", "eap_ig", "eap_ig_kl", "eap_gp", "hvp"])
 def test_prompt_shards_gather_to_the_full_batch(model, method):
     batch = random_batch(B=5, seed=3)
     full = attribute(model, batch, method=method)
@@ -89,3 +90,46 @@ def test_tau_shards_gather_to_the_full_sweep(attn_model):
         gather_taus(taus, parts[:1])
     with pytest.raises(ValueError, match="more than one shard"):
         gather_taus(taus, parts + parts[:1])
+
+
+def test_score_shard_files_gather_to_the_unsharded_scores(model, tmp_path):
+    """The DAG's prompt shards (score_prompt_shard -> file -> gather_score_shards) give the scores
+    `method_curves` computes unsharded, with the same options (steps, batch_size)."""
+    g = Graph.from_model(model)
+    batch = random_batch(B=5, seed=4)
+    methods = ["eap", "eap_ig_activations"]
+    k = 2
+    paths = []
+    for i in range(k):
+        paths.append(tmp_path / f"s{i}.pt")
+        write_score_shard(paths[-1], i, k, {"t@m": score_prompt_shard(model, g, batch, methods, i, k, steps=3,
+                                                                      batch_size=2)})
+    got = gather_score_shards(paths)["t@m"]
+    for m in methods:
+        full = attribute(model, batch, method=m, graph=g, **({"steps": 3} if m != "eap" else {}), batch_size=2)
+        torch.testing.assert_close(got[m]["scores"], full.double(), rtol=1e-9, atol=1e-12)
+        assert got[m]["seconds"] > 0
+    with pytest.raises(ValueError, match=r"need each of 0..0 once"):
+        gather_score_shards(paths[1:])                      # a shard missing
+    with pytest.raises(ValueError, match="need each of"):
+        gather_score_shards([paths[0], paths[0]])           # one shard twice, the other missing
+    write_score_shard(tmp_path / "other.pt", 1, 2, {"t@m": score_prompt_shard(model, g, batch, ["eap"], 1, 2, steps=3)})
+    with pytest.raises(ValueError, match="different tasks or methods"):
+        gather_score_shards([paths[0], tmp_path / "other.pt"])
+    with pytest.raises(ValueError, match="cannot be split by prompts"):
+        score_prompt_shard(model, g, batch, ["exact"], 0, 2, steps=3)
+
+
+def test_tau_shard_files_gather_to_the_full_sweep(attn_model, tmp_path):
+    g = Graph.from_model(attn_model)
+    batch = random_batch(B=3, seed=1)
+    taus = [1e-3, 3e-2, 3e-1]
+    full = acdc_sweep(attn_model, g, batch, taus, progress=False)
+    paths = [tmp_path / f"t{i}.pt" for i in range(2)]
+    for i, p in enumerate(paths):
+        write_tau_shard(p, i, 2, {"x/task": acdc_sweep(attn_model, g, batch, tau_shard(taus, i, 2), progress=False)})
+    got = gather_tau_shards(paths, taus)["x/task"]
+    assert got.taus == taus and torch.equal(got.masks, full.masks)
+    assert [r.forward_passes for r in got.results] == [r.forward_passes for r in full.results]
+    with pytest.raises(ValueError, match="the sweep needs"):
+        gather_tau_shards(paths[:1], taus)

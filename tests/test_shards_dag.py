@@ -1,29 +1,42 @@
 """The DAG's scatter/gather (Snakefile section "scatter / gather"): the smoke profile splits each
-reference's all-edge exact patching into edge-block shard jobs; after a killed shard a rerun
-recomputes that shard (and the gather) only, and the gathered table is the same.
+reference's all-edge exact patching into edge-block shard jobs, the EAP-IG/EAP-GP scores into
+prompt-chunk jobs and ACDC's sweep into threshold jobs; after a killed shard a rerun
+recomputes that shard (and the gather) only, and the gathered result is the unsharded one.
 
 A killed shard leaves no block (blocks are written to a temp file and renamed,
 `attrpatch.io.atomic_path`) and its gather never ran: that state is made here by deleting one
 block and the table, then the rerun's plan and its outputs are checked.
 """
+import contextlib
+import io
+import json
+import math
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from attrpatch.repro.context import load_profile
+from attrpatch.repro.shards import SPLIT_EXPERIMENTS, dag_shard_count, dag_shard_files
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "docstring"
 
 
-def _snakemake(args, cwd, timeout=600):
+def _env():
     env = dict(os.environ, PYTHONHASHSEED="0")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _snakemake(args, cwd, timeout=600, profile=("--config", "profile=smoke")):
     r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"), *args,
-                        "--config", "profile=smoke"], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=timeout)
+                        *profile], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout + r.stderr
 
@@ -65,3 +78,104 @@ def test_planned_jobs_reads_a_dry_run():
     out = ("rule reference_shard:\n    output: x\n    wildcards: task=ioi, i=1\n"
            "localrule all:\n    input: y\n")
     assert planned_jobs(out) == [("reference_shard", "task=ioi, i=1"), ("all", "")]
+
+
+def _jobs_by_rule(plan):
+    out = {}
+    for rule, _ in plan:
+        out[rule] = out.get(rule, 0) + 1
+    return out
+
+
+def test_shard_settings_make_the_shard_jobs(tmp_path):
+    """A dry run: the smoke profile's shard settings become that many shard jobs per split rule
+    and one gather job each."""
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["experiments"]
+    jobs = _jobs_by_rule(planned_jobs(_snakemake(["-n"], tmp_path)))
+    for exp in SPLIT_EXPERIMENTS:
+        assert jobs.get(f"{exp}_shard") == smoke[exp]["shards"] == 2, jobs
+        assert jobs.get(exp) == 1
+
+
+def test_tiny_profile_splits_nothing():
+    """Shard counts are 1 on the tiny profile: no shard jobs, its DAG is the unsplit one; a
+    count of 3 names 3 files of that kind (negative control of the helper)."""
+    tiny = load_profile("tiny", root=ROOT)
+    assert all(dag_shard_count(tiny, e) == 1 and dag_shard_files(tiny, e, "r") == [] for e in SPLIT_EXPERIMENTS)
+    cfg = {"experiments": {"eap_roc": {"shards": 3}}}
+    assert dag_shard_files(cfg, "eap_roc", "r") == [f"r/shards/eap_roc/taus_{i}_of_3.pt" for i in range(3)]
+    assert dag_shard_count({"experiments": {"hvp": {"shards": 3}}}, "hvp") == 1     # not a split experiment
+
+
+def _one_task_profile(tmp_path) -> Path:
+    """The smoke profile cut to eapig_faith on one task, scores in 2 prompt shards (cheap)."""
+    cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg.update(profile="shard1", models={"tiny-gpt2": smoke["models"]["tiny-gpt2"]})
+    faith = {**cfg["experiments"]["eapig_faith"], **smoke["experiments"]["eapig_faith"],
+             "tasks": {"greater_than": "tiny-gpt2"}}
+    assert faith["shards"] == 2
+    cfg["experiments"] = {"eapig_faith": faith}
+    path = tmp_path / "shard1.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _numbers_differ(a, b, path=""):
+    """Paths where two result JSONs differ, wall times and file paths left out."""
+    if isinstance(a, dict):
+        return [d for k in a for d in (_numbers_differ(a[k], b[k], f"{path}.{k}") if k in b else [f"{path}.{k}"])]
+    if isinstance(a, list):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _numbers_differ(x, y, f"{path}[{i}]")] + \
+            ([f"{path} length"] if len(a) != len(b) else [])
+    if "seconds" in path or ".circuits." in path:
+        return []
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return []
+    return [] if a == b else [f"{path}: {a} != {b}"]
+
+
+@pytest.mark.slow
+def test_prompt_shards_gather_to_the_unsharded_run_and_resume(tmp_path):
+    """eapig_faith on one task: the DAG's 2 prompt-shard jobs + gather give the unsharded run's
+    result (curves, AUCs, faithfulness exactly; Pearson r to float32 rounding and Spearman's rank
+    r to a swapped near-tie, the scores being float32 sums in another order), and after a killed shard the rerun plans that shard and the
+    gather only (the reference test above reruns one for real)."""
+    conf = ("--configfile", str(_one_task_profile(tmp_path)))
+    out = tmp_path / "results" / "shard1" / "eapig_faith.json"
+    shards = [tmp_path / "results" / "shard1" / "shards" / "eapig_faith" / f"prompts_{i}_of_2.pt" for i in (0, 1)]
+    _snakemake([str(out.relative_to(tmp_path))], tmp_path, profile=conf)
+    plain = tmp_path / "unsharded.json"     # the unsplit run, in this process (no second torch start-up)
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        runpy.run_path(str(ROOT / "experiments" / "eapig_faith.py"), run_name="eapig_faith")["main"](
+            ["--profile", conf[1], "--out", str(plain), "--figure", str(tmp_path / "unsharded.png")])
+    finally:
+        os.chdir(cwd)
+    a, b = json.loads(out.read_text()), json.loads(plain.read_text())
+    assert [p for p in _numbers_differ(a, b) if "pearson" not in p and "spearman" not in p] == []
+    for m, d in a["tasks"]["greater_than"]["methods"].items():
+        assert d["pearson"] == pytest.approx(b["tasks"]["greater_than"]["methods"][m]["pearson"], abs=1e-4)
+        # ranks: a near-tie of two edges' scores may swap under float32 rounding
+        assert d["spearman"] == pytest.approx(b["tasks"]["greater_than"]["methods"][m]["spearman"], abs=1e-3)
+    assert len(a["tasks"]["greater_than"]["methods"]["eap_ig"]["curve"]["faithfulness"]) == 3
+
+    shards[1].unlink()                          # shard 1 killed: no file, no gather
+    out.unlink()
+    plan = planned_jobs(_snakemake(["-n", str(out.relative_to(tmp_path))], tmp_path, profile=conf))
+    assert sorted(plan) == [("eapig_faith", ""), ("eapig_faith_shard", "i=1")], plan
+
+
+def _usage_error(experiment, argv) -> str:
+    from attrpatch.repro.context import Context
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        Context.from_args(experiment, argv)
+    return err.getvalue()
+
+
+def test_shard_arguments_are_refused_where_nothing_is_split():
+    assert "gradrop is not split into shards; split: eapig_faith, eapgp_gain, eap_roc" in \
+        _usage_error("gradrop", ["--out", "x.json", "--shard", "0", "--shards", "2"])
+    assert "give --shard and --shards together" in _usage_error("eap_roc", ["--out", "x.json", "--shard", "0"])

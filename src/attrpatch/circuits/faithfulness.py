@@ -119,11 +119,37 @@ def faithfulness_curve(model, graph: Graph, batch, scores: torch.Tensor, edge_co
 
 
 # ---- one task: every method's scores and curve on one shared Patcher ---------------------------
+def score_runs(methods: Iterable[str], options: dict | None = None,
+               variants: dict | None = None) -> list[tuple[str, str, dict]]:
+    """(name, method, options) of every scoring run `method_curves` makes: each method with its
+    `options`, then each variant {name: (method, options)} under its own name."""
+    methods = list(methods)
+    runs = [(name, name, dict((options or {}).get(name, {}))) for name in methods]
+    for name, (method, opts) in (variants or {}).items():
+        if name in methods:
+            raise ValueError(f"variant name {name!r} is also a method of this study; give the variant its own name")
+        runs.append((name, method, dict(opts)))
+    return runs
+
+
+def score_options(method: str, steps: int = DEFAULT_STEPS, batch_size: int | None = None,
+                  extra: dict | None = None) -> dict:
+    """The keyword arguments `attribute` gets for `method` in `method_curves` (``steps`` and
+    ``batch_size`` where it takes them, then the run's own options): one home, so a prompt shard
+    (`repro.shards.score_prompt_shard`) scores exactly as the unsharded run does."""
+    valid = method_options(method)
+    opts = {"steps": int(steps)} if "steps" in valid else {}
+    if batch_size and "batch_size" in valid:
+        opts["batch_size"] = int(batch_size)
+    opts.update(extra or {})
+    return opts
+
+
 def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iterable[int], *,
                   steps: int = DEFAULT_STEPS, selection: str = CIRCUIT_SELECTION, patcher=None,
                   exact: bool | int = True,
                   batch_size: int | None = None, rows_per_forward: int | None = None, progress=None,
-                  options: dict | None = None, variants: dict | None = None) -> dict:
+                  options: dict | None = None, variants: dict | None = None, scores: dict | None = None) -> dict:
     """Scores, faithfulness curves and score/effect correlations of `methods` on one batch.
 
     All circuits of all methods (and the exact single-edge effects, if `exact`) go through
@@ -138,16 +164,12 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
     {method: {option: value}} passed to that method only (e.g. EAP-GP's ``step``).
     `variants`: {name: (method, {option: value})}, further curves of a method run with other
     options (e.g. EAP-GP's other step rule), scored after `methods` and reported under their
-    own name beside them.
+    own name beside them. `scores`: {name: {"scores": [n_up, n_down], "seconds"}} already computed
+    (gathered from prompt shards, `repro.shards.gather_score_shards`): those runs are not rescored.
     Returns {"m_clean", "m_corrupt", "n_total", "methods": {name: {"scores" [n_edges] numpy,
     "curve" DataFrame, "seconds"}}, "effects" [n_edges] numpy or None, "forward_passes"}.
     """
-    methods = list(methods)
-    runs = [(name, name, (options or {}).get(name, {})) for name in methods]
-    for name, (method, opts) in (variants or {}).items():
-        if name in methods:
-            raise ValueError(f"variant name {name!r} is also a method of this study; give the variant its own name")
-        runs.append((name, method, dict(opts)))
+    runs = score_runs(methods, options, variants)
     if patcher is None:
         patcher = Patcher(model, graph, batch, resolve_metric(model, batch, "task"),
                           rows_per_forward=rows_per_forward)
@@ -157,16 +179,15 @@ def method_curves(model, graph, batch, methods: Iterable[str], edge_counts: Iter
         if progress:
             progress(name)
         t0 = time.perf_counter()
-        valid = method_options(method)
-        opts = {"steps": int(steps)} if "steps" in valid else {}
-        if batch_size and "batch_size" in valid:
-            opts["batch_size"] = int(batch_size)
-        opts.update(extra)
-        s = attribute(model, batch, method=method, graph=graph, **opts)
+        if scores is not None and name in scores:     # gathered from prompt shards (repro.shards)
+            s, secs = scores[name]["scores"], float(scores[name]["seconds"])
+        else:
+            s = attribute(model, batch, method=method, graph=graph, **score_options(method, steps, batch_size, extra))
+            secs = time.perf_counter() - t0
         t1 = time.perf_counter()
         df = faithfulness_curve(model, graph, batch, s, counts, selection=selection, patcher=patcher)
         out["methods"][name] = {"scores": graph.edges_from_matrix(s.detach().cpu().double()).numpy(),
-                                "curve": df, "seconds_scores": t1 - t0,
+                                "curve": df, "seconds_scores": secs,
                                 "seconds_curve": time.perf_counter() - t1}
         out["m_clean"], out["m_corrupt"] = df.attrs["m_clean"], df.attrs["m_corrupt"]
     if exact is not False and exact is not None and int(exact) != 0:

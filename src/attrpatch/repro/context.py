@@ -42,11 +42,12 @@ from ..tasks import mib_files
 from ..tasks.vocab import toy_tokenizer
 from . import config as config_mod, settings as settings_mod
 from .claims import PROFILES as CLAIM_PROFILES
+from .shards import SPLIT_EXPERIMENTS
 
 EXPERIMENTS = ("graph_counts", "tasks_eval", "reference", "eap_roc", "eap_r2", "eap_acdc", "gradrop",
                "eapig_faith", "eapgp_gain", "hvp", "mib_track")
 EXTRA_TOP_LEVEL = ("claims_profile", "strict", "description", "dtype", "resources", "paper_data_dir", "mib_data_dir")
-RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS
+RESOURCE_RULES = ("default", "train", "claims") + EXPERIMENTS + tuple(f"{e}_shard" for e in SPLIT_EXPERIMENTS)
 RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
 MODEL_KINDS = ("train", "pretrained", "random")
 # keys a model spec may have besides its kind, per kind
@@ -266,7 +267,15 @@ class Context:
         p.add_argument("--figure", help="figure PNG path (a PDF is written beside it)")
         p.add_argument("--table", help="optional CSV of per-item values")
         p.add_argument("--threads", type=int, default=None)
+        # scatter/gather (the DAG's shard jobs, Snakefile "scatter / gather"; attrpatch.repro.shards)
+        p.add_argument("--shard", type=int, help="compute only shard SHARD of SHARDS, written to --out")
+        p.add_argument("--shards", type=int)
+        p.add_argument("--gather", nargs="+", metavar="SHARD", help="the shard files to put together")
         args = p.parse_args(argv)
+        if (args.shard is None) != (args.shards is None) or (args.shard is not None and args.gather):
+            p.error("give --shard and --shards together, or --gather, or neither")
+        if (args.shard is not None or args.gather) and experiment not in SPLIT_EXPERIMENTS:
+            p.error(f"experiment {experiment} is not split into shards; split: {', '.join(SPLIT_EXPERIMENTS)}")
         return cls(args.profile, experiment, threads=args.threads), args
 
     # ---- models, tokenizers, batches --------------------------------------------------

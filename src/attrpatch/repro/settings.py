@@ -333,6 +333,12 @@ DOCSTRING_PROMPTS = Setting(Choice(Ref("attrpatch.tasks.docstring_acdc", "PROMPT
                             "(ACDC's generator: multi-line Python, six def args, random_random; tasks.docstring_acdc)")
 
 
+PROMPT_SHARDS = Setting(POS, 1, "jobs the gradient scores are split into (prompt chunks, gathered before the "
+                                "curves: attrpatch.repro.shards); 1: one job; paper profile: attrpatch.repro.cost")
+TAU_SHARDS = Setting(POS, 1, "jobs the ACDC threshold sweep is split into (tau slices, gathered: "
+                             "attrpatch.repro.shards); 1: one job; paper profile: attrpatch.repro.cost")
+
+
 def _common(n: int, **more: Setting) -> dict[str, Setting]:
     return {"tasks": TASKS, "n": Setting(POS, n, "prompts per task"), "seed": SEED, "prepend_bos": PREPEND_BOS,
             "docstring_prompts": DOCSTRING_PROMPTS, **more}
@@ -345,7 +351,7 @@ def _faith(methods: list[str]) -> dict[str, Setting]:
                    edge_counts=Setting(EDGE_COUNTS, REQUIRED, "edge budgets of the faithfulness curve"),
                    edge_counts_by_task=Setting(MapOf(Named("tasks"), EDGE_COUNTS), {},
                                                "per-task edge budgets overriding edge_counts"),
-                   batch_size=BATCH_SIZE, exact=EXACT, models=EXTRA_MODELS,
+                   batch_size=BATCH_SIZE, exact=EXACT, models=EXTRA_MODELS, shards=PROMPT_SHARDS,
                    tie_margin=Setting(Float(0.0), Ref("attrpatch.circuits.curves", "TIE_MARGIN"),
                                       "faithfulness AUCs of two methods closer than this are a tie (wins, ties "
                                       "and losses per task: circuits.curves.compare)"))
@@ -404,7 +410,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                                         Ref("attrpatch.circuits.roc", "DEFAULT_AUC_RULE"),
                                         "AUC written as `auc` (both always written; default: the authors' rule)"),
                        edges=EDGES,
-                       circuit_edges=CIRCUIT_EDGES),
+                       circuit_edges=CIRCUIT_EDGES, shards=TAU_SHARDS),
     "eap_r2": _common(40, tasks=Setting(TaskModels(max_len=1), REQUIRED, "the one task (the paper's Docstring)"),
                       alphas=Setting(Int(lo=2), 21, "points on the interpolation curve of the worst edge"),
                       pairing=Setting(Choice(Ref("attrpatch.analysis.linearity", "R2_PAIRINGS")),

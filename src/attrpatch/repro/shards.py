@@ -17,15 +17,35 @@ A shard is named by ``(index, count)``; shard ``i`` of ``k`` is a contiguous, ba
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
+import time
+
+from ..circuits.faithfulness import score_options, score_runs
 from ..graph import Graph
 from ..io import atomic_path
+from ..methods.acdc import AcdcSweep
+from ..methods.registry import attribute
 from ..patching import Patcher
 
 KINDS = ("prompts", "edges", "taus")
+# The DAG's split experiments and their kind of shard (Snakefile, "scatter / gather"); the
+# reference's edge blocks have rules of their own.
+SPLIT_EXPERIMENTS = {"eapig_faith": "prompts", "eapgp_gain": "prompts", "eap_roc": "taus"}
+
+
+def dag_shard_count(cfg: Mapping, exp: str) -> int:
+    """Shard jobs of experiment `exp` in a profile (experiments.<exp>.shards; 1: it runs whole)."""
+    spec = cfg.get("experiments", {}).get(exp)
+    return int(spec.get("shards", 1)) if exp in SPLIT_EXPERIMENTS and spec is not None else 1
+
+
+def dag_shard_files(cfg: Mapping, exp: str, results_dir: str) -> list[str]:
+    """The shard files the rule of `exp` gathers (none when it runs whole)."""
+    k = dag_shard_count(cfg, exp)
+    return [] if k == 1 else [f"{results_dir}/shards/{exp}/{SPLIT_EXPERIMENTS[exp]}_{i}_of_{k}.pt" for i in range(k)]
 
 
 def shard_range(n: int, index: int, count: int) -> tuple[int, int]:
@@ -67,6 +87,83 @@ def gather_prompt_scores(parts: Sequence[tuple[torch.Tensor, float]]) -> torch.T
     for s, w in parts:
         out = s.double() * w if out is None else out + s.double() * w
     return out
+
+
+# Methods whose scores are a mean over prompts of per-prompt scores (tests/test_shards.py checks
+# each against its unsharded run); any other method is refused by `score_prompt_shard`.
+PROMPT_ADDITIVE = ("eap", "eap_ig", "eap_ig_kl", "eap_ig_activations", "eap_gp", "hvp")
+
+
+def score_prompt_shard(model, graph, batch, methods: Sequence[str], index: int, count: int, *,
+                       steps: int, batch_size: int | None = None, options: dict | None = None,
+                       variants: dict | None = None) -> dict:
+    """{run name: {"scores" [n_up, n_down] float64, "weight", "seconds"}}: every scoring run of
+    `circuits.faithfulness.method_curves` (`score_runs`: the methods, then the variants) on prompt
+    shard ``index`` of ``count``, with the same options (`score_options`), so the gathered scores
+    are the unsharded run's."""
+    runs = score_runs(methods, options, variants)
+    bad = sorted({method for _, method, _ in runs if method not in PROMPT_ADDITIVE})
+    if bad:
+        raise ValueError(f"methods {bad} cannot be split by prompts; allowed: {', '.join(PROMPT_ADDITIVE)}")
+    sub, w = prompt_shard(batch, index, count)
+    out = {}
+    for name, method, extra in runs:
+        t0 = time.perf_counter()
+        s = attribute(model, sub, method=method, graph=graph, **score_options(method, steps, batch_size, extra))
+        out[name] = {"scores": s.detach().cpu().double(), "weight": w, "seconds": time.perf_counter() - t0}
+    return out
+
+
+def write_score_shard(path, index: int, count: int, parts: Mapping[str, Mapping[str, dict]]) -> None:
+    """One prompt shard's scores, ``parts[key][method]`` (key: e.g. "task@model"), as a torch file."""
+    with atomic_path(path) as tmp:
+        torch.save({"kind": "prompt_scores", "index": int(index), "count": int(count),
+                    "parts": {k: {m: dict(d) for m, d in v.items()} for k, v in parts.items()}}, tmp)
+
+
+def gather_score_shards(paths: Sequence) -> dict[str, dict[str, dict]]:
+    """{key: {method: {"scores", "seconds"}}}: every shard file of one run put back together (the
+    weighted sum, `gather_prompt_scores`; seconds summed). Refuses files of another run (shard
+    counts differ), a shard given twice or missing, and files whose keys or methods differ."""
+    docs = []
+    for p in paths:
+        d = torch.load(p, weights_only=True)
+        if not isinstance(d, dict) or d.get("kind") != "prompt_scores":
+            raise ValueError(f"{p}: not a prompt-score shard written by attrpatch.repro.shards.write_score_shard")
+        docs.append((str(p), d))
+    if not docs:
+        raise ValueError("no prompt-score shards to gather")
+    counts = {d["count"] for _, d in docs}
+    if len(counts) != 1:
+        raise ValueError(f"prompt-score shards of different runs (shard counts {sorted(counts)})")
+    got = sorted(d["index"] for _, d in docs)
+    if got != list(range(counts.pop())):
+        raise ValueError(f"prompt-score shards {got}: need each of 0..{len(docs) - 1} once "
+                         f"({[p for p, _ in docs]})")
+    layout = {p: {k: sorted(v) for k, v in d["parts"].items()} for p, d in docs}
+    if len({repr(v) for v in layout.values()}) != 1:
+        raise ValueError(f"prompt-score shards score different tasks or methods: {layout}")
+    first = docs[0][1]["parts"]
+    return {k: {m: {"scores": gather_prompt_scores([(d["parts"][k][m]["scores"], d["parts"][k][m]["weight"])
+                                                    for _, d in docs]),
+                    "seconds": sum(float(d["parts"][k][m]["seconds"]) for _, d in docs)}
+                for m in first[k]} for k in first}
+
+
+def score_key(task: str, model_name: str) -> str:
+    """The key of one (task, model)'s scores in a prompt-score shard file."""
+    return f"{task}@{model_name}"
+
+
+def gathered_scores(gathered: Mapping[str, dict], task: str, model_name: str) -> dict | None:
+    """The gathered scores of (task, model) for `method_curves(scores=...)`; None when nothing was
+    gathered (an unsharded run scores itself); a (task, model) the shards lack is an error."""
+    if not gathered:
+        return None
+    key = score_key(task, model_name)
+    if key not in gathered:
+        raise ValueError(f"the prompt-score shards hold no scores of {key!r}; they hold: {', '.join(sorted(gathered))}")
+    return gathered[key]
 
 
 # --------------------------------------------------------------------------- edges
@@ -149,3 +246,33 @@ def gather_taus(taus: Sequence[float], parts: Sequence[tuple[Sequence[float], li
     if sorted(by_tau) != sorted(want):
         raise ValueError(f"shards cover thresholds {sorted(by_tau)}, the sweep needs {sorted(want)}")
     return [by_tau[t] for t in want]
+
+
+def write_tau_shard(path, index: int, count: int, parts: Mapping[str, AcdcSweep]) -> None:
+    """One threshold shard's ACDC sweeps, ``parts[key]`` (key: e.g. "task/acdc_kl"), as a torch
+    file (pickled: runs carry their history tables; read back only by `gather_tau_shards`)."""
+    with atomic_path(path) as tmp:
+        torch.save({"kind": "acdc_taus", "index": int(index), "count": int(count), "parts": dict(parts)}, tmp)
+
+
+def gather_tau_shards(paths: Sequence, taus: Sequence[float]) -> dict[str, AcdcSweep]:
+    """{key: AcdcSweep over ``taus``}: every threshold shard of one run put back in tau order
+    (`gather_taus`); the sweep's forward passes and wall time are the shards' sums."""
+    docs = []
+    for p in paths:
+        d = torch.load(p, weights_only=False)   # our own file: AcdcResult objects
+        if not isinstance(d, dict) or d.get("kind") != "acdc_taus":
+            raise ValueError(f"{p}: not an ACDC threshold shard written by attrpatch.repro.shards.write_tau_shard")
+        docs.append(d)
+    if not docs:
+        raise ValueError("no ACDC threshold shards to gather")
+    keys = {tuple(sorted(d["parts"])) for d in docs}
+    if len(keys) != 1:
+        raise ValueError(f"ACDC threshold shards sweep different tasks or metrics: {sorted(keys)}")
+    out = {}
+    for k in docs[0]["parts"]:
+        sweeps = [d["parts"][k] for d in docs]
+        results = gather_taus(taus, [(sw.taus, sw.results) for sw in sweeps])
+        out[k] = AcdcSweep([float(t) for t in taus], results, sum(sw.forward_passes for sw in sweeps),
+                           sum(sw.wall_s for sw in sweeps))
+    return out
