@@ -182,7 +182,7 @@ def test_random_model_width_is_validated(tmp_path):
 
     msg = _load_error(tmp_path, "paper_random", edit)
     assert "models.gpt2.n_embd: 50 must be a positive multiple of the shape's 12 heads" in msg
-    assert "models.gpt2-medium.random: unknown shape 'gpt3'" in msg
+    assert "models.gpt2-medium.random: unknown shape or family 'gpt3'; allowed shapes:" in msg
 
 
 def test_resources_section_is_validated(tmp_path):
