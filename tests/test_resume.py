@@ -4,7 +4,8 @@ A one-rule workflow in a scratch directory, with the repository's ``profiles/def
 beside its Snakefile (where Snakemake 9 reads the workflow profile by itself). While its job
 runs, SIGINT goes to the snakemake process alone (not the process group, as the issue's walk
 did): Snakemake 9.27 waits for the job, exits 1 and leaves the output marked incomplete
-(``.snakemake/incomplete/``), no lock. Then without the profile (``--workflow-profile none``,
+(``.snakemake/incomplete/``), no lock. The job holds until Snakemake has logged the
+interrupt, so the order is the same on a loaded machine. Then without the profile (``--workflow-profile none``,
 the negative control) Snakemake stops with IncompleteFilesException; with it, the plain
 ``snakemake --cores 1`` reruns the job and succeeds. About 10-20 s (three Snakemake starts).
 """
@@ -23,7 +24,7 @@ rule all:
 
 rule slow:
     output: "out.txt"
-    shell: "echo partial > {output}; sleep 4; echo first run >> {output}"
+    shell: "echo partial > {output}; while [ ! -f release ]; do sleep 0.1; done; echo first run >> {output}"
 """
 
 
@@ -38,16 +39,23 @@ def _interrupt(cwd: Path) -> None:
     """Start the workflow and send SIGINT to snakemake alone once its job is running."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    p = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1"], cwd=cwd, env=env,
-                         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = cwd / "interrupted.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1"], cwd=cwd, env=env,
+                             start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while not (cwd / "out.txt").exists():
             assert p.poll() is None and time.monotonic() < deadline, "the job never started"
             time.sleep(0.05)
-        time.sleep(0.5)
         os.kill(p.pid, signal.SIGINT)
-        assert p.wait(timeout=120) != 0
+        # the job cannot finish before Snakemake has taken the interrupt (it waits for `release`):
+        # under load a job that ends on its own first made Snakemake exit 0 with nothing to resume
+        while "Terminating processes on user request" not in log.read_text():
+            assert p.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        (cwd / "release").touch()
+        assert p.wait(timeout=120) != 0, log.read_text()[-2000:]
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)         # only on a failed test: the group this test started
@@ -63,7 +71,8 @@ def test_plain_command_resumes_an_interrupted_run(tmp_path):
     assert without.returncode != 0
     assert "IncompleteFilesException" in without.stdout + without.stderr
 
-    (tmp_path / "Snakefile").write_text(SNAKEFILE.replace("sleep 4; echo first run", "echo rerun"))
+    (tmp_path / "Snakefile").write_text(SNAKEFILE.replace("while [ ! -f release ]; do sleep 0.1; done; echo first run",
+                                                          "echo rerun"))
     plain = _snakemake(tmp_path)
     assert plain.returncode == 0, (plain.stdout + plain.stderr)[-3000:]
     assert (tmp_path / "out.txt").read_text() == "partial\nrerun\n"      # the job ran again
