@@ -39,16 +39,18 @@ def _interrupt(cwd: Path) -> None:
     """Start the workflow and send SIGINT to snakemake alone once its job is running."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"      # the interrupt's log line is read while Snakemake runs
     log = cwd / "interrupted.log"
     with open(log, "w") as out:
         p = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1"], cwd=cwd, env=env,
                              start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300           # a loaded CI machine starts Snakemake slowly
         while not (cwd / "out.txt").exists():
             assert p.poll() is None and time.monotonic() < deadline, "the job never started"
             time.sleep(0.05)
         os.kill(p.pid, signal.SIGINT)
+        deadline = time.monotonic() + 240
         # the job cannot finish before Snakemake has taken the interrupt (it waits for `release`):
         # under load a job that ends on its own first made Snakemake exit 0 with nothing to resume
         while "Terminating processes on user request" not in log.read_text():
