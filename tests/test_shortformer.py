@@ -303,6 +303,7 @@ def test_cli_and_acdc_run_unchanged(tmp_path):
     assert 0 <= res.n_edges <= g.n_edges and res.forward_passes > 2
 
 
+@pytest.mark.paper_data          # the paper profile's dry run reads the EAP-IG paper's prompt files
 def test_paper_profile_plans_docstring_with_the_checkpoint_cached(tmp_path):
     """`snakemake -n --config profile=paper` with a hub cache holding attn-only-4l (random
     weights in the TL format, a tokenizer) and stand-ins for the GPT-2 models: the Docstring
