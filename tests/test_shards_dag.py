@@ -1,11 +1,8 @@
-"""The DAG's scatter/gather (Snakefile section "scatter / gather"): the smoke profile splits each
-reference's all-edge exact patching into edge-block shard jobs, the EAP-IG/EAP-GP scores into
-prompt-chunk jobs and ACDC's sweep into threshold jobs; after a killed shard a rerun
-recomputes that shard (and the gather) only, and the gathered result is the unsharded one.
-
-A killed shard leaves no block (blocks are written to a temp file and renamed,
-`attrpatch.io.atomic_path`) and its gather never ran: that state is made here by deleting one
-block and the table, then the rerun's plan and its outputs are checked.
+"""The DAG's scatter/gather (Snakefile section "scatter / gather"): shard settings become
+edge-block shard jobs for each reference's all-edge exact patching, prompt-chunk jobs for the
+EAP-IG/EAP-GP scores and threshold jobs for ACDC's sweep; the gathered result is the unsharded
+one, and after a killed shard a rerun plans that shard (and the gather) only. The killed
+reference shard rerun for real is in test_dag_smoke.py (it reuses the smoke run).
 """
 import contextlib
 import io
@@ -25,7 +22,6 @@ from attrpatch.repro.context import load_profile
 from attrpatch.repro.shards import SPLIT_EXPERIMENTS, dag_shard_count, dag_shard_files
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK = "docstring"
 
 
 def _env():
@@ -55,25 +51,6 @@ def planned_jobs(dry_run_output: str) -> list[tuple[str, str]]:
     return jobs
 
 
-@pytest.mark.slow
-def test_resume_after_a_killed_shard_recomputes_that_shard_only(tmp_path):
-    table = tmp_path / "results" / "smoke" / "reference" / f"{TASK}.csv"
-    blocks = [tmp_path / "results" / "smoke" / "shards" / "reference" / TASK / f"block_{i}_of_2.pt" for i in (0, 1)]
-    _snakemake([str(table.relative_to(tmp_path))], tmp_path)
-    assert all(b.exists() for b in blocks)
-    first = table.read_text()
-    kept_mtime = blocks[0].stat().st_mtime_ns
-
-    blocks[1].unlink()          # shard 1 killed: no block, no gather
-    table.unlink()
-    plan = planned_jobs(_snakemake(["-n", str(table.relative_to(tmp_path))], tmp_path))
-    assert sorted(plan) == [("reference", f"task={TASK}"), ("reference_shard", f"task={TASK}, i=1")], plan
-
-    _snakemake([str(table.relative_to(tmp_path))], tmp_path)
-    assert blocks[0].stat().st_mtime_ns == kept_mtime          # the finished shard was not recomputed
-    assert table.read_text() == first                          # and the gathered table is the same
-
-
 def test_planned_jobs_reads_a_dry_run():
     out = ("rule reference_shard:\n    output: x\n    wildcards: task=ioi, i=1\n"
            "localrule all:\n    input: y\n")
@@ -87,14 +64,34 @@ def _jobs_by_rule(plan):
     return out
 
 
-def test_shard_settings_make_the_shard_jobs(tmp_path):
-    """A dry run: the smoke profile's shard settings become that many shard jobs per split rule
-    and one gather job each."""
-    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["experiments"]
-    jobs = _jobs_by_rule(planned_jobs(_snakemake(["-n"], tmp_path)))
+SHARDS = 2       # shard count the tests below give each split rule
+
+
+def _split_profile(tmp_path) -> Path:
+    """The smoke profile (merged with its base) with every split rule at SHARDS shards, as a
+    --configfile (smoke itself runs them whole: its end-to-end run stays cheap)."""
+    from attrpatch.repro.config import merge_base, parse_yaml
+
+    path = ROOT / "config" / "smoke.yaml"
+    cfg = merge_base(parse_yaml(path), path)
+    cfg["profile"] = "split"
     for exp in SPLIT_EXPERIMENTS:
-        assert jobs.get(f"{exp}_shard") == smoke[exp]["shards"] == 2, jobs
+        cfg["experiments"][exp]["shards"] = SHARDS
+    out = tmp_path / "split.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+def test_shard_settings_make_the_shard_jobs(tmp_path):
+    """A dry run: shard settings become that many shard jobs per split rule and one gather job
+    each; without them (the smoke profile) no shard job of those rules is planned."""
+    conf = ("--configfile", str(_split_profile(tmp_path)))
+    jobs = _jobs_by_rule(planned_jobs(_snakemake(["-n"], tmp_path, profile=conf)))
+    for exp in SPLIT_EXPERIMENTS:
+        assert jobs.get(f"{exp}_shard") == SHARDS, jobs
         assert jobs.get(exp) == 1
+    whole = _jobs_by_rule(planned_jobs(_snakemake(["-n"], tmp_path)))     # negative control
+    assert all(f"{exp}_shard" not in whole and whole.get(exp) == 1 for exp in SPLIT_EXPERIMENTS), whole
 
 
 def test_tiny_profile_splits_nothing():
@@ -108,13 +105,12 @@ def test_tiny_profile_splits_nothing():
 
 
 def _one_task_profile(tmp_path) -> Path:
-    """The smoke profile cut to eapig_faith on one task, scores in 2 prompt shards (cheap)."""
+    """The smoke profile cut to eapig_faith on one task, scores in SHARDS prompt shards (cheap)."""
     cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     cfg.update(profile="shard1", models={"tiny-gpt2": smoke["models"]["tiny-gpt2"]})
     faith = {**cfg["experiments"]["eapig_faith"], **smoke["experiments"]["eapig_faith"],
-             "tasks": {"greater_than": "tiny-gpt2"}}
-    assert faith["shards"] == 2
+             "tasks": {"greater_than": "tiny-gpt2"}, "shards": SHARDS}
     cfg["experiments"] = {"eapig_faith": faith}
     path = tmp_path / "shard1.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
