@@ -184,10 +184,18 @@ def test_family_exactness(family, family_model):
         assert scores[u, v].item() == pytest.approx(_slope(p, u, v), rel=rtol, abs=atol), \
             f"{g.upstream[u]}->{g.downstream[v]}"
     if g.post_attn_norm:
-        # (c) patching every edge reproduces the corrupted run, patching none the clean run
-        full = p.metric_of_masks(torch.stack([g.edge_mask.double(), torch.zeros(g.n_up, g.n_down)]), per_example=True)
-        torch.testing.assert_close(full[0], p.metric(model(b.corrupt)), rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(full[1], p.base_values, rtol=0, atol=0)
+        # (c) a head's contribution is no longer its own output, so the check is on the patch:
+        # patching every edge into the logits (nothing else) gives the corrupted run's logits, each
+        # layer's heads entering through its norm at their corrupted sum; every edge / none give
+        # the corrupted / clean run (tests/test_gemma2.py: an additive patch fails the first)
+        into_logits = torch.zeros(g.n_up, g.n_down, dtype=torch.float64)
+        into_logits[:, g.down_index("logits")] = 1.0
+        masks = torch.stack([into_logits, g.edge_mask.double(), torch.zeros(g.n_up, g.n_down, dtype=torch.float64)])
+        got = p.metric_of_masks(masks, per_example=True)
+        corrupt = p.metric(model(b.corrupt))
+        torch.testing.assert_close(got[0], corrupt, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(got[1], corrupt, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got[2], p.base_values, rtol=0, atol=0)
         return
     # (c) sum of edge contributions into every input == its input difference
     _, zc = capture_outputs(model, g, b.clean)

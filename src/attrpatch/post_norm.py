@@ -9,13 +9,20 @@ What patching an edge from a head means there is the EAP-IG library's choice
 input v and each earlier layer l, the layer's attention output as v sees it is
 ``ln1_post_l(x_l + sum_h m[h, v] (z_h(source) - z_h(current)))``, where ``x_l`` is the
 norm's input in the current run; v's input moves by that minus ``ln1_post_l(x_l)``.
-Patching every edge gives the source run's inputs, patching none the base run's
-(tests/test_gemma2.py measures both against full forwards).
+Patching every edge into the logits gives the source run's final residual, and patching a
+head's outgoing edges equals replacing its output (tests/test_families.py, Gemma 2 rows; an
+additive patch fails both, tests/test_gemma2.py).
+
+Reconstruction and choice: the patch above is our re-statement of the library's evaluation
+(not its code); that library's GQA models are ungrouped, ours may be either (the norm acts on
+the heads' sum, whatever the key/value inputs). The Jacobian in gradient methods is our choice
+(next paragraph); the library's own attribution is available for comparison.
 
 The first-order term of that patch (what EAP must equal on a linear metric) multiplies the
 head's output difference by the Jacobian of ``ln1_post_l`` at ``x_l``:
 ``score(h -> v) = sum (z_h(src) - z_h(base)) . J_l(x_l)^T grad_v``. The EAP-IG library's
-attribution (src/eap/utils.py, same commit) leaves the Jacobian out (it dots the head's
+attribution (src/eap/utils.py ``make_hooks_and_matrices``' gradient hook, read at commits
+795f5607 and 62f83cdc) leaves the Jacobian out (it dots the head's
 difference with ``grad_v`` directly), so its EAP is not the derivative of its own evaluation;
 we use the Jacobian (the derivative, measured against a finite difference), and keep the
 library's product as the option ``post_norm="library"`` of `methods.eap.eap_scores`.
