@@ -8,6 +8,12 @@ key or value input; (c) the edge contributions into every input sum to its input
 difference; (d) the edge count is the closed form; (e) parallel blocks have no edge from a
 layer's heads into its own MLP, and patching those heads leaves that MLP's output unchanged.
 
+Gemma 2 (post-attention norms, `post_norm`): (a) also freezes every ``ln1_post`` scale and
+uses a checkpoint without the final logit soft-cap (both make the metric nonlinear in the
+logits' edges); (b) adds edges from heads (scored through the norm's Jacobian); (c) is
+"patching every edge gives the corrupted run, patching none the clean run", since a head's
+contribution to an input is no longer its own output.
+
 `SUPPORT` is the README's support table: each cell other than the attention kind names the
 test that measures it (`test_support_cell`, parametrized by family and column), and
 `test_readme_table_is_the_matrix` keeps README's table equal to it.
@@ -27,6 +33,7 @@ from attrpatch.metrics import task_metric
 from attrpatch.models import load_model
 from attrpatch.models.random import save_random_family
 from attrpatch.patching import Patcher, node_effects
+from attrpatch.post_norm import PostNormUnsupported
 
 from conftest import random_batch
 
@@ -44,16 +51,23 @@ SUPPORT = {
     "mistral":             ("Mistral", "GQA 4q/2kv, sequential"),
     "qwen2":               ("Qwen2", "GQA 4q/2kv, sequential"),
     "gemma2":              ("Gemma 2", "GQA 4q/2kv, post-norms"),
+    "gemma2-ungrouped":    ("Gemma 2, kv_convention=ungrouped (MIB)", "GQA 4q/2kv, post-norms"),
     "gptj":                ("GPT-J", "MHA, parallel"),
 }
 COLUMNS = ("EAP", "EAP-IG", "exact", "ACDC", "AtP*", "HVP")
 REFUSED = {
-    "gemma2": (GraphUnsupported, r"Gemma2ForCausalLM: .*ln1_post"),
     "gptj": (GraphUnsupported, r"GPTJForCausalLM: transformer_lens cannot split"),
 }
 # AtP*'s QK fix recomputes softmax(q k^T / sqrt(d_head)) from the q/k hooks: refused (named)
 # where the model rotates q and k after those hooks.
-ATP_REFUSED = {"gpt-neox", "gpt-neox-sequential", "llama", "llama-gqa", "mistral", "qwen2"}
+ATP_REFUSED = {"gpt-neox", "gpt-neox-sequential", "llama", "llama-gqa", "mistral", "qwen2", "gemma2",
+               "gemma2-ungrouped"}
+# Methods whose patches or gradients assume additive head outputs: refused (PostNormUnsupported)
+# on a post-attention norm (`attrpatch.post_norm`).
+POST_NORM = {"gemma2", "gemma2-ungrouped"}
+POST_NORM_REFUSED = {"HVP"}
+# a family loaded with a kv convention other than the default, and its checkpoint family
+LOAD_AS = {"gemma2-ungrouped": ("gemma2", "ungrouped")}
 
 
 def cell(family: str, column: str) -> str:
@@ -61,17 +75,27 @@ def cell(family: str, column: str) -> str:
         return "refused"
     if column == "AtP*" and family in ATP_REFUSED:
         return "no (GQA)" if "GQA" in SUPPORT[family][1] else "no (rotary)"
+    if family in POST_NORM and column in POST_NORM_REFUSED:
+        return "no (post-norm)"
     return "yes"
+
+
+# Gemma 2's final logit soft-cap (tanh) makes the logits nonlinear in the final residual: the
+# linear case (a) uses a checkpoint without it
+LINEAR_OVERRIDES = {"gemma2": {"final_logit_softcapping": None}}
 
 
 @pytest.fixture(scope="module")
 def family_dir(tmp_path_factory):
     made = {}
 
-    def make(family):
-        if family not in made:
-            made[family] = save_random_family(family, tmp_path_factory.mktemp(family), vocab_size=V, seed=7)
-        return made[family]
+    def make(family, linear=False):
+        key = (family, linear)
+        if key not in made:
+            over = LINEAR_OVERRIDES.get(family) if linear else None
+            made[key] = save_random_family(family, tmp_path_factory.mktemp(family), vocab_size=V, seed=7,
+                                           config_overrides=over)
+        return made[key]
     return make
 
 
@@ -79,10 +103,12 @@ def family_dir(tmp_path_factory):
 def family_model(family_dir):
     loaded = {}
 
-    def get(family):
-        if family not in loaded:
-            loaded[family] = load_model(family_dir(family), dtype=torch.float64)
-        return loaded[family]
+    def get(family, linear=False):
+        ckpt, conv = LOAD_AS.get(family, (family, "grouped"))
+        linear = linear and ckpt in LINEAR_OVERRIDES
+        if (family, linear) not in loaded:
+            loaded[(family, linear)] = load_model(family_dir(ckpt, linear), dtype=torch.float64, kv_convention=conv)
+        return loaded[(family, linear)]
     return get
 
 
@@ -93,7 +119,8 @@ SERVED = [f for f in SUPPORT if f not in REFUSED]
 # float32 even in a float64 model (generalized_components/position_embeddings_attention.py),
 # so a finite difference of them is good to ~1e-6 of the metric, not ~1e-12: their
 # derivative check uses that tolerance.
-FLOAT32_ATTENTION = {"llama", "llama-gqa", "mistral", "qwen2"}
+FLOAT32_ATTENTION = {"llama", "llama-gqa", "mistral", "qwen2", "gemma2", "gemma2-ungrouped"}
+# (Gemma 2's norms are Hugging Face's Gemma2RMSNorm, which also computes in float32.)
 
 
 def _coeffs(p: Patcher, u: int, v: int, scale: int = 1024, degree: int = 4) -> list[float]:
@@ -127,25 +154,49 @@ def test_family_exactness(family, family_model):
     g = Graph.from_model(model)
     b = _batch()
     # (d) edge count == closed form, with the family's kv heads and block kind read from the model
-    assert g.n_edges == closed_form_edge_count(g.n_layers, g.n_heads, g.has_mlps, g.n_kv_heads, g.parallel_blocks)
+    assert g.n_edges == closed_form_edge_count(g.n_layers, g.n_heads, g.has_mlps, g.n_kv_heads, g.parallel_blocks,
+                                               g.kv_convention)
     assert g.n_kv_heads == (2 if "GQA" in SUPPORT[family][1] else 4)
     assert g.parallel_blocks == ("parallel" in SUPPORT[family][1])
-    # (a) EAP == exact patching on edges into logits with the final norm's scale frozen
-    hooks = frozen_hooks(model, b.clean, ["ln_final.hook_scale"])
+    assert g.post_attn_norm == (family in POST_NORM)
+    # (a) EAP == exact patching on edges into logits with the final norm's scale (and every
+    # post-attention norm's) frozen
+    lin = family_model(family, linear=True)
+    norms = ["ln_final.hook_scale"] + [f"blocks.{l}.ln1_post.hook_scale" for l in range(g.n_layers) if g.post_attn_norm]
+    hooks = frozen_hooks(lin, b.clean, norms)
     direct = _direct(g)
-    exact = Patcher(model, g, b, extra_hooks=hooks).edge_effects(direct)
-    eap = eap_scores(model, g, b, extra_hooks=hooks)[direct[:, 0], direct[:, 1]]
+    exact = Patcher(lin, g, b, extra_hooks=hooks).edge_effects(direct)
+    eap = eap_scores(lin, g, b, extra_hooks=hooks)[direct[:, 0], direct[:, 1]]
     assert exact.abs().max() > 1e-3, "the check needs edges with real effects"
     torch.testing.assert_close(eap, exact, rtol=1e-8, atol=1e-11)
-    # (b) EAP == finite difference for random edges into key and value inputs (where GQA broke)
+    # (b) EAP == finite difference for random edges into key and value inputs (where GQA broke),
+    # and, behind a post-attention norm, from heads into any later input
     scores = eap_scores(model, g, b)
     p = Patcher(model, g, b)
     rng = torch.Generator().manual_seed(0)
     kv = g.edge_index[[i for i, n in enumerate(g.edge_names) if n.endswith(("<k>", "<v>"))]]
+    picked = kv[torch.randperm(len(kv), generator=rng)[:4]].tolist()
+    if g.post_attn_norm:
+        heads = g.edge_index[[i for i, n in enumerate(g.edge_names) if n.startswith("a")]]
+        picked += heads[torch.randperm(len(heads), generator=rng)[:6]].tolist()
     rtol, atol = (1e-4, 1e-5) if family in FLOAT32_ATTENTION else (1e-6, 1e-10)
-    for u, v in kv[torch.randperm(len(kv), generator=rng)[:4]].tolist():
+    for u, v in picked:
         assert scores[u, v].item() == pytest.approx(_slope(p, u, v), rel=rtol, abs=atol), \
             f"{g.upstream[u]}->{g.downstream[v]}"
+    if g.post_attn_norm:
+        # (c) a head's contribution is no longer its own output, so the check is on the patch:
+        # patching every edge into the logits (nothing else) gives the corrupted run's logits, each
+        # layer's heads entering through its norm at their corrupted sum; every edge / none give
+        # the corrupted / clean run (tests/test_gemma2.py: an additive patch fails the first)
+        into_logits = torch.zeros(g.n_up, g.n_down, dtype=torch.float64)
+        into_logits[:, g.down_index("logits")] = 1.0
+        masks = torch.stack([into_logits, g.edge_mask.double(), torch.zeros(g.n_up, g.n_down, dtype=torch.float64)])
+        got = p.metric_of_masks(masks, per_example=True)
+        corrupt = p.metric(model(b.corrupt))
+        torch.testing.assert_close(got[0], corrupt, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(got[1], corrupt, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got[2], p.base_values, rtol=0, atol=0)
+        return
     # (c) sum of edge contributions into every input == its input difference
     _, zc = capture_outputs(model, g, b.clean)
     _, zx = capture_outputs(model, g, b.corrupt)
@@ -252,6 +303,13 @@ def _check_eap_ig(model, g, b):
     assert abs(exact) > 1e-3
     assert abs(trap - exact) < min(abs(right - exact), abs(left - exact))
     assert abs(trap - exact) < 0.05 * abs(exact)
+    if g.post_attn_norm:
+        # head rows go through the norm's Jacobian at each path point: the path's ends are EAP's
+        # gradient runs, on the clean prompt (k = m) and on the corrupted one (k = 0, sign flipped)
+        torch.testing.assert_close(eap_ig_scores(model, g, b, steps=1), eap_scores(model, g, b),
+                                   rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(eap_ig_scores(model, g, b, steps=1, points="library"),
+                                   -eap_scores(model, g, b, direction="clean_into_corrupt"), rtol=1e-7, atol=1e-10)
 
 
 def _check_exact(model, g, b):
@@ -309,6 +367,9 @@ def test_support_cell(family, column, family_model):
     b = _batch(seed=11)
     if cell(family, column) == "yes":
         CHECKS[column](model, g, b)
+    elif cell(family, column) == "no (post-norm)":
+        with pytest.raises(PostNormUnsupported, match="post-attention norm"):
+            CHECKS[column](model, g, b)
     else:
         with pytest.raises(RuntimeError, match="rotary embedding after them|kv heads for"):
             CHECKS[column](model, g, b)

@@ -16,6 +16,7 @@ DOC = ROOT / "docs" / "ARCHITECTURE.md"
 FLOORS = {
     "validate": 0, "io": 0, "progress": 0, "stats": 0, "graph": 0, "kv_cache": 0, "patch_cost": 0,
     "activations": 1, "prefix": 1, "patching": 1, "metrics": 1, "qkv_direct": 1, "tasks": 1, "window": 1,
+    "post_norm": 1,
     "methods": 2,
     "circuits": 3, "analysis": 3, "models": 3, "plots": 3,
     "repro": 4, "cli": 4, "course": 4,

@@ -49,6 +49,16 @@ into logits.
 Why it is exact: the input of every node is the sum of its parents' outputs plus
 constants (biases), so changing one parent's contribution by ``d`` changes the input by
 ``d``. ``b_O`` is not in ``hook_result`` but is a constant; it cancels in every difference.
+
+Post-attention norm (Gemma 2: ``ln1_post`` after attention, ``ln2_post`` after the MLP;
+``post_attn_norm=True``): the nodes, inputs and names stay those above, as the EAP-IG
+library keeps them (hannamw/EAP-IG, commit 795f5607, src/eap/graph.py): a head's output is
+still read at ``hook_result``, before ``ln1_post``, and an MLP's at ``hook_mlp_out``, which
+transformer_lens puts after ``ln2_post``, so MLP outputs stay additive. A layer's attention
+adds ``ln1_post(sum of its heads + b_O)`` to the residual, which is not the sum of its heads'
+outputs: patching is then defined per receiving input, layer by layer, through ``ln1_post``
+(`patching` module docstring), and gradient methods multiply by its Jacobian
+(`post_norm.PostNormTape`).
 """
 from __future__ import annotations
 
@@ -126,6 +136,7 @@ class Graph:
     n_kv_heads: int | None = None     # None = n_heads (multi-head attention)
     parallel_blocks: bool = False     # attention and MLP read the same block input
     kv_convention: str = "grouped"    # GQA: one k/v input per kv head, or one per query head
+    post_attn_norm: bool = False      # heads reach the residual through ln1_post (Gemma 2)
     family: str | None = field(default=None, init=False)   # the model's architecture, for messages
     upstream: list[str] = field(init=False)
     downstream: list[str] = field(init=False)
@@ -140,6 +151,8 @@ class Graph:
             self.n_kv_heads = self.n_heads
         if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_kv_heads must be >= 1 and divide n_heads={self.n_heads}, got {self.n_kv_heads}")
+        if self.post_attn_norm and self.parallel_blocks:
+            raise ValueError("post_attn_norm with parallel_blocks is not a layout any supported family has")
         if self.parallel_blocks and not self.has_mlps:
             raise ValueError("parallel_blocks needs MLPs (an attention-only block has nothing in parallel)")
         if self.kv_convention not in KV_CONVENTIONS:
@@ -180,7 +193,8 @@ class Graph:
         Reads n_layers, n_heads, d_model, the kv heads (``cfg.n_key_value_heads``, or the
         checkpoint's own count for a model `models.ungroup` ungrouped), the kv convention
         (``model.attrpatch_kv_convention``, set by the loader), the block kind
-        (``cfg.parallel_attn_mlp``) and attention-only-ness from the model. A model the
+        (``cfg.parallel_attn_mlp``), the post-attention norm (`has_post_attn_norm`) and
+        attention-only-ness from the model. A model the
         graph cannot serve raises `GraphUnsupported` naming its family and what is missing.
         """
         cfg = model.cfg
@@ -192,7 +206,8 @@ class Graph:
         kv = getattr(model, "attrpatch_native_kv_heads", None) or getattr(cfg, "n_key_value_heads", None)
         g = cls(int(cfg.n_layers), int(cfg.n_heads), has_mlps=not is_attn_only(model), d_model=int(cfg.d_model),
                 n_kv_heads=int(kv) if kv else None, parallel_blocks=bool(getattr(cfg, "parallel_attn_mlp", False)),
-                kv_convention=getattr(model, "attrpatch_kv_convention", "grouped"))
+                kv_convention=getattr(model, "attrpatch_kv_convention", "grouped"),
+                post_attn_norm=has_post_attn_norm(model))
         g.family = family
         return g
 
@@ -234,6 +249,11 @@ class Graph:
     @cached_property
     def _edge_pos(self) -> dict[str, int]:
         return {n: i for i, n in enumerate(self.edge_names)}
+
+    @cached_property
+    def heads_by_layer(self) -> list[range]:
+        """Upstream indices of each layer's heads (a layer's heads are contiguous)."""
+        return [range(oh.start, oh.start + oh.count) for oh in self.output_hooks if oh.kind == "heads"]
 
     @cached_property
     def nodes(self) -> list[str]:
@@ -399,6 +419,7 @@ class Graph:
         return {
             "n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
             "has_mlps": self.has_mlps, "parallel_blocks": self.parallel_blocks, "kv_convention": self.kv_convention,
+            "post_attn_norm": self.post_attn_norm,
             "n_nodes": len(self.nodes), "n_upstream": self.n_up, "n_downstream": self.n_down,
             "n_edges": self.n_edges,
         }
@@ -441,9 +462,17 @@ def check_supported(model) -> None:
         raise GraphUnsupported(f"{family}: the graph's hooks are off (split q/k/v inputs, per-head results); "
                                "load the model with attrpatch.models.load_model or call graph.enable_graph_hooks")
     blocks = getattr(model, "blocks", None) or []
-    post = sorted({n for b in blocks for n in ("ln1_post", "ln2_post") if hasattr(b, n)})
-    if post:
+    post = [sorted(n for n in ("ln1_post", "ln2_post") if hasattr(b, n)) for b in blocks]
+    if any(post) and any(p != ["ln1_post", "ln2_post"] for p in post):
         raise GraphUnsupported(
-            f"{family}: each block normalizes its summed attention output ({', '.join(post)}) before adding it to "
-            "the residual stream, so a head's contribution is not its own output and a node's input is not the sum "
-            "of its parents' outputs; the graph needs blocks whose attention and MLP outputs are added unnormalized")
+            f"{family}: blocks normalize only some of their outputs after the fact ({post[0]}); the graph serves "
+            "blocks with no post-norm or with both ln1_post and ln2_post (Gemma 2)")
+    if any(post) and getattr(model.cfg, "parallel_attn_mlp", False):
+        raise GraphUnsupported(f"{family}: post-norms in a parallel block; the graph serves them in sequential blocks")
+
+
+def has_post_attn_norm(model) -> bool:
+    """Whether the model's blocks normalize the summed attention output (``ln1_post``) and the
+    MLP output (``ln2_post``) before adding them to the residual (Gemma 2)."""
+    blocks = getattr(model, "blocks", None) or []
+    return bool(blocks) and all(hasattr(b, "ln1_post") and hasattr(b, "ln2_post") for b in blocks)

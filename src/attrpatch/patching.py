@@ -27,6 +27,7 @@ from .progress import tqdm
 from .activations import capture_outputs, output_override_hooks
 from .graph import Graph
 from .metrics import Metric, check_finite, task_metric
+from .post_norm import post_norm_hook, post_norm_module
 from .prefix import Recorder
 from .tasks.base import TaskBatch
 from .validate import check_batch_fits, integer
@@ -45,8 +46,68 @@ def base_and_source(batch: TaskBatch, direction: str = DEFAULT_DIRECTION) -> tup
     raise ValueError(f"unknown patching direction {direction!r}; allowed: {DIRECTIONS}")
 
 
+class _PostNormPatch:
+    """Patches of edges from heads behind a post-attention norm (`post_norm` module): for each
+    receiving input and each layer l among its parents, ``norm_l(x_l + D) - norm_l(x_l)`` with
+    ``D = sum_h m[h, v] (z_h(source) - z_h(current))`` and ``x_l`` the norm's input in this run.
+    The norm is the model's own module, called with its hooks live (a frozen scale stays frozen);
+    its inputs are laid out [n_recv * C * B, P, d], so a hook replaying a B-row batch (rows
+    ``k * B + b`` get row b, `activations.frozen_hooks`) still lines up."""
+
+    def __init__(self, model, graph: Graph, C: int, B: int):
+        self.model, self.graph, self.C, self.B = model, graph, C, B
+        self.norm_in: dict[int, torch.Tensor] = {}
+        self.inside = False
+
+    def hooks(self) -> list:
+        def cap(l):
+            def fn(t, hook):
+                if not self.inside:  # not the calls made by `delta` itself
+                    self.norm_in[l] = t
+                return t
+            return fn
+        return [(post_norm_hook(l, "in"), cap(l)) for l in range(self.graph.n_layers)]
+
+    def split(self, m: torch.Tensor, source: torch.Tensor, current_all):
+        """(m with head rows zeroed, fn(t, ih) -> the heads' delta at that input)."""
+        layers = [(l, h) for l, h in enumerate(self.graph.heads_by_layer)
+                  if h.stop <= m.shape[1] and bool(m[:, h.start: h.stop].any())]
+        mh = {l: m[:, h.start: h.stop] for l, h in layers}
+        rest = m.clone()
+        for _, h in layers:
+            rest[:, h.start: h.stop] = 0
+
+        def fn(t, ih):
+            C, B = self.C, self.B
+            n_par, n_recv = m.shape[1], m.shape[2]
+            if not layers:
+                return torch.zeros_like(t)
+            cur = current_all(n_par)  # [C, B, P, n_par, d]
+            total = None
+            for l, h in layers:
+                src = source[:, :, h.start: h.stop].to(t.device, t.dtype)
+                D = torch.einsum("cuv,cbpud->vcbpd", mh[l].to(t.dtype), src.unsqueeze(0) - cur[:, :, :, h.start: h.stop])
+                x = self.norm_in[l]                                      # [C*B, P, d]
+                P, d = x.shape[1], x.shape[-1]
+                x = x.reshape(1, C, B, P, d)
+                norm = post_norm_module(self.model, l)
+                self.inside = True
+                try:
+                    y1 = norm((x + D).reshape(n_recv * C * B, P, d))
+                    y0 = norm(x.expand(n_recv, C, B, P, d).reshape(n_recv * C * B, P, d))
+                finally:
+                    self.inside = False
+                dl = (y1 - y0).reshape(n_recv, C, B, P, d).permute(1, 2, 3, 0, 4)   # [C, B, P, n_recv, d]
+                total = dl if total is None else total + dl
+            total = total.reshape(C * B, P, n_recv, d).to(t.dtype)
+            return total if ih.per_head else total[:, :, 0]
+
+        return rest, fn
+
+
 def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int, B: int,
-                 low_diff: torch.Tensor | None = None, n_low: int = 0, view: PositionView | None = None):
+                 low_diff: torch.Tensor | None = None, n_low: int = 0, view: PositionView | None = None,
+                 model=None):
     """Hooks that apply per-copy edge masks [C, n_up, n_down] with source outputs [B,P,n_up,d].
 
     n_low > 0 (prefix reuse): upstream nodes [0, n_low) are not recomputed; their output is
@@ -57,6 +118,10 @@ def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int
     view = view or PositionView()
     cur: dict[int, torch.Tensor] = {}
     stacked: dict = {}
+    post = _PostNormPatch(model, graph, C, B) if graph.post_attn_norm else None
+    if post is not None and (model is None or n_low or view.mode != PositionView().mode):
+        raise ValueError("a post-attention-norm graph is patched with its model, from block 0, over all positions "
+                         "(no prefix, no window)")
 
     def cap_out(oh):
         def fn(t, hook):
@@ -71,6 +136,10 @@ def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int
         if not bool(m.any()):
             return None
         m = m.to(source.dtype)
+        if post is not None:  # heads reach v through their layer's norm: patched apart from the sum
+            m, head_fn = post.split(m, source, current_all)
+            if not bool(m.any()):
+                return lambda t, hook: t + head_fn(t, ih)
         lo = min(n_low, ih.n_parents)  # parents read from the cached base run
         c_i, u_i, v_i = m.nonzero(as_tuple=True)
         # sparse path when it touches fewer (copy, parent) slices than the dense contraction
@@ -109,10 +178,18 @@ def _patch_hooks(graph: Graph, masks: torch.Tensor, source: torch.Tensor, C: int
                     hi = torch.einsum("cuv,cbpud->cbpvd", m[:, lo:], src[:, :, lo:].unsqueeze(0) - current())
                     delta = hi if delta is None else delta + hi
             delta = delta.reshape(C * B, P, n_recv, d)
-            return t + (delta if ih.per_head else delta[:, :, 0])
+            out = t + (delta if ih.per_head else delta[:, :, 0])
+            return out if post is None else out + head_fn(t, ih)
         return fn
 
+    def current_all(n_par: int) -> torch.Tensor:  # [C, B, P, n_par, d] (post-norm graphs: lo = 0)
+        parts = [cur[k] for k in sorted(cur)]
+        allup = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+        return allup.reshape(C, B, allup.shape[1], allup.shape[2], allup.shape[-1])[:, :, :, :n_par]
+
     hooks = [(oh.name, cap_out(oh)) for oh in graph.output_hooks]
+    if post is not None:
+        hooks += post.hooks()
     for ih in graph.input_hooks:
         fn = patch_in(ih)
         if fn is not None:
@@ -131,7 +208,8 @@ def patched_logits(model, graph: Graph, base_tokens: torch.Tensor, source_output
     masks = masks.to(base_tokens.device) * graph.edge_mask.to(base_tokens.device)
     C, B = masks.shape[0], base_tokens.shape[0]
     tokens = base_tokens.repeat(C, 1)
-    return model.run_with_hooks(tokens, fwd_hooks=_patch_hooks(graph, masks, source_outputs, C, B) + list(extra_hooks))
+    return model.run_with_hooks(tokens, fwd_hooks=_patch_hooks(graph, masks, source_outputs, C, B, model=model)
+                                + list(extra_hooks))
 
 
 # Rows (patched copies x prompts) per stacked forward when the caller gives none. Measured
@@ -177,7 +255,8 @@ class Patcher:
         self.metric = metric or task_metric(batch)
         self.base_tokens, src_tokens = base_and_source(batch, direction)
         self.direction = direction
-        rec = Recorder(model, graph.n_layers) if prefix else None
+        post = graph.post_attn_norm   # its patches read every layer's norm input in this run (`_PostNormPatch`)
+        rec = Recorder(model, graph.n_layers) if prefix and not post else None
         with rec or contextlib.nullcontext():
             self.base_logits, self.base_outputs = capture_outputs(model, graph, self.base_tokens,
                                                                   extra_hooks=extra_hooks)
@@ -189,7 +268,8 @@ class Patcher:
         self.progress = progress
         self.forward_passes = 2
         self.runner, self.prefix_reason = (rec.runner(self.base_logits, self.extra_hooks) if rec is not None
-                                           else (None, "prefix=False"))
+                                           else (None, "post-attention norm: patched from block 0" if post and prefix
+                                                 else "prefix=False"))
         if self.runner is not None:
             self._low_diff = self.source_outputs - self.base_outputs  # patch of a parent left in the prefix
         self.window, self.window_reason = (WindowRunner.build(self.runner, self.base_tokens, src_tokens, self.metric.pos,

@@ -16,6 +16,7 @@ import torch
 from ..activations import blocks_only, capture_outputs, input_gradients, subtract_outputs_hooks
 from ..graph import Graph, InputHook
 from ..metrics import Metric, resolve_metric
+from ..post_norm import PostNormTape, PostNormUnsupported, check_post_norm_mode
 from ..patching import DEFAULT_DIRECTION, base_and_source
 from ..tasks.base import TaskBatch
 from ..validate import integer
@@ -63,12 +64,23 @@ class ScoreAccumulator:
         return c[2]
 
     def callback(self, *, diff: torch.Tensor | None = None, source: torch.Tensor | None = None,
-                 weight: float = 1.0) -> Callable:
+                 weight: float = 1.0, tape: PostNormTape | None = None, post_norm: str = "jacobian") -> Callable:
         """Callback for `input_gradients`. Either a fixed `diff` [B,P,n_up,d], or the
         `source` outputs, differenced against the gradient run's own outputs (EAP: saves a
-        forward)."""
+        forward).
+
+        A graph with a post-attention norm (Gemma 2) needs the run's `tape`
+        (`post_norm.PostNormTape`, its hooks in the same run): a head's gradient is then
+        ``J^T grad`` through its layer's norm (``post_norm="jacobian"``), or ``grad`` itself
+        (``"library"``, the EAP-IG library's attribution; `post_norm` module docstring)."""
         if (diff is None) == (source is None):
             raise ValueError("give exactly one of diff= or source=")
+        check_post_norm_mode(post_norm)
+        jac = self.graph.post_attn_norm and post_norm == "jacobian"
+        if jac and tape is None:
+            raise PostNormUnsupported("this graph's heads pass through a post-attention norm: the score callback "
+                                      "needs the gradient run's PostNormTape (tape=...) for their Jacobian")
+        heads = self.graph.heads_by_layer
 
         def add(ih: InputHook, grad: torch.Tensor, outputs: torch.Tensor) -> None:
             if diff is not None:
@@ -78,6 +90,12 @@ class ScoreAccumulator:
             g = grad if ih.per_head else grad.unsqueeze(2)
             # sum over (b, p, d) of d[b,p,u,:] * g[b,p,v,:]  ==  rows[u] @ g as [(b p d), v]
             s = rows[: ih.n_parents] @ g.transpose(2, 3).reshape(-1, g.shape[2])
+            if jac:  # rows of the heads this input reads: the gradient through their layer's norm
+                for l, h in enumerate(heads):
+                    if h.stop > ih.n_parents:
+                        break
+                    gl = tape.vjp(l, g)
+                    s[h.start: h.stop] = rows[h.start: h.stop] @ gl.transpose(2, 3).reshape(-1, g.shape[2])
             self.scores[: ih.n_parents, ih.start: ih.start + g.shape[2]] += weight * s.to(self.scores.dtype)
 
         return add
@@ -116,8 +134,11 @@ def gradient_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric,
     for sub, frac in chunks(batch, batch_size):
         ctx = PathContext(model, graph, sub, resolve_metric(model, sub, metric), direction)
         for w, kwargs in grad_points(ctx):
+            tape = PostNormTape(graph) if graph.post_attn_norm else None   # Gemma 2: heads through their norm
+            if tape is not None:
+                kwargs = dict(kwargs, extra_hooks=list(kwargs.get("extra_hooks", ())) + tape.hooks())
             input_gradients(model, graph, ctx.base, ctx.metric,
-                            on_input_grad=acc.callback(diff=ctx.diff, weight=frac * w), need_outputs=False,
+                            on_input_grad=acc.callback(diff=ctx.diff, weight=frac * w, tape=tape), need_outputs=False,
                             need_logits=False, **kwargs)
     return acc.result()
 

@@ -64,6 +64,7 @@ import torch
 
 from ..activations import EMBED_HOOK
 from ..graph import Graph
+from ..post_norm import refuse_post_norm
 from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
@@ -221,6 +222,7 @@ def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = 
     info["step_length"] [B, k] is ||gamma_j - gamma_{j-1}|| for j = 1..k (1 under the unit
     rule, 0 for an example whose gradient vanished), examples in batch order.
     """
+    refuse_post_norm(graph, "EAP-GP")
     if path not in PATHS:
         raise ValueError(f"unknown EAP-GP path {path!r}; allowed: {PATHS} (a path per upstream node is "
                          "an open reading of the paper and not implemented)")

@@ -57,6 +57,7 @@ import torch
 
 from ..activations import input_gradients
 from ..graph import Graph
+from ..post_norm import refuse_post_norm
 from ..metrics import Metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
@@ -157,6 +158,7 @@ def eap_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = 
     else:
         alphas = ig_alphas(steps, points)
     if variant == "activations":
+        refuse_post_norm(graph, "EAP-IG on activations")
         return _activation_scores(model, graph, batch, metric, alphas=alphas, direction=direction,
                                   batch_size=batch_size, scope=activation_scope)
     return gradient_scores(model, graph, batch, metric, direction=direction, batch_size=batch_size,

@@ -115,6 +115,7 @@ import torch
 
 from ..activations import capture_outputs
 from ..graph import Graph
+from ..post_norm import refuse_post_norm
 from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION, Patcher, base_and_source
 from ..tasks.base import TaskBatch
@@ -392,6 +393,7 @@ def hvp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "ta
     components (default all: the whole graph) and costs 2 forwards + one forward, backward and
     double backward of B rows (``hvp_passes`` = ``n_hvps`` = 1).
     """
+    refuse_post_norm(graph, "HVP (hvp_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
     check_reading(reading)
     m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
     idx, names = _select(graph, components, edges, nodes)
@@ -425,6 +427,7 @@ def hvp_multistep_scores(model, graph: Graph, batch: TaskBatch, metric: str | Me
     `second_order_term` are the summed pieces (`corrected` their sum); `rho` is the one-step
     ratio at alpha = 0.
     """
+    refuse_post_norm(graph, "HVP (hvp_multistep_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     check_reading(reading)
@@ -482,6 +485,7 @@ def per_component_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str |
     ``corrected`` hold the IG estimate, ``second_order_term`` zeros, ``rho`` NaN; cost:
     ``gradient_passes`` = `steps` per component.
     """
+    refuse_post_norm(graph, "HVP (per_component_ig_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
     alphas, weights = ig_points(steps, rule)
     m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
     idx, names = _select(graph, components, edges, nodes)
@@ -516,6 +520,7 @@ def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric 
     components; ``df.attrs["summary"]``: mean |error| of first order / final estimate vs
     full exact patching, fraction flagged (the full exact sweep is not counted as cost).
     """
+    refuse_post_norm(graph, "HVP (screen_flag_fix)", "its patches add edge differences to inputs, which a post-attention norm breaks")
     if fix not in FIXES:
         raise ValueError(f"unknown fix {fix!r}; allowed: {FIXES}")
     check_reading(reading)

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from .. import post_norm
 from ..graph import Graph
 from ..metrics import METRIC_NAMES, Metric, resolve_metric
 from ..patching import DEFAULT_DIRECTION, DIRECTIONS, Patcher, node_effects
@@ -225,6 +226,9 @@ OPTIONS: dict[str, Option] = {
     "direct": Option("ACDC: test each q/k/v input's direct edge first, as ACDC's graph has them (true/false)",
                      lambda v, where="": boolean("direct", v, where=where)),
     "extra_hooks": Option("more (hook name, function) pairs for every forward", _hooks, api_only=True),
+    "post_norm": Option("EAP on a post-attention norm (Gemma 2): jacobian (default; a head edge through the "
+                        "norm's Jacobian, the derivative of exact patching) or library (the EAP-IG library's "
+                        "product without it)", _choices(post_norm, "POST_NORM_MODES", "post_norm")),
 }
 
 

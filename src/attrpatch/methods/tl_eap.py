@@ -27,6 +27,7 @@ import torch
 from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
 
 from ..graph import Graph
+from ..post_norm import refuse_post_norm
 from ..metrics import task_metric
 from ..tasks.base import TaskBatch
 
@@ -67,6 +68,7 @@ def _our_down(node) -> str:
 def tl_edge_scores(model, graph: Graph, batch: TaskBatch) -> torch.Tensor:
     """Its EAP edge scores [n_up, n_down] in our layout (positions summed; mean over examples),
     each example scored by our task metric on that example alone."""
+    refuse_post_norm(graph, "transformer_lens' attribution_patch", "it scores heads without the norm's Jacobian")
     out = torch.zeros(graph.n_up, graph.n_down, dtype=torch.float64)
     cfg = EdgeAttributionConfig(granularity="edge")
     with unfrozen(model):

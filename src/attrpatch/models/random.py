@@ -104,16 +104,22 @@ def _family_config(family: str, *, n_layer: int, n_head: int, n_embd: int, vocab
 
 def save_random_family(family: str, out_dir, *, n_layer: int = 2, n_head: int = 4, n_embd: int = 16,
                        vocab_size: int = 64, n_positions: int = 32, seed: int = 0, weight_scale: float = 0.2,
-                       tokenizer=None) -> Path:
+                       tokenizer=None, config_overrides: dict | None = None) -> Path:
     """Write a random tiny checkpoint of `family` (a `FAMILIES` key) to `out_dir`.
 
     Every parameter is re-drawn as N(0, weight_scale^2), norm gains +1 (as `save_random_gpt2`),
     so biases are nonzero and effects are not vanishingly small. GQA families get n_head / 2
     kv heads. `tokenizer`: a transformers tokenizer saved beside the weights; None writes no
     tokenizer (the checkpoint is then loaded with token ids in, token ids out).
+    `config_overrides`: Hugging Face config fields set after the family's defaults (e.g. Gemma 2's
+    ``final_logit_softcapping=None`` for a model whose logits are linear in the final residual).
     """
     cfg, model_cls = _family_config(family, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                                     vocab_size=vocab_size, n_positions=n_positions)
+    for k, v in (config_overrides or {}).items():
+        if not hasattr(cfg, k):
+            raise ValueError(f"config_overrides: {type(cfg).__name__} has no field {k!r}")
+        setattr(cfg, k, v)
     torch.manual_seed(seed)
     model = model_cls(cfg)
     gen = torch.Generator().manual_seed(seed)
