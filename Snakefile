@@ -2,10 +2,12 @@
 #   snakemake --cores all                         (tiny profile, offline, CPU)
 #   snakemake --cores all --config profile=paper  (real weights from the local HF cache)
 # Rules only say which script makes which file; all method logic is in src/attrpatch.
+import os
 import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("MPLBACKEND", "Agg")      # jobs draw to files only (the plot modules leave the backend alone)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from attrpatch.repro.context import load_profile, missing_pretrained, missing_paper_data, config_root, EXPERIMENTS
 from attrpatch.repro.context import missing_mib_data

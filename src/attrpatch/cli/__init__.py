@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .args import _parse_options, _positive_int, _positive_number, api_only_options, cli_options  # noqa: F401
@@ -160,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Errors print as one line, argparse style, with exit status 2; --debug shows the traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")      # the commands draw to files (plot modules leave the backend alone)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
     cmd = argv[0] if argv else None

@@ -62,9 +62,9 @@ def cache_root() -> Path:
 
 
 def _profile(profile: str) -> dict:
-    """The profile as written (`repro.config.load_config`, validated, from the checkout's config/):
-    without `repro.context.load_profile`'s resolution of experiment defaults, which imports
-    `plots/*`, whose ``matplotlib.use("Agg")`` would turn a notebook's inline figures off."""
+    """The profile as written (`repro.config.load_config`, validated, from the checkout's config/),
+    without `repro.context.load_profile`'s resolution of experiment defaults (it imports every
+    experiment's code, plots included: more than a notebook needs)."""
     return load_config(profile, known_tasks=set(ALL_TASK_NAMES), known_methods=known_methods(),
                        known_experiments=set(EXPERIMENTS), root=config_root(profile, Path.cwd()),
                        extra_top_level=EXTRA_TOP_LEVEL)

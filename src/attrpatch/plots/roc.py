@@ -2,10 +2,7 @@
 (EAP -> ACDC), drawn from the result dicts the experiments write (no computation here)."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt   # backend left to the caller: scripts set Agg, notebooks keep inline
 import numpy as np
 import seaborn as sns
 
