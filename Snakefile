@@ -17,6 +17,7 @@ from attrpatch.repro.gate import finish, parse_strict
 from attrpatch.repro.config import config_hash
 from attrpatch.circuits.run import DAG_CIRCUIT_EXPERIMENTS, dag_circuit_paths
 from attrpatch.repro.shards import SPLIT_EXPERIMENTS, dag_shard_count, dag_shard_files
+from attrpatch.repro.cost import run_layout
 
 STARTED = time.time()
 # The profile: `--configfile FILE` (Snakemake's own way to override a configuration) or
@@ -177,9 +178,11 @@ else:
         log: f"logs/{PROFILE}/reference_{{task}}.log"
         shell: REF_LOG + " --gather {input.blocks} 3>&2 > {log} 2>&1"
 
-# Prompt-chunk shards of the gradient scores (EAP, EAP-IG, EAP-GP) and threshold shards of ACDC's
-# sweep: experiments.<exp>.shards jobs `<exp>_shard`, each writing its part, gathered by the
-# experiment's own rule (`--gather`). Shard counts: 1 (no shard jobs) unless the profile sets them.
+# Prompt-chunk shards of the gradient scores (EAP, EAP-IG, EAP-GP) and cost-balanced slices of ACDC's
+# runs (eap_roc: task x metric x tau; eap_acdc: task x keep fraction x tau): experiments.<exp>.shards
+# jobs `<exp>_shard`, each writing its part, gathered by the experiment's own rule (`--gather`).
+# Shard counts: 1 (no shard jobs) unless the profile sets them. A run shard's params name its runs,
+# so a change of the split (the cost model's estimates) reruns the shards whose runs changed.
 def shard_files(exp):
     """The shard files an experiment's rule gathers (none when it is not split)."""
     return dag_shard_files(CFG, exp, R)
@@ -191,7 +194,8 @@ for _exp in [e for e in SPLIT_EXPERIMENTS if e in EXPS and dag_shard_count(CFG, 
         input: models_of(_exp)
         output: f"{R}/shards/{_exp}/{SPLIT_EXPERIMENTS[_exp]}_{{i}}_of_{dag_shard_count(CFG, _exp)}.pt"
         wildcard_constraints: i=r"\d+"
-        params: h=spec_hash(_exp), exp=_exp, k=dag_shard_count(CFG, _exp)
+        params: h=spec_hash(_exp), exp=_exp, k=dag_shard_count(CFG, _exp),
+                runs=lambda w, e=_exp: run_layout(CFG, e, dag_shard_count(CFG, e))[int(w.i)] if SPLIT_EXPERIMENTS[e] == "runs" else ""
         threads: 1
         resources: **{**res(_exp), **CFG.get("resources", {}).get(f"{_exp}_shard", {})}   # the experiment's, then resources.<exp>_shard
         log: f"logs/{PROFILE}/{_exp}_shard_{{i}}_of_{dag_shard_count(CFG, _exp)}.log"

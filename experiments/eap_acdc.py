@@ -14,6 +14,11 @@ runs on ACDC's graph as the authors' code does (Aaquib111/acdcpp: EAP thresholds
 q/k/v direct edges included, scored by `qkv_direct.direct_atp_scores`; ACDC then tests the kept
 direct edges, `eap_then_acdc_sweep(direct=True)`): keep fractions, sizes and TPR/FPR count
 edges + direct edges (the reference's by ACDC's counting rule); "plain": the graph's edges.
+
+Scattered (spec.shards > 1): the ACDC runs, one per (task, keep fraction, tau), each equal to a
+standalone run, are split into k cost-balanced slices (`attrpatch.repro.cost.acdc_runs`,
+`attrpatch.repro.shards.run_shard`); ``--shard i --shards k`` runs slice i (EAP once per task it
+touches); ``--gather SHARD...`` takes the runs from the shards and does the rest, EAP included.
 """
 import sys
 
@@ -25,12 +30,14 @@ from attrpatch.circuits.exact_reference import LABEL, reference_mask
 from attrpatch.circuits.roc import (acdc_universe, best_tpr_minus_fpr, check_edge_convention, keep_threshold,
                                     mask_rates, taus_from_spec, topn_rates)
 from attrpatch.io import save_figure, write_json
-from attrpatch.methods.acdc import eap_then_acdc_sweep, make_patcher
+from attrpatch.methods.acdc import AcdcSweep, eap_then_acdc_sweep, make_patcher
 from attrpatch.methods.atp import direct_atp_scores
 from attrpatch.methods.common import chunks
 from attrpatch.methods.registry import attribute
 from attrpatch.qkv_direct import n_edges_with_direct, size_with_direct
 from attrpatch.repro.context import Context, reference_path
+from attrpatch.repro.cost import acdc_keys, acdc_runs, sweep_key
+from attrpatch.repro.shards import gather_run_shards, run_shard, write_run_shard
 
 
 def _fkey(f: float) -> str:
@@ -43,6 +50,48 @@ def _tkey(tau: float) -> str:
     return f"tau_{tau:.0e}"
 
 
+def eap_first(run, direct):
+    """(EAP scores, direct-edge EAP scores or None, plain ACDC's edge universe or None) of a task:
+    what every keep fraction's ACDC runs start from."""
+    st = run.settings
+    scores = attribute(run.model, run.batch, method="eap", graph=run.graph, **run.opts)
+    d_scores = (sum(w * direct_atp_scores(run.model, run.graph, sub) for sub, w in chunks(run.batch, st["batch_size"]))
+                if direct else None)
+    # acdc_max_edges (paper_random): "plain ACDC" (f = 1) runs over the top-|EAP| edges only
+    return scores, d_scores, acdc_universe(scores, run.graph, st["acdc_max_edges"])
+
+
+def eap_threshold(run, scores, d_scores, uni, f: float) -> float:
+    """The |EAP| threshold keeping fraction f (plain ACDC under acdc_max_edges: its universe's)."""
+    if f >= 1.0 and uni is not None:
+        return float(scores.detach().cpu().double().abs()[uni].min())
+    return keep_threshold(scores, run.graph, f, direct_scores=d_scores)
+
+
+def run_sweep(run, scores, d_scores, uni, f, taus, patcher, direct) -> AcdcSweep:
+    """EAP -> ACDC at keep fraction f and these taus (`eap_then_acdc_sweep`, runs in lockstep,
+    each equal to a standalone run); the sweep's forward passes: the runs' standalone counts summed."""
+    res = eap_then_acdc_sweep(run.model, run.graph, run.batch, scores, eap_threshold(run, scores, d_scores, uni, f),
+                              taus, patcher=patcher, direct=direct, direct_scores=d_scores)
+    return AcdcSweep([float(t) for t in taus], res, sum(r.forward_passes for r in res), sum(r.wall_s for r in res))
+
+
+def write_shard(ctx, args, direct):
+    """One shard job of the DAG: its slice of the (task, fraction, tau) runs, EAP once per task."""
+    keys = {key: (task, f) for key, task, f in acdc_keys(ctx.spec, "eap_acdc")}
+    runs = acdc_runs(ctx.cfg, "eap_acdc")
+    mine = run_shard([r for r, _ in runs], [c for _, c in runs], args.shard, args.shards)
+    tasks, parts = {}, {}
+    for key, ts in mine.items():
+        task, f = keys[key]
+        if task not in tasks:
+            run = ctx.task(task, ctx.task_models()[task])
+            tasks[task] = (run, *eap_first(run, direct), make_patcher(run.model, run.graph, run.batch, "task"))
+        run, scores, d_scores, uni, patcher = tasks[task]
+        parts[key] = run_sweep(run, scores, d_scores, uni, f, ts, patcher, direct)
+    write_run_shard(args.out, args.shard, args.shards, parts)
+
+
 def main(argv=None):
     ctx, args = Context.from_args("eap_acdc", argv)
     spec = ctx.spec
@@ -53,6 +102,10 @@ def main(argv=None):
     taus = taus_from_spec(spec["taus"])
     conv = check_edge_convention(spec["edges"])
     direct = conv == "acdc"
+    if args.shard is not None:
+        return write_shard(ctx, args, direct)
+    sweeps = (gather_run_shards(args.gather, {k: taus for k, _, _ in acdc_keys(spec, "eap_acdc")})
+              if args.gather else {})
     out = {"reference_label": LABEL, "keys": "forward_passes.<task>.f<percent kept>.tau_<tau %.0e>",
            "settings": {"n": n, "seed": ctx.seed, "fractions": fractions, "taus": taus,
                                                   "metric": "task", "edges": conv},
@@ -69,22 +122,16 @@ def main(argv=None):
                                   "n_reference_with_direct": size_with_direct(graph, ref)}
         if spec["n_by_task"]:
             out["settings"].setdefault("n_by_task", {})[task] = st["n"]
-        scores = attribute(model, batch, method="eap", graph=graph, **run.opts)
-        d_scores = (sum(w * direct_atp_scores(model, graph, sub) for sub, w in chunks(batch, st["batch_size"]))
-                    if direct else None)
-        # acdc_max_edges (paper_random): "plain ACDC" (f = 1) runs over the top-|EAP| edges only
-        uni = acdc_universe(scores, graph, st["acdc_max_edges"])
+        scores, d_scores, uni = eap_first(run, direct)
         if uni is not None:
             out["reference"][task]["plain_acdc_limited_to"] = int(uni.sum())
-        patcher = make_patcher(model, graph, batch, "task")
+        patcher = None if sweeps else make_patcher(model, graph, batch, "task")
         rows, fp = [], {}
         for f in fractions:
-            thr = keep_threshold(scores, graph, f, direct_scores=d_scores)
-            if f >= 1.0 and uni is not None:
-                thr = float(scores.detach().cpu().double().abs()[uni].min())
+            thr = eap_threshold(run, scores, d_scores, uni, f)
             fp[_fkey(f)] = {}
-            for tau, res in zip(taus, eap_then_acdc_sweep(model, graph, batch, scores, thr, taus, patcher=patcher,
-                                                          direct=direct, direct_scores=d_scores)):
+            sw = sweeps[sweep_key(task, f)] if sweeps else run_sweep(run, scores, d_scores, uni, f, taus, patcher, direct)
+            for tau, res in zip(taus, sw.results):
                 r = mask_rates(res.mask, ref, graph, direct=[res.direct] if direct else None).iloc[0]
                 e = topn_rates(scores, ref, graph, [int(r.n_edges)], direct_scores=d_scores).iloc[0]
                 rows.append({"fraction": f, "tau": tau, "eap_threshold": thr,

@@ -16,9 +16,10 @@ Edges (setting ``edges``, `attrpatch.circuits.roc.EDGE_CONVENTIONS`, default the
 ``auc_by_edges.<acdc|plain>.<task>.<method>`` holds both AUC rules under both counts (ACDC's
 other count is its same runs, counted the other way: with "plain", its direct edges by the
 counting rule).
-Scattered (spec.shards > 1): ``--shard i --shards k`` runs every task's ACDC sweeps on threshold
-slice i of k (`attrpatch.repro.shards.tau_shard`); ``--gather SHARD...`` puts the runs back in tau
-order and does the rest (the sweep's total forward passes and wall time are then the shards' sums).
+Scattered (spec.shards > 1): ACDC's runs, one per (task, ACDC metric, tau), are split into k
+cost-balanced slices (`attrpatch.repro.cost.acdc_runs`, `attrpatch.repro.shards.run_shard`);
+``--shard i --shards k`` runs slice i; ``--gather SHARD...`` puts each sweep back in tau order and
+does the rest (a sweep's total forward passes and wall time are then its pieces' sums).
 Tiny profile: the reference is exact patching on
 held-out prompts ("reference: exact patching"), so the ``exact`` curve is the same method
 on other prompts and is expected on top.
@@ -50,7 +51,8 @@ from attrpatch.patching import Patcher
 from attrpatch.qkv_direct import direct_effects, n_edges_with_direct, size_with_direct
 from attrpatch.repro.context import Context, reference_path
 from attrpatch.repro.paper_numbers import paper_numbers
-from attrpatch.repro.shards import gather_tau_shards, tau_shard, write_tau_shard
+from attrpatch.repro.cost import acdc_keys, acdc_runs, sweep_key
+from attrpatch.repro.shards import gather_run_shards, run_shard, write_run_shard
 
 PAPER_AUC = paper_numbers("eap_roc_auc")    # EAP paper Fig. 2 (paper_numbers.yaml)
 ACDC_METRIC = {"acdc_task": "task", "acdc_kl": "kl"}
@@ -80,15 +82,22 @@ def main(argv=None):
                                                   "auc_rule": rule, "edges": conv, "circuit_edges": circuit_edges},
            "reference": {}, "auc": {}, "auc_trapezoid": {}, "auc_pessimistic": {}, "curves": {}, "acdc": {},
            "auc_by_edges": {"acdc": {}, "plain": {}}, "paper_auc": PAPER_AUC, "circuits": {}}
-    acdc_methods = [m for m in methods if m in ACDC_METRIC]
-    if args.shard is not None:     # one threshold-shard job of the DAG: every task's ACDC runs on its taus
-        write_tau_shard(args.out, args.shard, args.shards, {
-            f"{task}/{m}": acdc_sweep(r.model, r.graph, r.batch, tau_shard(taus, args.shard, args.shards),
-                                      metric=ACDC_METRIC[m], progress=True, edges=acdc_edges(r), direct=direct)
-            for task, model_name in ctx.task_models().items() for r in [ctx.task(task, model_name)]
-            for m in acdc_methods})
+    keys = {key: (task, m) for key, task, m in acdc_keys(spec, "eap_roc")}     # "task/acdc_kl": one sweep
+    if args.shard is not None:     # one shard job of the DAG: its slice of the (task, metric, tau) runs
+        runs = acdc_runs(ctx.cfg, "eap_roc")
+        mine = run_shard([r for r, _ in runs], [c for _, c in runs], args.shard, args.shards)
+        task_runs, universes, parts = {}, {}, {}
+        for key, ts in mine.items():
+            task, m = keys[key]
+            if task not in task_runs:
+                task_runs[task] = ctx.task(task, ctx.task_models()[task])
+                universes[task] = acdc_edges(task_runs[task])
+            r = task_runs[task]
+            parts[key] = acdc_sweep(r.model, r.graph, r.batch, ts, metric=ACDC_METRIC[m], progress=True,
+                                    edges=universes[task], direct=direct)
+        write_run_shard(args.out, args.shard, args.shards, parts)
         return
-    sweeps = gather_tau_shards(args.gather, taus) if args.gather else {}
+    sweeps = gather_run_shards(args.gather, {k: taus for k in keys}) if args.gather else {}
     for task, model_name in tqdm(ctx.task_models().items(), desc="eap_roc tasks"):
         run = ctx.task(task, model_name)
         model, graph, st, batch = run.model, run.graph, run.settings, run.batch
@@ -132,7 +141,7 @@ def main(argv=None):
             else:
                 # acdc_max_edges (paper_random): ACDC only over the top-|EAP| edges
                 uni = acdc_universe(eap, graph, st["acdc_max_edges"]) if eap is not None else None
-                sw = (sweeps[f"{task}/{method}"] if sweeps else
+                sw = (sweeps[sweep_key(task, method)] if sweeps else
                       acdc_sweep(model, graph, batch, taus, metric=ACDC_METRIC[method], progress=True, edges=uni,
                                  direct=direct))
                 kept = [r.direct for r in sw.results] if direct else None

@@ -125,6 +125,11 @@ def test_forward_flops_scale_with_the_shape():
     assert C.forward_flops(xl, 24) > 10 * C.forward_flops(small, 24)
     with pytest.raises(ValueError, match="no shape for model"):
         C.model_shape("tiny-gpt2")
+    # the tiny trained models by their training config, random specs with their own dimensions
+    tiny, heads, mlps = C.model_shape({"train": "tiny-gpt2", "steps": 30})
+    assert (tiny.n_layers, tiny.d_model, heads, mlps) == (3, 64, 4, True)
+    narrow, heads, _ = C.model_shape({"random": "gpt2", "n_embd": 48})
+    assert (narrow.n_layers, narrow.d_model, heads) == (12, 48, 12)
     with pytest.raises(ValueError, match="no pass count"):
         C.method_passes("atp")
 
@@ -132,17 +137,45 @@ def test_forward_flops_scale_with_the_shape():
 def test_paper_profile_shard_counts_are_the_cost_models():
     """config/paper.yaml's shards are what the cost model needs (no fewer: a shard over an hour;
     no more: jobs for nothing), at the assumed GPU throughput."""
-    rows = C.profile_costs(load_profile("paper", root=ROOT))
+    cfg = load_profile("paper", root=ROOT)
+    rows = C.profile_costs(cfg)
     assert {r["experiment"] for r in rows} == set(C.PRICED)
-    res = load_profile("paper", root=ROOT)["resources"]
-    for r in [r for r in rows if r["kind"] != "whole"]:
+    res = cfg["resources"]
+    for r in rows:
         assert r["set_shards"] == r["needed_shards"], r
         assert r["split_gpu_h"] > 0 and r["whole_gpu_h"] > 0
+        assert r["gpu_h_per_shard"] <= C.SHARD_HOURS, r            # no shard job over the hour
         # each shard job asks SLURM for at least the model's estimate of its time
         assert res[f"{r['experiment']}_shard"]["runtime"] >= 60 * r["gpu_h_per_shard"], (r, res)
+        if r["kind"] == "runs":     # one shard fewer and the longest shard is over the hour: no job for nothing
+            c = C.experiment_cost(cfg, r["experiment"])
+            assert c.shard_hours(r["set_shards"] - 1) > C.SHARD_HOURS
     # the model follows the work: twice the prompts, twice the split hours
-    cfg = load_profile("paper", root=ROOT)
     spec = cfg["experiments"]["eapig_faith"]
     spec["n_by_task"] = {t: 2 * n for t, n in spec["n_by_task"].items()}
     doubled = {r["experiment"]: r for r in C.profile_costs(cfg)}["eapig_faith"]
     assert doubled["split_gpu_h"] == pytest.approx(2 * {r["experiment"]: r for r in rows}["eapig_faith"]["split_gpu_h"])
+
+
+def test_acdc_runs_are_the_sweeps_runs_and_price_them_like_one_sweep():
+    """eap_roc's runs are task x ACDC metric x tau, eap_acdc's task x keep fraction (1.0 added) x
+    tau, in that order; together they cost what the sweeps cost (one `method_passes("acdc")` per
+    run), and a keep fraction's runs cost that fraction of plain ACDC's edges."""
+    cfg = load_profile("paper", root=ROOT)
+    roc = C.acdc_runs(cfg, "eap_roc")
+    spec = cfg["experiments"]["eap_roc"]
+    assert len(roc) == len(spec["tasks"]) * 2 * spec["taus"]["n"]
+    assert [k for (k, _), _ in roc[:2]] == ["ioi/acdc_task"] * 2 and roc[spec["taus"]["n"]][0][0] == "ioi/acdc_kl"
+    shape, heads, mlps = C.model_shape("gpt2")
+    g = Graph(shape.n_layers, heads, has_mlps=mlps)
+    from attrpatch.qkv_direct import n_edges_with_direct
+    one = C.method_passes("acdc", n_edges=n_edges_with_direct(g)).forward_equivalents * C.forward_flops(shape) * spec["n"]
+    assert roc[0][1] == pytest.approx(one)
+    acdc = C.acdc_runs(cfg, "eap_acdc")
+    keys = [k for k, _, _ in C.acdc_keys(cfg["experiments"]["eap_acdc"], "eap_acdc")]
+    assert keys[:6] == ["ioi/f=0.01", "ioi/f=0.02", "ioi/f=0.05", "ioi/f=0.1", "ioi/f=0.2", "ioi/f=1"]
+    by_key = {k: f for (k, _), f in acdc}
+    assert by_key["ioi/f=0.1"] == pytest.approx(0.1 * by_key["ioi/f=1"], rel=1e-3)
+    assert by_key["ioi/f=1"] == pytest.approx(one)
+    with pytest.raises(ValueError, match="no ACDC runs in experiment 'hvp'"):
+        C.acdc_keys({}, "hvp")

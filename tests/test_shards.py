@@ -1,5 +1,7 @@
 """Scatter/gather (attrpatch.repro.shards): the gathered result equals the unsharded one, in float64
 on a tiny random model, for each kind of shard; a missing or repeated shard is rejected."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -7,11 +9,13 @@ from attrpatch import attribute
 from attrpatch.graph import Graph
 from attrpatch.methods.acdc import acdc_sweep
 from attrpatch.patching import Patcher
-from attrpatch.repro.shards import (edge_block, gather_edge_blocks, gather_prompt_scores, gather_score_shards,
-                                    gather_tau_shards, gather_taus, prompt_shard, score_prompt_shard, shard_range,
-                                    tau_shard, write_score_shard, write_tau_shard)
+from attrpatch.repro.shards import (cost_slices, edge_block, gather_edge_blocks, gather_prompt_scores,
+                                    gather_run_shards, gather_score_shards, gather_taus, needed_slices, prompt_shard,
+                                    run_shard, score_prompt_shard, shard_range, write_run_shard, write_score_shard)
 
 from conftest import random_batch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("n,k", [(7, 1), (7, 3), (6, 6), (32491, 8)])
@@ -68,23 +72,24 @@ def test_edge_blocks_gather_to_all_edge_patching(model, batch):
         gather_edge_blocks(g.n_edges, parts + parts[1:2])
 
 
-def test_tau_shards_gather_to_the_full_sweep(attn_model):
+def _same_runs(got, full):
+    """Two lists of ACDC runs are the same runs: thresholds, circuits, tests and their deltas."""
+    assert [r.tau for r in got] == [r.tau for r in full]
+    for a, b in zip(got, full):
+        assert torch.equal(a.mask, b.mask)
+        assert a.forward_passes == b.forward_passes
+        assert a.history[["u", "v", "removed"]].equals(b.history[["u", "v", "removed"]])
+        torch.testing.assert_close(torch.tensor(a.history["delta"].to_numpy()),
+                                   torch.tensor(b.history["delta"].to_numpy()), rtol=1e-9, atol=1e-12)
+
+
+def test_tau_pieces_gather_to_the_full_sweep(attn_model):
     g = Graph.from_model(attn_model)
     batch = random_batch(B=3, seed=1)
     taus = [1e-3, 1e-2, 3e-2, 1e-1, 3e-1]
     full = acdc_sweep(attn_model, g, batch, taus, progress=False)
-    k = 2
-    parts = []
-    for i in range(k):
-        ts = tau_shard(taus, i, k)
-        parts.append((ts, acdc_sweep(attn_model, g, batch, ts, progress=False).results))
-    got = gather_taus(taus, parts)
-    assert [r.tau for r in got] == [r.tau for r in full.results]
-    for a, b in zip(got, full.results):
-        assert torch.equal(a.mask, b.mask)
-        assert a.history[["u", "v", "removed"]].equals(b.history[["u", "v", "removed"]])
-        torch.testing.assert_close(torch.tensor(a.history["delta"].to_numpy()),
-                                   torch.tensor(b.history["delta"].to_numpy()), rtol=1e-9, atol=1e-12)
+    parts = [(ts, acdc_sweep(attn_model, g, batch, ts, progress=False).results) for ts in (taus[:2], taus[2:])]
+    _same_runs(gather_taus(taus, parts), full.results)
     assert len({int(r.mask.sum()) for r in full.results}) > 1      # the thresholds give different circuits
     with pytest.raises(ValueError, match="the sweep needs"):
         gather_taus(taus, parts[:1])
@@ -120,16 +125,105 @@ def test_score_shard_files_gather_to_the_unsharded_scores(model, tmp_path):
         score_prompt_shard(model, g, batch, ["exact"], 0, 2, steps=3)
 
 
-def test_tau_shard_files_gather_to_the_full_sweep(attn_model, tmp_path):
+def _brute_force_best_max(costs, k):
+    """The smallest largest-slice total over every split of `costs` into k contiguous slices."""
+    import itertools
+    n = len(costs)
+    return min(max(sum(costs[a:b]) for a, b in zip((0, *cuts), (*cuts, n)))
+               for cuts in itertools.combinations(range(1, n), k - 1))
+
+
+@pytest.mark.parametrize("costs", [[1.0] * 7, [5, 1, 1, 1, 1, 5], [0.5, 0.5, 0.5, 0.01, 0.01, 0.01, 0.01],
+                                   [3, 0, 0, 2, 7, 1, 1, 4], [0.0, 0.0, 0.0]])
+def test_cost_slices_split_contiguously_with_the_smallest_largest_slice(costs):
+    for k in range(1, len(costs) + 1):
+        sl = cost_slices(costs, k)
+        assert len(sl) == k and sl[0][0] == 0 and sl[-1][1] == len(costs)
+        assert all(s < e for s, e in sl) and all(a[1] == b[0] for a, b in zip(sl, sl[1:]))
+        assert max(sum(costs[s:e]) for s, e in sl) == pytest.approx(_brute_force_best_max(costs, k))
+        assert cost_slices(list(costs), k) == sl                       # deterministic
+    # needed_slices: the fewest slices under a bound
+    assert needed_slices([0.5] * 4 + [0.01] * 4, 1.0) == 3
+    assert needed_slices([2.0, 0.1, 0.1], 1.0) == 2                    # a run above the bound alone
+    with pytest.raises(ValueError, match="exceeds the 3 items"):
+        cost_slices([1, 2, 3], 4)
+    with pytest.raises(ValueError, match="costs must be >= 0"):
+        cost_slices([1, -2, 3], 2)
+
+
+def _eap_roc_like_runs(taus):
+    """Two sweeps' runs (ACDC task and KL metric), the KL sweep 5x costlier: uneven slices."""
+    runs = [(("x/task", t), 1.0) for t in taus] + [(("x/kl", t), 5.0) for t in taus]
+    return [r for r, _ in runs], [c for _, c in runs]
+
+
+def test_run_shard_files_gather_to_the_full_sweeps(attn_model, tmp_path):
+    """ACDC runs split over (sweep, tau) (eap_roc's task x metric x tau) in cost-balanced shards,
+    written and gathered, are the unsharded sweeps' runs; a missing, repeated or foreign shard
+    is refused."""
     g = Graph.from_model(attn_model)
     batch = random_batch(B=3, seed=1)
     taus = [1e-3, 3e-2, 3e-1]
-    full = acdc_sweep(attn_model, g, batch, taus, progress=False)
-    paths = [tmp_path / f"t{i}.pt" for i in range(2)]
+    metric = {"x/task": "task", "x/kl": "kl"}
+    full = {k: acdc_sweep(attn_model, g, batch, taus, metric=m, progress=False) for k, m in metric.items()}
+    runs, costs = _eap_roc_like_runs(taus)
+    k = 3
+    paths = [tmp_path / f"r{i}.pt" for i in range(k)]
+    layout = [run_shard(runs, costs, i, k) for i in range(k)]
+    # costs 1,1,1,5,5,5 in 3 slices: at best 8 = 1+1+1+5, so shard 0 crosses from one sweep to the other
+    assert layout == [{"x/task": taus, "x/kl": taus[:1]}, {"x/kl": taus[1:2]}, {"x/kl": taus[2:]}]
     for i, p in enumerate(paths):
-        write_tau_shard(p, i, 2, {"x/task": acdc_sweep(attn_model, g, batch, tau_shard(taus, i, 2), progress=False)})
-    got = gather_tau_shards(paths, taus)["x/task"]
-    assert got.taus == taus and torch.equal(got.masks, full.masks)
-    assert [r.forward_passes for r in got.results] == [r.forward_passes for r in full.results]
+        write_run_shard(p, i, k, {key: acdc_sweep(attn_model, g, batch, ts, metric=metric[key], progress=False)
+                                  for key, ts in layout[i].items()})
+    got = gather_run_shards(paths, {key: taus for key in metric})
+    for key in metric:
+        assert got[key].taus == taus and torch.equal(got[key].masks, full[key].masks)
+        _same_runs(got[key].results, full[key].results)
+    assert len({int(r.mask.sum()) for r in full["x/task"].results}) > 1
+    with pytest.raises(ValueError, match=r"need each of 0..1 once"):
+        gather_run_shards(paths[:2], {key: taus for key in metric})              # a shard missing
+    with pytest.raises(ValueError, match="need each of"):
+        gather_run_shards([paths[0]] + paths[:2], {key: taus for key in metric})  # one shard twice
+    with pytest.raises(ValueError, match="does not make"):
+        gather_run_shards(paths, {"x/task": taus})                               # a sweep this run lacks
     with pytest.raises(ValueError, match="the sweep needs"):
-        gather_tau_shards(paths[:1], taus)
+        gather_run_shards(paths, {key: taus + [0.5] for key in metric})          # a run no shard made
+    write_score_shard(tmp_path / "scores.pt", 0, 1, {})
+    with pytest.raises(ValueError, match="not an ACDC run shard"):
+        gather_run_shards([tmp_path / "scores.pt"], {})
+
+
+def test_eap_acdc_shard_jobs_gather_to_the_unsharded_runs(model, tmp_path):
+    """experiments/eap_acdc.py's own shard job (`write_shard`: its slice of the task x keep fraction
+    x tau runs, EAP recomputed per job) on a float64 random model, gathered, gives every run of the
+    unsharded loop (`run_sweep` per fraction over all taus), with ACDC's q/k/v direct edges."""
+    from types import SimpleNamespace
+    import runpy
+
+    from attrpatch.methods.acdc import make_patcher
+    from attrpatch.repro.cost import acdc_keys
+
+    exp = runpy.run_path(str(ROOT / "experiments" / "eap_acdc.py"), run_name="eap_acdc_test")
+    g = Graph.from_model(model)
+    batch = random_batch(B=3, seed=2)
+    run = SimpleNamespace(model=model, graph=g, batch=batch, settings={"batch_size": None, "acdc_max_edges": None},
+                          opts={})
+    spec = {"tasks": {"t": "m"}, "eap_keep_fractions": [0.3], "taus": [1e-3, 3e-2, 3e-1], "n": 3,
+            "edges": "acdc"}
+    ctx = SimpleNamespace(spec=spec, task_models=lambda: {"t": "m"}, task=lambda task, name: run,
+                          cfg={"models": {"m": {"random": "gpt2", "n_layer": 2, "n_head": 4, "n_embd": 32}},
+                               "experiments": {"eap_acdc": spec}})
+    scores, d_scores, uni = exp["eap_first"](run, True)
+    patcher = make_patcher(model, g, batch, "task")
+    full = {key: exp["run_sweep"](run, scores, d_scores, uni, f, spec["taus"], patcher, True)
+            for key, _, f in acdc_keys(spec, "eap_acdc")}
+    assert sorted(full) == ["t/f=0.3", "t/f=1"]
+    paths = [tmp_path / f"a{i}.pt" for i in range(3)]
+    for i, p in enumerate(paths):
+        exp["write_shard"](ctx, SimpleNamespace(shard=i, shards=3, out=p), True)
+    got = gather_run_shards(paths, {key: spec["taus"] for key in full})
+    for key in full:
+        _same_runs(got[key].results, full[key].results)
+        assert all(torch.equal(a.direct, b.direct) for a, b in zip(got[key].results, full[key].results))
+    # the fractions keep different subgraphs: the runs differ (the comparison can fail)
+    assert [r.forward_passes for r in full["t/f=0.3"].results] != [r.forward_passes for r in full["t/f=1"].results]

@@ -100,7 +100,7 @@ def test_tiny_profile_splits_nothing():
     tiny = load_profile("tiny", root=ROOT)
     assert all(dag_shard_count(tiny, e) == 1 and dag_shard_files(tiny, e, "r") == [] for e in SPLIT_EXPERIMENTS)
     cfg = {"experiments": {"eap_roc": {"shards": 3}}}
-    assert dag_shard_files(cfg, "eap_roc", "r") == [f"r/shards/eap_roc/taus_{i}_of_3.pt" for i in range(3)]
+    assert dag_shard_files(cfg, "eap_roc", "r") == [f"r/shards/eap_roc/runs_{i}_of_3.pt" for i in range(3)]
     assert dag_shard_count({"experiments": {"hvp": {"shards": 3}}}, "hvp") == 1     # not a split experiment
 
 
@@ -163,6 +163,40 @@ def test_prompt_shards_gather_to_the_unsharded_run_and_resume(tmp_path):
     assert sorted(plan) == [("eapig_faith", ""), ("eapig_faith_shard", "i=1")], plan
 
 
+def _acdc_runs_profile(tmp_path) -> Path:
+    """The tiny profile cut to eap_acdc on two tasks of one trained model, its ACDC runs
+    (task x keep fraction x tau) in 3 shards (dry runs only)."""
+    cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
+    acdc = {**cfg["experiments"]["eap_acdc"], "tasks": {"ioi": "tiny-gpt2", "greater_than": "tiny-gpt2"}, "shards": 3}
+    cfg.update(profile="runs1", models={"tiny-gpt2": cfg["models"]["tiny-gpt2"]}, experiments={"eap_acdc": acdc})
+    path = tmp_path / "runs1.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_acdc_run_shards_plan_and_resume(tmp_path):
+    """eap_acdc split into 3 run shards, every file present (oldest first, as a finished run leaves
+    them) but shard 1 (killed: no file) and the result (no gather): one dry run plans that shard
+    and the gather only, and the gather reads all 3 shards. The shards' runs equal the unsharded
+    ones: tests/test_shards.py (in-process, float64)."""
+    conf = ("--configfile", str(_acdc_runs_profile(tmp_path)))
+    res = tmp_path / "results" / "runs1"
+    shards = [res / "shards" / "eap_acdc" / f"runs_{i}_of_3.pt" for i in range(3)]
+    made = [tmp_path / "models" / "runs1" / "tiny-gpt2", *shards, res / "eap_acdc.json",
+            tmp_path / "figures" / "runs1" / "eap_acdc.png", tmp_path / "figures" / "runs1" / "eap_acdc.pdf"]
+    for t, p in enumerate(made):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.mkdir() if p.name == "tiny-gpt2" else p.write_bytes(b"x")
+        os.utime(p, ns=(10**18 + t * 10**9, 10**18 + t * 10**9))
+    shards[1].unlink()
+    (res / "eap_acdc.json").unlink()
+    out = _snakemake(["-n", "-p", str((res / "eap_acdc.json").relative_to(tmp_path))], tmp_path, profile=conf)
+    assert sorted(planned_jobs(out)) == [("eap_acdc", ""), ("eap_acdc_shard", "i=1")], out[-3000:]
+    gather = [ln for ln in out.splitlines() if "eap_acdc.py" in ln and "--gather" in ln]
+    assert len(gather) == 1 and all(f"runs_{i}_of_3.pt" in gather[0] for i in range(3)), gather
+    assert any("--shard 1 --shards 3" in ln for ln in out.splitlines()), out[-3000:]
+
+
 def _usage_error(experiment, argv) -> str:
     from attrpatch.repro.context import Context
     err = io.StringIO()
@@ -172,6 +206,6 @@ def _usage_error(experiment, argv) -> str:
 
 
 def test_shard_arguments_are_refused_where_nothing_is_split():
-    assert "gradrop is not split into shards; split: eapig_faith, eapgp_gain, eap_roc" in \
+    assert "gradrop is not split into shards; split: eapig_faith, eapgp_gain, eap_roc, eap_acdc" in \
         _usage_error("gradrop", ["--out", "x.json", "--shard", "0", "--shards", "2"])
     assert "give --shard and --shards together" in _usage_error("eap_roc", ["--out", "x.json", "--shard", "0"])

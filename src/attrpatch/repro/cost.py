@@ -19,30 +19,36 @@ counts must come from a computation, not a guess. The model here:
   calibration the README quotes beside the load.
 
 `profile_costs(cfg)` prices every split experiment of a profile: the part its shards divide
-(prompt chunks of the scores, thresholds of ACDC's sweep) and the part its gather job still runs
-whole (faithfulness curves, EAP, exact patching), and `needed_shards` the shard count that keeps
-one shard under ``SHARD_HOURS``. ``python -m attrpatch.repro.cost --profile paper`` prints the
+(prompt chunks of the scores; ACDC's runs, one per sweep and threshold, `acdc_runs`) and the part
+its gather job still runs whole (faithfulness curves, EAP, exact patching), and `needed_shards` the
+shard count that keeps the longest shard under ``SHARD_HOURS`` (ACDC's runs are split into
+cost-balanced slices, `repro.shards.cost_slices`, so a shard's work is the costs' business, not
+only their number). ``python -m attrpatch.repro.cost --profile paper`` prints the
 table; tests/test_cost.py checks config/paper.yaml's shard counts against it.
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
 
 from ..circuits.mib_metrics import PERCENTAGES
-from ..circuits.roc import DEFAULT_EDGE_CONVENTION
+from ..circuits.roc import DEFAULT_EDGE_CONVENTION, taus_from_spec
 from ..graph import Graph
 from ..methods.common import DEFAULT_STEPS
 from ..models.random import GPT2_SHAPES, random_bridge
+from ..models.train import CONFIGS
 from ..patch_cost import Shape, full_forward
 from ..qkv_direct import n_edges_with_direct
 from .context import load_profile
+from .shards import cost_slices, needed_slices, run_shard
 
 BACKWARD_FORWARDS = 2.0         # a backward ~ two forwards (the usual estimate: twice the matmuls)
 DOUBLE_BACKWARD_FORWARDS = 2.0  # ASSUMPTION: HVP's double backward priced as one more backward
@@ -106,14 +112,23 @@ def method_passes(method: str, *, steps: int = DEFAULT_STEPS, n_layers: int = 12
 
 
 def model_shape(name_or_spec) -> tuple[Shape, int, bool]:
-    """(patch_cost.Shape, n_heads, has_mlps) of a profile model: GPT-2 sizes by name (pretrained or random)."""
+    """(patch_cost.Shape, n_heads, has_mlps) of a profile model: GPT-2 sizes by name (pretrained or
+    random, a random spec's own n_layer/n_head/n_embd winning), the tiny trained models by their
+    training config (`models.train.CONFIGS`), so the smoke profile's shards are split like the paper's."""
+    if isinstance(name_or_spec, Mapping) and "train" in name_or_spec and name_or_spec["train"] in CONFIGS:
+        s = CONFIGS[name_or_spec["train"]]
+        d = int(s["n_embd"])
+        return Shape(int(s["n_layer"]), d, 0 if s["attn_only"] else 4 * d, VOCAB), int(s["n_head"]), not s["attn_only"]
     key = name_or_spec
     if isinstance(name_or_spec, Mapping):
         key = name_or_spec.get("pretrained") or name_or_spec.get("random")
     if key not in GPT2_SHAPES:
-        raise ValueError(f"no shape for model {name_or_spec!r}; known: {', '.join(GPT2_SHAPES)}")
-    s = GPT2_SHAPES[key]
-    attn_only = key.startswith("attn-only")
+        raise ValueError(f"no shape for model {name_or_spec!r}; known: {', '.join(GPT2_SHAPES)}, "
+                         f"trained: {', '.join(CONFIGS)}")
+    s = dict(GPT2_SHAPES[key])
+    if isinstance(name_or_spec, Mapping):
+        s.update({k: name_or_spec[k] for k in ("n_layer", "n_head", "n_embd") if name_or_spec.get(k) is not None})
+    attn_only = key.startswith("attn-only") or bool(isinstance(name_or_spec, Mapping) and name_or_spec.get("attn_only"))
     d = int(s["n_embd"])
     return Shape(int(s["n_layer"]), d, 0 if attn_only else 4 * d, VOCAB), int(s["n_head"]), not attn_only
 
@@ -135,13 +150,21 @@ def _edge_counts(spec: Mapping, task: str) -> list:
 class Cost:
     """FLOPs of one experiment: the part its shards divide and the part its gather job runs whole."""
     experiment: str
-    kind: str               # prompts | taus | whole (not split in the DAG)
+    kind: str               # prompts | runs (repro.shards.SPLIT_EXPERIMENTS)
     split_flops: float = 0.0
     whole_flops: float = 0.0
-    max_shards: int = 10 ** 9   # no more shards than items (prompts of the smallest task, thresholds)
+    max_shards: int = 10 ** 9   # no more shards than items (prompts of the smallest task, ACDC runs)
+    unit_flops: list = field(default_factory=list)  # runs: each ACDC run's FLOPs (shards are cost-balanced slices)
 
     def hours(self, flops: float, throughput: float = GPU_FLOPS) -> float:
         return flops / throughput / 3600.0
+
+    def shard_hours(self, count: int, throughput: float = GPU_FLOPS) -> float:
+        """GPU-hours of the longest of `count` shards: prompt chunks are equal shares, ACDC's runs
+        are split by `repro.shards.cost_slices` (the shard with the costliest slice)."""
+        if not self.unit_flops:
+            return self.hours(self.split_flops, throughput) / count
+        return max(self.hours(sum(self.unit_flops[s:e]), throughput) for s, e in cost_slices(self.unit_flops, count))
 
 
 def _scoring_runs(spec: Mapping) -> list[str]:
@@ -157,6 +180,59 @@ def _task_models(cfg: Mapping, spec: Mapping):
     pairs = list(spec["tasks"].items())
     extra = [m for m in spec.get("models") or [] if not all(m == mm for _, mm in pairs)]
     return [(t, m, cfg["models"][m]) for t, m in pairs + [(t, x) for x in extra for t, _ in pairs]]
+
+
+def sweep_key(task: str, what) -> str:
+    """The name of one ACDC sweep in a run shard: "ioi/acdc_kl" (eap_roc), "ioi/f=0.1" (eap_acdc)."""
+    return f"{task}/{what}" if isinstance(what, str) else f"{task}/f={float(what):g}"
+
+
+def acdc_keys(spec: Mapping, exp: str) -> list[tuple[str, str, object]]:
+    """(key, task, what) of every ACDC sweep of eap_roc (what: its ACDC method, e.g. "acdc_kl")
+    or eap_acdc (what: the EAP keep fraction, 1.0 included: plain ACDC), in a fixed order."""
+    if exp == "eap_roc":
+        return [(sweep_key(t, m), t, m) for t in spec["tasks"] for m in spec["methods"] if m.startswith("acdc")]
+    if exp == "eap_acdc":
+        fractions = sorted(set(map(float, spec["eap_keep_fractions"])) | {1.0})
+        return [(sweep_key(t, fr), t, fr) for t in spec["tasks"] for fr in fractions]
+    raise ValueError(f"no ACDC runs in experiment {exp!r}; allowed: eap_roc, eap_acdc")
+
+
+def acdc_runs(cfg: Mapping, exp: str, positions: int = POSITIONS) -> list[tuple[tuple[str, float], float]]:
+    """((sweep key, tau), FLOPs) of every ACDC run of eap_roc or eap_acdc, in the order the DAG
+    splits them (`repro.shards.run_shard`): sweeps as `acdc_keys`, then taus. A run costs its 2
+    cached forwards + one forward per edge it may test (every edge of ACDC's graph, q/k/v direct
+    edges included under the "acdc" edge convention; at most acdc_max_edges; eap_acdc: the
+    kept fraction of them), per prompt: an upper bound."""
+    spec = cfg["experiments"][exp]
+    taus = taus_from_spec(spec["taus"])
+    out = []
+    for key, task, what in acdc_keys(spec, exp):
+        shape, heads, mlps = model_shape(cfg["models"][spec["tasks"][task]])
+        g = Graph(shape.n_layers, heads, has_mlps=mlps)
+        tested = n_edges_with_direct(g) if spec.get("edges", DEFAULT_EDGE_CONVENTION) == "acdc" else g.n_edges
+        edges = min(tested, int(spec.get("acdc_max_edges") or tested))
+        if exp == "eap_acdc":
+            edges = min(edges, math.ceil(float(what) * tested))
+        flops = method_passes("acdc", n_edges=edges).forward_equivalents * forward_flops(shape, positions) * _n(spec, task)
+        out += [((key, float(t)), flops) for t in taus]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _layout(cfg_key: str, exp: str, count: int) -> tuple[str, ...]:
+    cfg = json.loads(cfg_key)
+    runs = acdc_runs(cfg, exp)
+    return tuple(json.dumps(run_shard([r for r, _ in runs], [c for _, c in runs], i, count), sort_keys=True)
+                 for i in range(count))
+
+
+def run_layout(cfg: Mapping, exp: str, count: int) -> tuple[str, ...]:
+    """Per shard of eap_roc / eap_acdc, its runs as JSON ({sweep key: taus}): what the Snakefile
+    passes as a shard job's params, so a changed split reruns the shards it changes."""
+    # the key keeps the config's order (the runs' order: tasks as listed)
+    return _layout(json.dumps({"models": cfg["models"], "experiments": {exp: cfg["experiments"][exp]}}, default=str),
+                   exp, int(count))
 
 
 def experiment_cost(cfg: Mapping, exp: str, positions: int = POSITIONS) -> Cost:
@@ -177,45 +253,27 @@ def experiment_cost(cfg: Mapping, exp: str, positions: int = POSITIONS) -> Cost:
             out.whole_flops += len(runs) * evals * f * n
             out.max_shards = min(out.max_shards, n)
         return out
-    if exp == "eap_roc":
-        out = Cost(exp, "taus")
-        t = spec["taus"]
-        n_taus = int(t["n"]) if isinstance(t, Mapping) else len(t)
-        acdc = [m for m in spec["methods"] if m.startswith("acdc")]
+    if exp in ("eap_roc", "eap_acdc"):   # ACDC's runs, one per (sweep, tau), split across shards
+        runs = acdc_runs(cfg, exp, positions)
+        out = Cost(exp, "runs", split_flops=sum(f for _, f in runs), unit_flops=[f for _, f in runs])
+        out.max_shards = len(runs)
         for task, _, mspec in _task_models(cfg, spec):
             shape, heads, mlps = model_shape(mspec)
             f, n = forward_flops(shape, positions), _n(spec, task)
-            g = Graph(shape.n_layers, heads, has_mlps=mlps)
-            edges = g.n_edges
-            # ACDC's graph (the papers' count) adds the q/k/v direct edges, which ACDC tests too
-            tested = n_edges_with_direct(g) if spec.get("edges", DEFAULT_EDGE_CONVENTION) == "acdc" else edges
-            acdc_edges = min(tested, int(spec.get("acdc_max_edges") or tested))
-            out.split_flops += len(acdc) * method_passes("acdc", n_edges=acdc_edges, taus=n_taus).forward_equivalents * f * n
-            whole = method_passes("eap").forward_equivalents
-            if "exact" in spec["methods"]:
+            whole = method_passes("eap").forward_equivalents      # the gather job: EAP, exact patching
+            if exp == "eap_roc" and "exact" in spec["methods"]:
+                edges = Graph(shape.n_layers, heads, has_mlps=mlps).n_edges
                 whole += method_passes("exact", n_edges=min(edges, int(spec.get("max_edges") or edges))).forward_equivalents
             out.whole_flops += whole * f * n
-        out.max_shards = n_taus
-        return out
-    if exp == "eap_acdc":       # not split in the DAG: ACDC (task metric) on the EAP-kept edges, per fraction and tau
-        out = Cost(exp, "whole")
-        fractions = sorted(set(map(float, spec["eap_keep_fractions"])) | {1.0})
-        n_taus = len(spec["taus"]) if not isinstance(spec["taus"], Mapping) else int(spec["taus"]["n"])
-        for task, _, mspec in _task_models(cfg, spec):
-            shape, heads, mlps = model_shape(mspec)
-            f, n = forward_flops(shape, positions), _n(spec, task)
-            g = Graph(shape.n_layers, heads, has_mlps=mlps)
-            tested = n_edges_with_direct(g) if spec.get("edges", DEFAULT_EDGE_CONVENTION) == "acdc" else g.n_edges
-            edges = sum(min(int(spec.get("acdc_max_edges") or tested), math.ceil(fr * tested)) for fr in fractions)
-            out.whole_flops += (method_passes("eap").forward_equivalents
-                                + method_passes("acdc", n_edges=edges, taus=n_taus).forward_equivalents) * f * n
-        out.max_shards = 1
         return out
     raise ValueError(f"no cost model for experiment {exp!r}; priced: {', '.join(PRICED)}")
 
 
 def needed_shards(cost: Cost, shard_hours: float = SHARD_HOURS, throughput: float = GPU_FLOPS) -> int:
-    """Fewest shards that keep one shard job's split part under `shard_hours` (at most one per item)."""
+    """Fewest shards that keep every shard job's split part under `shard_hours` (at most one per
+    item; an ACDC run above it alone in its shard)."""
+    if cost.unit_flops:
+        return needed_slices([cost.hours(f, throughput) for f in cost.unit_flops], shard_hours)
     return max(1, min(cost.max_shards, math.ceil(cost.hours(cost.split_flops, throughput) / shard_hours)))
 
 
@@ -230,7 +288,7 @@ def profile_costs(cfg: Mapping, positions: int = POSITIONS, throughput: float = 
         rows.append({"experiment": exp, "kind": c.kind,
                      "split_gpu_h": c.hours(c.split_flops, throughput), "whole_gpu_h": c.hours(c.whole_flops, throughput),
                      "needed_shards": k, "set_shards": int(cfg["experiments"][exp].get("shards", 1)),
-                     "gpu_h_per_shard": c.hours(c.split_flops, throughput) / int(cfg["experiments"][exp].get("shards", 1))})
+                     "gpu_h_per_shard": c.shard_hours(int(cfg["experiments"][exp].get("shards", 1)), throughput)})
     return rows
 
 
@@ -265,10 +323,10 @@ def main(argv=None) -> int:
     thr = args.gpu_tflops * 1e12
     print(f"profile {cfg['profile']}: estimated at an ASSUMED {args.gpu_tflops:g} TFLOP/s per GPU, "
           f"{args.positions} positions per prompt, exact/ACDC as full forwards (upper bound)")
-    print(f"{'experiment':<12} {'kind':<8} {'split GPU-h':>12} {'whole GPU-h':>12} {'needed':>7} {'set':>5} {'GPU-h/shard':>12}")
+    print(f"{'experiment':<12} {'kind':<8} {'split GPU-h':>12} {'whole GPU-h':>12} {'needed':>7} {'set':>5} {'max GPU-h/shard':>16}")
     for r in profile_costs(cfg, args.positions, thr):
         print(f"{r['experiment']:<12} {r['kind']:<8} {r['split_gpu_h']:>12.2f} {r['whole_gpu_h']:>12.2f} "
-              f"{r['needed_shards']:>7} {r['set_shards']:>5} {r['gpu_h_per_shard']:>12.2f}")
+              f"{r['needed_shards']:>7} {r['set_shards']:>5} {r['gpu_h_per_shard']:>16.2f}")
     if args.calibrate:
         m = measure_cpu_flops()
         with open("/proc/loadavg") as f:

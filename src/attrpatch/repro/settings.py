@@ -335,8 +335,8 @@ DOCSTRING_PROMPTS = Setting(Choice(Ref("attrpatch.tasks.docstring_acdc", "PROMPT
 
 PROMPT_SHARDS = Setting(POS, 1, "jobs the gradient scores are split into (prompt chunks, gathered before the "
                                 "curves: attrpatch.repro.shards); 1: one job; paper profile: attrpatch.repro.cost")
-TAU_SHARDS = Setting(POS, 1, "jobs the ACDC threshold sweep is split into (tau slices, gathered: "
-                             "attrpatch.repro.shards); 1: one job; paper profile: attrpatch.repro.cost")
+RUN_SHARDS = Setting(POS, 1, "jobs ACDC's runs (one per sweep and tau) are split into (cost-balanced slices, "
+                             "gathered: attrpatch.repro.shards); 1: one job; paper profile: attrpatch.repro.cost")
 
 
 def _common(n: int, **more: Setting) -> dict[str, Setting]:
@@ -410,7 +410,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                                         Ref("attrpatch.circuits.roc", "DEFAULT_AUC_RULE"),
                                         "AUC written as `auc` (both always written; default: the authors' rule)"),
                        edges=EDGES,
-                       circuit_edges=CIRCUIT_EDGES, shards=TAU_SHARDS),
+                       circuit_edges=CIRCUIT_EDGES, shards=RUN_SHARDS),
     "eap_r2": _common(40, tasks=Setting(TaskModels(max_len=1), REQUIRED, "the one task (the paper's Docstring)"),
                       alphas=Setting(Int(lo=2), 21, "points on the interpolation curve of the worst edge"),
                       pairing=Setting(Choice(Ref("attrpatch.analysis.linearity", "R2_PAIRINGS")),
@@ -420,7 +420,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                         eap_keep_fractions=Setting(ListOf(Float(0.0, 1.0, lo_open=True)), [0.1, 0.2, 0.4, 1.0],
                                                    "EAP keeps this fraction of edges, ACDC prunes the rest (1.0 added)"),
                         taus=Setting(TAUS, [0.003, 0.01, 0.03, 0.1], "ACDC thresholds"),
-                        batch_size=BATCH_SIZE, acdc_max_edges=ACDC_MAX_EDGES, edges=EDGES),
+                        batch_size=BATCH_SIZE, acdc_max_edges=ACDC_MAX_EDGES, edges=EDGES, shards=RUN_SHARDS),
     "gradrop": _common(32, n_by_task=N_BY_TASK,
                        methods=Setting(ListOf(Named("methods", ATP_METHODS)), list(ATP_METHODS),
                                        "node scorers compared (atp is added if missing)"),

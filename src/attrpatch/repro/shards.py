@@ -9,19 +9,24 @@ Three kinds of shard, each exact by construction (no approximation is added by s
 - ``edges``: exact single-edge effects are independent per edge, so a shard patches one
   block of the graph's edge list and the gather puts every block back in place, checking that
   each edge was computed exactly once.
-- ``taus``: an ACDC sweep is one independent run per threshold, so a shard sweeps a slice of
-  the thresholds and the gather concatenates the runs in threshold order.
+- ``runs``: ACDC at one threshold is one independent run (`acdc_sweep`'s runs each equal a
+  standalone run), so the runs of every sweep of an experiment (eap_roc: task x metric x tau;
+  eap_acdc: task x keep fraction x tau) are listed in a fixed order with their estimated costs
+  (`repro.cost.acdc_runs`), a shard runs a contiguous slice of that list, and the gather puts
+  each sweep back in threshold order, checking that every run was computed exactly once.
 
-A shard is named by ``(index, count)``; shard ``i`` of ``k`` is a contiguous, balanced slice
-(sizes differ by at most one), so the same ``(i, k)`` always means the same work.
+A shard is named by ``(index, count)``; shard ``i`` of ``k`` is a contiguous slice: balanced in
+items for prompts and edges (sizes differ by at most one), balanced in cost for ACDC runs
+(`cost_slices`: runs on GPT-2 small cost ~100x Docstring's), so the same ``(i, k)`` always means
+the same work.
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import torch
-
 import time
+
+import torch
 
 from ..circuits.faithfulness import score_options, score_runs
 from ..graph import Graph
@@ -30,10 +35,10 @@ from ..methods.acdc import AcdcSweep
 from ..methods.registry import attribute
 from ..patching import Patcher
 
-KINDS = ("prompts", "edges", "taus")
+KINDS = ("prompts", "edges", "runs")
 # The DAG's split experiments and their kind of shard (Snakefile, "scatter / gather"); the
 # reference's edge blocks have rules of their own.
-SPLIT_EXPERIMENTS = {"eapig_faith": "prompts", "eapgp_gain": "prompts", "eap_roc": "taus"}
+SPLIT_EXPERIMENTS = {"eapig_faith": "prompts", "eapgp_gain": "prompts", "eap_roc": "runs", "eap_acdc": "runs"}
 
 
 def dag_shard_count(cfg: Mapping, exp: str) -> int:
@@ -223,13 +228,72 @@ def read_edge_block(path) -> tuple[torch.Tensor, torch.Tensor]:
     return d["edge_index"], d["values"]
 
 
-# --------------------------------------------------------------------------- ACDC thresholds
+# --------------------------------------------------------------------------- ACDC runs
 
 
-def tau_shard(taus: Sequence[float], index: int, count: int) -> list[float]:
-    """Thresholds of shard ``index`` of ``count`` (a contiguous slice, order kept)."""
-    s, e = shard_range(len(taus), index, count)
-    return [float(t) for t in taus[s:e]]
+def cost_slices(costs: Sequence[float], count: int) -> list[tuple[int, int]]:
+    """``count`` contiguous, non-empty [start, stop) slices of items with these costs whose
+    largest total is the smallest any such split allows (the bound B is found by bisection; the
+    slices are then filled left to right up to B, each remaining item alone once only as many
+    items as slices are left). Deterministic: the same costs and count give the same slices."""
+    n = len(costs)
+    shard_range(n, 0, count)            # checks count against the items (1..n)
+    c = [float(x) for x in costs]
+    if any(not x >= 0 for x in c):
+        raise ValueError(f"item costs must be >= 0, got {[x for x in c if not x >= 0][:5]}")
+
+    def fill(bound: float) -> list[tuple[int, int]]:
+        out, start, total = [], 0, 0.0
+        for j, x in enumerate(c):
+            left_items, left_slices = n - j, count - len(out) - 1
+            if j > start and (total + x > bound or left_items == left_slices):
+                out.append((start, j))
+                start, total = j, 0.0
+            total += x
+        return out + [(start, n)]
+
+    lo, hi = max(c), sum(c)
+    if _greedy_count(c, lo) <= count:
+        hi = lo
+    for _ in range(200):                # the smallest bound whose greedy fill needs <= count slices
+        mid = (lo + hi) / 2
+        if not lo < mid < hi:
+            break
+        if _greedy_count(c, mid) <= count:
+            hi = mid
+        else:
+            lo = mid
+    return fill(hi)
+
+
+def _greedy_count(costs: Sequence[float], bound: float) -> int:
+    """Slices a left-to-right fill up to `bound` makes (the fewest any contiguous split needs)."""
+    k, total = 1, 0.0
+    for j, x in enumerate(costs):
+        if j and total + x > bound:
+            k, total = k + 1, 0.0
+        total += x
+    return k
+
+
+def needed_slices(costs: Sequence[float], bound: float) -> int:
+    """Fewest contiguous slices with every total <= `bound` (an item above it alone)."""
+    return _greedy_count(costs, max(float(bound), max(map(float, costs))))
+
+
+def run_shard(runs: Sequence[tuple[str, float]], costs: Sequence[float], index: int, count: int
+              ) -> dict[str, list[float]]:
+    """{key: taus} of shard ``index`` of ``count`` over ACDC's runs, each ``(key, tau)`` (key: the
+    sweep, e.g. "task/acdc_kl"), split by `cost_slices` of the runs' costs; taus in run order."""
+    if len(runs) != len(costs):
+        raise ValueError(f"{len(runs)} runs but {len(costs)} costs")
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} out of range; allowed: 0..{count - 1}")
+    s, e = cost_slices(costs, count)[index]
+    out: dict[str, list[float]] = {}
+    for key, tau in runs[s:e]:
+        out.setdefault(str(key), []).append(float(tau))
+    return out
 
 
 def gather_taus(taus: Sequence[float], parts: Sequence[tuple[Sequence[float], list]]) -> list:
@@ -248,31 +312,39 @@ def gather_taus(taus: Sequence[float], parts: Sequence[tuple[Sequence[float], li
     return [by_tau[t] for t in want]
 
 
-def write_tau_shard(path, index: int, count: int, parts: Mapping[str, AcdcSweep]) -> None:
-    """One threshold shard's ACDC sweeps, ``parts[key]`` (key: e.g. "task/acdc_kl"), as a torch
-    file (pickled: runs carry their history tables; read back only by `gather_tau_shards`)."""
+def write_run_shard(path, index: int, count: int, parts: Mapping[str, AcdcSweep]) -> None:
+    """One shard's ACDC sweeps, ``parts[key]`` over that key's taus in the shard, as a torch
+    file (pickled: runs carry their history tables; read back only by `gather_run_shards`)."""
     with atomic_path(path) as tmp:
-        torch.save({"kind": "acdc_taus", "index": int(index), "count": int(count), "parts": dict(parts)}, tmp)
+        torch.save({"kind": "acdc_runs", "index": int(index), "count": int(count), "parts": dict(parts)}, tmp)
 
 
-def gather_tau_shards(paths: Sequence, taus: Sequence[float]) -> dict[str, AcdcSweep]:
-    """{key: AcdcSweep over ``taus``}: every threshold shard of one run put back in tau order
-    (`gather_taus`); the sweep's forward passes and wall time are the shards' sums."""
+def gather_run_shards(paths: Sequence, sweeps: Mapping[str, Sequence[float]]) -> dict[str, AcdcSweep]:
+    """{key: AcdcSweep over ``sweeps[key]``}: every shard of one run put back, each sweep in tau
+    order (`gather_taus`: every (key, tau) run exactly once); a sweep's forward passes and wall
+    time are its pieces' sums. Refuses files of another run (shard counts differ), a shard
+    given twice or missing, and keys the sweeps do not name."""
     docs = []
     for p in paths:
         d = torch.load(p, weights_only=False)   # our own file: AcdcResult objects
-        if not isinstance(d, dict) or d.get("kind") != "acdc_taus":
-            raise ValueError(f"{p}: not an ACDC threshold shard written by attrpatch.repro.shards.write_tau_shard")
+        if not isinstance(d, dict) or d.get("kind") != "acdc_runs":
+            raise ValueError(f"{p}: not an ACDC run shard written by attrpatch.repro.shards.write_run_shard")
         docs.append(d)
     if not docs:
-        raise ValueError("no ACDC threshold shards to gather")
-    keys = {tuple(sorted(d["parts"])) for d in docs}
-    if len(keys) != 1:
-        raise ValueError(f"ACDC threshold shards sweep different tasks or metrics: {sorted(keys)}")
+        raise ValueError("no ACDC run shards to gather")
+    counts = {d["count"] for d in docs}
+    if len(counts) != 1:
+        raise ValueError(f"ACDC run shards of different runs (shard counts {sorted(counts)})")
+    got = sorted(d["index"] for d in docs)
+    if got != list(range(counts.pop())):
+        raise ValueError(f"ACDC run shards {got}: need each of 0..{len(docs) - 1} once")
+    extra = sorted({k for d in docs for k in d["parts"]} - set(sweeps))
+    if extra:
+        raise ValueError(f"ACDC run shards hold sweeps {extra} this run does not make; it makes {sorted(sweeps)}")
     out = {}
-    for k in docs[0]["parts"]:
-        sweeps = [d["parts"][k] for d in docs]
-        results = gather_taus(taus, [(sw.taus, sw.results) for sw in sweeps])
-        out[k] = AcdcSweep([float(t) for t in taus], results, sum(sw.forward_passes for sw in sweeps),
-                           sum(sw.wall_s for sw in sweeps))
+    for k, taus in sweeps.items():
+        pieces = [d["parts"][k] for d in docs if k in d["parts"]]
+        results = gather_taus(taus, [(sw.taus, sw.results) for sw in pieces])
+        out[k] = AcdcSweep([float(t) for t in taus], results, sum(sw.forward_passes for sw in pieces),
+                           sum(sw.wall_s for sw in pieces))
     return out
