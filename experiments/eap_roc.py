@@ -59,7 +59,7 @@ ACDC_METRIC = {"acdc_task": "task", "acdc_kl": "kl"}
 
 
 def acdc_edges(run):
-    """The edges ACDC runs over in a threshold shard: all, or (acdc_max_edges) the top-|EAP| ones,
+    """The edges ACDC runs over in a run shard: all, or (acdc_max_edges) the top-|EAP| ones,
     chosen exactly as the unsharded run chooses them."""
     st = run.settings
     if not st["acdc_max_edges"]:
