@@ -18,13 +18,13 @@ class Counter:
     """Rows run: forwards through the first block (every full forward; the capture runs stop
     before the unembedding, so it cannot be the counting point), backwards reaching the final norm's
     output, double backwards (a second `torch.autograd.grad` after one with ``create_graph=True``,
-    as HVP's is), and ``final_norm`` forwards (partial forwards too: ACDC's prefix path). Per
+    as HVP's is, counted as the rows of the forward it differentiates again), and ``final_norm`` forwards (partial forwards too: ACDC's prefix path). Per
     prompt is the slope between two batch sizes after a warm-up run, so once-per-run and
     once-per-model probe forwards drop out."""
 
     def __init__(self, model, monkeypatch):
         self.rows = dict.fromkeys(("forwards", "backwards", "double_backwards", "final_norm"), 0)
-        self._pending, self._b = False, 1
+        self._pending, self._b, self._last_rows = False, 1, 0
         model.blocks[0].register_forward_hook(self._first_block)
         model.ln_final.register_forward_hook(self._final_norm)
         grad = torch.autograd.grad
@@ -32,15 +32,16 @@ class Counter:
         def counted_grad(outputs, inputs, *a, **kw):
             if kw.get("create_graph"):
                 self._pending = True
-            elif self._pending:
-                self.rows["double_backwards"] += (inputs if torch.is_tensor(inputs) else inputs[0]).numel() * self._b
+            elif self._pending:     # as many rows as the forward whose graph it differentiates again
+                self.rows["double_backwards"] += self._last_rows
                 self._pending = False
             return grad(outputs, inputs, *a, **kw)
 
         monkeypatch.setattr(torch.autograd, "grad", counted_grad)
 
     def _first_block(self, mod, inp, out):
-        self.rows["forwards"] += (out[0] if isinstance(out, tuple) else out).shape[0]
+        self._last_rows = (out[0] if isinstance(out, tuple) else out).shape[0]
+        self.rows["forwards"] += self._last_rows
 
     def _final_norm(self, mod, inp, out):
         self.rows["final_norm"] += out.shape[0]
@@ -141,7 +142,10 @@ def test_paper_profile_shard_counts_are_the_cost_models():
     rows = C.profile_costs(cfg)
     assert {r["experiment"] for r in rows} == set(C.PRICED)
     res = cfg["resources"]
-    for r in rows:
+    for r in [r for r in rows if r["kind"] == "whole"]:     # priced, not split (hvp): one job asking for its estimate
+        assert r["whole_gpu_h"] > 0 and r["set_shards"] == 1 and r["split_gpu_h"] == 0, r
+        assert res[r["experiment"]]["runtime"] >= 60 * r["whole_gpu_h"], (r, res)
+    for r in [r for r in rows if r["kind"] != "whole"]:
         assert r["set_shards"] == r["needed_shards"], r
         assert r["split_gpu_h"] > 0 and r["whole_gpu_h"] > 0
         assert r["gpu_h_per_shard"] <= C.SHARD_HOURS, r            # no shard job over the hour
@@ -179,3 +183,21 @@ def test_acdc_runs_are_the_sweeps_runs_and_price_them_like_one_sweep():
     assert by_key["ioi/f=1"] == pytest.approx(one)
     with pytest.raises(ValueError, match="no ACDC runs in experiment 'hvp'"):
         C.acdc_keys({}, "hvp")
+
+
+def test_hvp_study_runs_the_passes_the_model_counts(fresh, monkeypatch):
+    """The HVP study (`analysis.hvp_study.second_order_study`) on a tiny model: its backward and
+    double-backward rows are the model's count; its forwards at most the model's (exact
+    patching's prefix path runs part of a forward) and more than the model without exact
+    patching (negative control: a study with one K less is another count)."""
+    from attrpatch.analysis.hvp_study import second_order_study
+    g = Graph.from_model(fresh)
+    ks, n_top, n_random = [1, 2], 2, 2
+    counter = Counter(fresh, monkeypatch)
+    got = counter.per_prompt(lambda b: second_order_study(fresh, g, b, ks=ks, threshold=0.5, n_top=n_top,
+                                                          n_random=n_random, ig_rule="midpoint", seed=0))
+    want = C.hvp_study_passes(ks, n_top + n_random)
+    assert (got["backwards"], got["double_backwards"]) == (want.backwards, want.double_backwards), (got, want)
+    exact = C.method_passes("exact", n_edges=n_top + n_random).forwards
+    assert want.forwards - exact < got["forwards"] <= want.forwards, (got, want)
+    assert C.hvp_study_passes([1], n_top + n_random).backwards != got["backwards"]

@@ -227,3 +227,44 @@ def test_eap_acdc_shard_jobs_gather_to_the_unsharded_runs(model, tmp_path):
         assert all(torch.equal(a.direct, b.direct) for a, b in zip(got[key].results, full[key].results))
     # the fractions keep different subgraphs: the runs differ (the comparison can fail)
     assert [r.forward_passes for r in full["t/f=0.3"].results] != [r.forward_passes for r in full["t/f=1"].results]
+
+
+def _numbers_close(a, b, path=""):
+    """Paths where two study results differ beyond float64 rounding (seconds left out)."""
+    import numpy as np
+    if isinstance(a, dict):
+        return [d for k in a for d in _numbers_close(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, (list, tuple)) and not isinstance(a, str):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _numbers_close(x, y, f"{path}[{i}]")]
+    if "seconds" in path:
+        return []
+    if isinstance(a, (float, np.floating, np.ndarray, torch.Tensor)):
+        x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        return [] if np.allclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True) else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a} != {b}"]
+
+
+def test_hvp_study_prompt_shards_gather_to_the_unsharded_study(model):
+    """The HVP study's model-running parts (`study_parts`) on prompt shards, gathered
+    (`gather_study_parts`), give the unsharded study's every number (errors, rho, K-step, IG,
+    Screen-Flag-Fix, both readings) in float64, the batched-pass counts aside (each job counts
+    its own); a missing shard is refused."""
+    from attrpatch.analysis.hvp_study import gather_study_parts, second_order_study, study_from_parts, study_parts
+    from attrpatch.analysis.second_order import edge_subset
+    g = Graph.from_model(model)
+    batch = random_batch(B=5, seed=6)
+    kw = dict(ks=[1, 2], threshold=0.5, n_top=3, n_random=3, ig_rule="midpoint", seed=0)
+    full, full_arrays = second_order_study(model, g, batch, **kw)
+    eap_all = g.edges_from_matrix(attribute(model, batch, method="eap", graph=g)).double()
+    sel = edge_subset(eap_all, 3, 3, seed=0)
+    parts = [(study_parts(model, g, sub, sel, ks=kw["ks"]), w) for sub, w in (prompt_shard(batch, i, 2) for i in range(2))]
+    got, got_arrays = study_from_parts(gather_study_parts(parts), g, eap_all, sel, n_prompts=len(batch),
+                                       **{k: v for k, v in kw.items()})
+    # batched passes are counted per job: 2 shards run each batched pass twice (on half the rows each)
+    assert sorted(_numbers_close(full, got)) == [".exact_cost.batched_forwards: 4 != 8", ".hvp_batched_passes: 11 != 22"]
+    assert _numbers_close(full_arrays, got_arrays) == []
+    # negative control: one shard's parts alone are another study
+    alone, _ = study_from_parts(gather_study_parts([(parts[0][0], 1.0)]), g, eap_all, sel, n_prompts=len(batch), **kw)
+    assert _numbers_close(full, alone) != []
+    with pytest.raises(ValueError, match="shares sum to"):
+        gather_study_parts(parts[:1])

@@ -62,11 +62,27 @@ def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], 
     top-level fields are those of `reading`. The one-pass direction is the whole graph's
     (every edge's difference at once), its terms read off on the subset."""
     check_reading(reading)
-    opts = dict(opts or {})
-    eap_all = g.edges_from_matrix(attribute(model, batch, "eap", graph=g, **opts)).double()
+    eap_all = g.edges_from_matrix(attribute(model, batch, "eap", graph=g, **dict(opts or {}))).double()
     sel = edge_subset(eap_all, n_top, n_random, seed=seed)
+    return study_from_parts(study_parts(model, g, batch, sel, ks=ks, opts=opts, desc=desc), g, eap_all, sel,
+                            ks=ks, threshold=threshold, n_top=n_top, n_random=n_random, ig_rule=ig_rule,
+                            sff_steps=sff_steps, seed=seed, reading=reading, n_prompts=len(batch))
+
+
+# The study's parts that are means over prompts (the metric is a mean of per-prompt values, and
+# every derivative, exact effect and EAP-IG score is linear in it): a prompt shard's parts,
+# weighted by its share of the prompts and summed, are the whole batch's (`gather_study_parts`).
+ADDITIVE_PARTS = ("d1", "d2", "o1", "o2", "exact", "ig")
+
+
+def study_parts(model, g: Graph, batch: TaskBatch, sel, *, ks: Sequence[int], opts: Mapping | None = None,
+                desc: str = "") -> dict:
+    """The model-running part of `second_order_study` on `batch` for the edges `sel` (indices into
+    the edge list): f' and f'' at every multi-step point (both readings), f' at every further IG
+    point, exact effects and EAP-IG at K and 2K steps (`ADDITIVE_PARTS`, each a mean over the
+    batch's prompts), with the seconds and batched passes they took."""
+    opts = dict(opts or {})
     edges = g.edge_index[torch.as_tensor(sel)]
-    names = [g.edge_names[i] for i in sel]
     metric = resolve_metric(model, batch, "task")
     base, _, diff, _ = output_differences(model, g, batch)
     d1, d2, hvp_passes, secs = {}, {}, 0, {r: {} for r in READINGS}
@@ -88,12 +104,58 @@ def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], 
         f1, _, p = directional_derivatives(model, g, base, diff, metric, edges, torch.full((len(sel),), a),
                                            rows_per_forward=default_rows_per_forward(model), second=False)
         d1[a], hvp_passes = f1, hvp_passes + p
-    first = d1[0.0]
     t0 = time.perf_counter()
     patcher = Patcher(model, g, batch, metric)
     exact = patcher.edge_effects(edges).double()
     exact_cost = {"single_edge_patches": len(sel), "batched_forwards": patcher.forward_passes,
-                  "seconds": round(time.perf_counter() - t0, 3)}
+                  "seconds": time.perf_counter() - t0}
+    ig = {m: g.edges_from_matrix(attribute(model, batch, "eap_ig", graph=g, steps=m, **opts)).double()[sel]
+          for m in sorted({int(k) for k in ks} | {2 * int(k) for k in ks})}
+    return {"d1": d1, "d2": d2, "o1": o1, "o2": o2, "exact": exact, "ig": ig, "secs": secs,
+            "hvp_passes": hvp_passes, "exact_cost": exact_cost}
+
+
+def gather_study_parts(parts: Sequence[tuple[dict, float]]) -> dict:
+    """The whole batch's `study_parts` from every prompt shard's (parts, share of the prompts):
+    the additive parts weighted and summed, seconds and passes summed. Refuses shares that do
+    not sum to 1 (a shard missing or repeated) and parts of different points or edges."""
+    if not parts:
+        raise ValueError("no HVP study parts to gather")
+    total = sum(float(w) for _, w in parts)
+    if abs(total - 1.0) > 1e-9:
+        raise ValueError(f"HVP study parts' prompt shares sum to {total}, not 1: a shard is missing or repeated")
+
+    def wsum(vals):
+        if isinstance(vals[0], Mapping):
+            if len({tuple(sorted(v)) for v in vals}) != 1:
+                raise ValueError(f"HVP study parts at different points: {[sorted(v) for v in vals]}")
+            return {k: wsum([v[k] for v in vals]) for k in vals[0]}
+        if len({tuple(v.shape) for v in vals}) != 1:
+            raise ValueError(f"HVP study parts of different edge counts: {[tuple(v.shape) for v in vals]}")
+        return sum(torch.as_tensor(v).double() * float(w) for v, (_, w) in zip(vals, parts))
+
+    out = {k: wsum([p[k] for p, _ in parts]) for k in ADDITIVE_PARTS}
+    out["secs"] = {r: {a: sum(p["secs"][r][a] for p, _ in parts) for a in parts[0][0]["secs"][r]}
+                   for r in parts[0][0]["secs"]}
+    out["hvp_passes"] = sum(int(p["hvp_passes"]) for p, _ in parts)
+    first = parts[0][0]["exact_cost"]
+    out["exact_cost"] = {"single_edge_patches": first["single_edge_patches"],
+                         "batched_forwards": sum(int(p["exact_cost"]["batched_forwards"]) for p, _ in parts),
+                         "seconds": sum(float(p["exact_cost"]["seconds"]) for p, _ in parts)}
+    return out
+
+
+def study_from_parts(parts: Mapping, g: Graph, eap_all: torch.Tensor, sel, *, ks: Sequence[int], threshold: float,
+                     n_top: int, n_random: int, ig_rule: str, sff_steps: int | None = None, seed: int = 0,
+                     reading: str = DEFAULT_READING, n_prompts: int) -> tuple[dict, dict]:
+    """(detail, arrays) of `second_order_study` from its parts (`study_parts`, or gathered from
+    prompt shards), the whole batch's EAP scores of every edge and the subset `sel`."""
+    check_reading(reading)
+    d1, d2, o1, o2, exact, ig, secs = (parts[k] for k in ("d1", "d2", "o1", "o2", "exact", "ig", "secs"))
+    names = [g.edge_names[i] for i in sel]
+    hvp_passes = parts["hvp_passes"]
+    exact_cost = {**parts["exact_cost"], "seconds": round(float(parts["exact_cost"]["seconds"]), 3)}
+    first = d1[0.0]
     K_fix = int(sff_steps or max(ks))
     blocks, r_arrays = {}, {}
     for r, (e1, e2) in (("per_component", (d1, d2)), ("one_pass", (o1, o2))):
@@ -104,9 +166,6 @@ def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], 
                                                   seconds=round(sum(secs[r][a] for a in pts), 3))
     sel_block, sel_arrays = blocks[reading], r_arrays[reading]
     corrected, rho = torch.as_tensor(sel_arrays["corrected"]), torch.as_tensor(sel_arrays["rho"])
-    ig, ig_passes = {}, sorted({int(k) for k in ks} | {2 * int(k) for k in ks})
-    for m in ig_passes:
-        ig[m] = g.edges_from_matrix(attribute(model, batch, "eap_ig", graph=g, steps=m, **opts)).double()[sel]
     multistep = {}
     for K in ks:
         hs = sel_block["multistep"][str(K)]
@@ -129,7 +188,7 @@ def second_order_study(model, g: Graph, batch: TaskBatch, *, ks: Sequence[int], 
     err = error_summary(first, corrected, exact)
     rel = reliability_summary(rho, first, exact)
     detail = {
-        "n_prompts": len(batch), "n_edges_total": int(g.n_edges), "n_edges": len(sel),
+        "n_prompts": int(n_prompts), "n_edges_total": int(g.n_edges), "n_edges": len(sel),
         "subset": {"n_top_abs_eap": min(n_top, len(sel)), "n_random": len(sel) - min(n_top, len(sel)),
                    "seed": seed},
         **err, **rel,

@@ -39,10 +39,12 @@ from typing import Mapping
 
 import torch
 
+from ..analysis.second_order import ig_alphas, multistep_alphas
 from ..circuits.mib_metrics import PERCENTAGES
 from ..circuits.roc import DEFAULT_EDGE_CONVENTION, taus_from_spec
 from ..graph import Graph
 from ..methods.common import DEFAULT_STEPS
+from ..methods.hvp import IG_RULES
 from ..models.random import GPT2_SHAPES, random_bridge
 from ..models.train import CONFIGS
 from ..patch_cost import Shape, full_forward
@@ -58,7 +60,7 @@ POSITIONS = 24                  # ASSUMPTION: tokens per prompt (the EAP-IG file
 #                                 with BOS; Docstring's ~40 on a 4-layer model, a small share of the total)
 SHARD_HOURS = 1.0               # a shard job should need at most this long on one GPU
 VOCAB = 50257                   # GPT-2's vocabulary (every model of the paper profile uses it or less)
-PRICED = ("eapig_faith", "eapgp_gain", "eap_roc", "eap_acdc")   # experiments the model prices
+PRICED = ("eapig_faith", "eapgp_gain", "eap_roc", "eap_acdc", "hvp")   # experiments the model prices
 HVP_SUBSET = 48                 # hvp's default per-edge subset (top 24 + random 24: repro.settings)
 
 
@@ -111,6 +113,25 @@ def method_passes(method: str, *, steps: int = DEFAULT_STEPS, n_layers: int = 12
                      "hvp, exact, acdc")
 
 
+def hvp_study_passes(ks, n_subset: int) -> Passes:
+    """Rows per prompt of `analysis.hvp_study.second_order_study` on one (task, model), from the
+    primitives' counts above: EAP; the activation differences (2 forwards); at each multi-step
+    point (`multistep_alphas`) one forward, backward and double backward per subset edge
+    (per-component reading) and one for the whole graph (one-pass reading); at each further
+    per-component IG point (`ig_alphas` of every rule at 2K steps) one forward and backward per
+    subset edge; exact patching of the subset (counted as full forwards: an upper bound); EAP-IG
+    at K and 2K steps for every K."""
+    n = int(n_subset)
+    points = multistep_alphas(ks)
+    ig_only = set().union(*[ig_alphas(sorted({2 * int(k) for k in ks}), r) for r in IG_RULES]) - set(points)
+    total = Passes(2 + 2 + len(points) * (n + 1) + len(ig_only) * n, 1 + len(points) * (n + 1) + len(ig_only) * n,
+                   len(points) * (n + 1))
+    for p in [method_passes("exact", n_edges=n)] + [method_passes("eap_ig", steps=m)
+                                                    for m in sorted({int(k) for k in ks} | {2 * int(k) for k in ks})]:
+        total = Passes(total.forwards + p.forwards, total.backwards + p.backwards, total.double_backwards)
+    return total
+
+
 def model_shape(name_or_spec) -> tuple[Shape, int, bool]:
     """(patch_cost.Shape, n_heads, has_mlps) of a profile model: GPT-2 sizes by name (pretrained or
     random, a random spec's own n_layer/n_head/n_embd winning), the tiny trained models by their
@@ -150,7 +171,7 @@ def _edge_counts(spec: Mapping, task: str) -> list:
 class Cost:
     """FLOPs of one experiment: the part its shards divide and the part its gather job runs whole."""
     experiment: str
-    kind: str               # prompts | runs (repro.shards.SPLIT_EXPERIMENTS)
+    kind: str               # prompts | runs (repro.shards.SPLIT_EXPERIMENTS) | whole (not split: hvp)
     split_flops: float = 0.0
     whole_flops: float = 0.0
     max_shards: int = 10 ** 9   # no more shards than items (prompts of the smallest task, ACDC runs)
@@ -266,6 +287,16 @@ def experiment_cost(cfg: Mapping, exp: str, positions: int = POSITIONS) -> Cost:
                 whole += method_passes("exact", n_edges=min(edges, int(spec.get("max_edges") or edges))).forward_equivalents
             out.whole_flops += whole * f * n
         return out
+    if exp == "hvp":      # not split in the DAG: the study on every task and model, one job
+        out = Cost(exp, "whole")
+        sub = spec.get("subset") or {}
+        n_sub = int(spec["max_edges"]) if spec.get("max_edges") else int(sub.get("top", 24)) + int(sub.get("random", 24))
+        p = hvp_study_passes(spec["multistep"], n_sub).forward_equivalents
+        for task, _, mspec in _task_models(cfg, spec):
+            shape, _, _ = model_shape(mspec)
+            out.whole_flops += p * forward_flops(shape, positions) * _n(spec, task)
+        out.max_shards = min(_n(spec, t) for t, _, _ in _task_models(cfg, spec))
+        return out
     raise ValueError(f"no cost model for experiment {exp!r}; priced: {', '.join(PRICED)}")
 
 
@@ -274,7 +305,8 @@ def needed_shards(cost: Cost, shard_hours: float = SHARD_HOURS, throughput: floa
     item; an ACDC run above it alone in its shard)."""
     if cost.unit_flops:
         return needed_slices([cost.hours(f, throughput) for f in cost.unit_flops], shard_hours)
-    return max(1, min(cost.max_shards, math.ceil(cost.hours(cost.split_flops, throughput) / shard_hours)))
+    flops = cost.whole_flops if cost.kind == "whole" else cost.split_flops    # whole: what prompt chunks would need
+    return max(1, min(cost.max_shards, math.ceil(cost.hours(flops, throughput) / shard_hours)))
 
 
 def profile_costs(cfg: Mapping, positions: int = POSITIONS, throughput: float = GPU_FLOPS) -> list[dict]:
