@@ -142,10 +142,7 @@ def test_paper_profile_shard_counts_are_the_cost_models():
     rows = C.profile_costs(cfg)
     assert {r["experiment"] for r in rows} == set(C.PRICED)
     res = cfg["resources"]
-    for r in [r for r in rows if r["kind"] == "whole"]:     # priced, not split (hvp): one job asking for its estimate
-        assert r["whole_gpu_h"] > 0 and r["set_shards"] == 1 and r["split_gpu_h"] == 0, r
-        assert res[r["experiment"]]["runtime"] >= 60 * r["whole_gpu_h"], (r, res)
-    for r in [r for r in rows if r["kind"] != "whole"]:
+    for r in rows:
         assert r["set_shards"] == r["needed_shards"], r
         assert r["split_gpu_h"] > 0 and r["whole_gpu_h"] > 0
         assert r["gpu_h_per_shard"] <= C.SHARD_HOURS, r            # no shard job over the hour

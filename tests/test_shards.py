@@ -268,3 +268,24 @@ def test_hvp_study_prompt_shards_gather_to_the_unsharded_study(model):
     assert _numbers_close(full, alone) != []
     with pytest.raises(ValueError, match="shares sum to"):
         gather_study_parts(parts[:1])
+
+
+def test_parts_shard_files_read_back_and_refuse_a_bad_set(tmp_path):
+    """The HVP study's shard files (`write_parts_shard`): parts and weights read back per key,
+    float-keyed points included; a missing, repeated or foreign shard is refused."""
+    from attrpatch.repro.shards import read_parts_shards, write_parts_shard
+    paths = [tmp_path / f"p{i}.pt" for i in range(2)]
+    for i, p in enumerate(paths):
+        write_parts_shard(p, i, 2, {"ioi@gpt2": ({"d1": {0.5: torch.full((3,), float(i))}, "hvp_passes": i}, 0.5)})
+    got = read_parts_shards(paths)["ioi@gpt2"]
+    assert [w for _, w in got] == [0.5, 0.5] and torch.equal(got[1][0]["d1"][0.5], torch.ones(3))
+    with pytest.raises(ValueError, match="need each of 0..0 once"):
+        read_parts_shards(paths[1:])
+    with pytest.raises(ValueError, match="need each of"):
+        read_parts_shards([paths[0], paths[0]])
+    write_parts_shard(tmp_path / "other.pt", 1, 2, {"sva@gpt2": ({}, 0.5)})
+    with pytest.raises(ValueError, match="different tasks or models"):
+        read_parts_shards([paths[0], tmp_path / "other.pt"])
+    write_score_shard(tmp_path / "scores.pt", 0, 1, {})
+    with pytest.raises(ValueError, match="not a prompt-parts shard"):
+        read_parts_shards([tmp_path / "scores.pt"])

@@ -101,7 +101,7 @@ def test_tiny_profile_splits_nothing():
     assert all(dag_shard_count(tiny, e) == 1 and dag_shard_files(tiny, e, "r") == [] for e in SPLIT_EXPERIMENTS)
     cfg = {"experiments": {"eap_roc": {"shards": 3}}}
     assert dag_shard_files(cfg, "eap_roc", "r") == [f"r/shards/eap_roc/runs_{i}_of_3.pt" for i in range(3)]
-    assert dag_shard_count({"experiments": {"hvp": {"shards": 3}}}, "hvp") == 1     # not a split experiment
+    assert dag_shard_count({"experiments": {"gradrop": {"shards": 3}}}, "gradrop") == 1     # not a split experiment
 
 
 def _one_task_profile(tmp_path) -> Path:
@@ -206,6 +206,6 @@ def _usage_error(experiment, argv) -> str:
 
 
 def test_shard_arguments_are_refused_where_nothing_is_split():
-    assert "gradrop is not split into shards; split: eapig_faith, eapgp_gain, eap_roc, eap_acdc" in \
+    assert "gradrop is not split into shards; split: eapig_faith, eapgp_gain, eap_roc, eap_acdc, hvp" in \
         _usage_error("gradrop", ["--out", "x.json", "--shard", "0", "--shards", "2"])
     assert "give --shard and --shards together" in _usage_error("eap_roc", ["--out", "x.json", "--shard", "0"])

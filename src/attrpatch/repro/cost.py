@@ -171,7 +171,7 @@ def _edge_counts(spec: Mapping, task: str) -> list:
 class Cost:
     """FLOPs of one experiment: the part its shards divide and the part its gather job runs whole."""
     experiment: str
-    kind: str               # prompts | runs (repro.shards.SPLIT_EXPERIMENTS) | whole (not split: hvp)
+    kind: str               # prompts | runs (repro.shards.SPLIT_EXPERIMENTS)
     split_flops: float = 0.0
     whole_flops: float = 0.0
     max_shards: int = 10 ** 9   # no more shards than items (prompts of the smallest task, ACDC runs)
@@ -287,15 +287,18 @@ def experiment_cost(cfg: Mapping, exp: str, positions: int = POSITIONS) -> Cost:
                 whole += method_passes("exact", n_edges=min(edges, int(spec.get("max_edges") or edges))).forward_equivalents
             out.whole_flops += whole * f * n
         return out
-    if exp == "hvp":      # not split in the DAG: the study on every task and model, one job
-        out = Cost(exp, "whole")
+    if exp == "hvp":      # the study on every task and model, its model-running parts split by prompts
+        out = Cost(exp, "prompts")
         sub = spec.get("subset") or {}
         n_sub = int(spec["max_edges"]) if spec.get("max_edges") else int(sub.get("top", 24)) + int(sub.get("random", 24))
-        p = hvp_study_passes(spec["multistep"], n_sub).forward_equivalents
+        eap = method_passes("eap").forward_equivalents
+        p = hvp_study_passes(spec["multistep"], n_sub).forward_equivalents - eap
         for task, _, mspec in _task_models(cfg, spec):
             shape, _, _ = model_shape(mspec)
-            out.whole_flops += p * forward_flops(shape, positions) * _n(spec, task)
-        out.max_shards = min(_n(spec, t) for t, _, _ in _task_models(cfg, spec))
+            f, n = forward_flops(shape, positions), _n(spec, task)
+            out.split_flops += p * f * n
+            out.whole_flops += eap * f * n      # the gather job's EAP, to choose the edges (each shard's too)
+            out.max_shards = min(out.max_shards, n)
         return out
     raise ValueError(f"no cost model for experiment {exp!r}; priced: {', '.join(PRICED)}")
 
@@ -305,8 +308,7 @@ def needed_shards(cost: Cost, shard_hours: float = SHARD_HOURS, throughput: floa
     item; an ACDC run above it alone in its shard)."""
     if cost.unit_flops:
         return needed_slices([cost.hours(f, throughput) for f in cost.unit_flops], shard_hours)
-    flops = cost.whole_flops if cost.kind == "whole" else cost.split_flops    # whole: what prompt chunks would need
-    return max(1, min(cost.max_shards, math.ceil(cost.hours(flops, throughput) / shard_hours)))
+    return max(1, min(cost.max_shards, math.ceil(cost.hours(cost.split_flops, throughput) / shard_hours)))
 
 
 def profile_costs(cfg: Mapping, positions: int = POSITIONS, throughput: float = GPU_FLOPS) -> list[dict]:

@@ -454,7 +454,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
                                          random=Setting(Int(lo=0), 24, "seeded random other edges")),
                                   {}, "edges with per-edge HVP and exact patching"),
                    max_edges=Setting(Optional(POS), None, "work limit replacing subset: half top |EAP|, half random"),
-                   batch_size=BATCH_SIZE, models=EXTRA_MODELS,
+                   batch_size=BATCH_SIZE, models=EXTRA_MODELS, shards=PROMPT_SHARDS,
                    ig_rule=Setting(Choice(Ref("attrpatch.methods.hvp", "IG_RULES")),
                                    Ref("attrpatch.methods.hvp", "DEFAULT_IG_RULE"),
                                    "quadrature of the per-component IG comparator (all rules are reported)"),

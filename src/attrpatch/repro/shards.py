@@ -5,7 +5,8 @@ Three kinds of shard, each exact by construction (no approximation is added by s
 - ``prompts``: gradient scores (EAP, EAP-IG, EAP-GP, HVP) are means over prompts, so a shard
   scores a contiguous chunk of the batch and the gather is the sum of the chunks' scores
   weighted by their share of the prompts (the same rule as ``batch_size`` chunking,
-  `attrpatch.methods.common.chunks`).
+  `attrpatch.methods.common.chunks`); the HVP study's derivatives, exact effects and EAP-IG
+  scores likewise (`write_parts_shard`; its edge subset is chosen on the whole batch by each job).
 - ``edges``: exact single-edge effects are independent per edge, so a shard patches one
   block of the graph's edge list and the gather puts every block back in place, checking that
   each edge was computed exactly once.
@@ -38,7 +39,8 @@ from ..patching import Patcher
 KINDS = ("prompts", "edges", "runs")
 # The DAG's split experiments and their kind of shard (Snakefile, "scatter / gather"); the
 # reference's edge blocks have rules of their own.
-SPLIT_EXPERIMENTS = {"eapig_faith": "prompts", "eapgp_gain": "prompts", "eap_roc": "runs", "eap_acdc": "runs"}
+SPLIT_EXPERIMENTS = {"eapig_faith": "prompts", "eapgp_gain": "prompts", "eap_roc": "runs", "eap_acdc": "runs",
+                     "hvp": "prompts"}
 
 
 def dag_shard_count(cfg: Mapping, exp: str) -> int:
@@ -169,6 +171,39 @@ def gathered_scores(gathered: Mapping[str, dict], task: str, model_name: str) ->
     if key not in gathered:
         raise ValueError(f"the prompt-score shards hold no scores of {key!r}; they hold: {', '.join(sorted(gathered))}")
     return gathered[key]
+
+
+def write_parts_shard(path, index: int, count: int, parts: Mapping[str, tuple[dict, float]]) -> None:
+    """One prompt shard's parts of a computation that is a mean over prompts but more than scores
+    (e.g. the HVP study's, `analysis.hvp_study.study_parts`): ``parts[key] = (parts, share of the
+    prompts)``, as a torch file of tensors and numbers."""
+    with atomic_path(path) as tmp:
+        torch.save({"kind": "prompt_parts", "index": int(index), "count": int(count),
+                    "parts": {k: {"parts": p, "weight": float(w)} for k, (p, w) in parts.items()}}, tmp)
+
+
+def read_parts_shards(paths: Sequence) -> dict[str, list[tuple[dict, float]]]:
+    """{key: [(parts, weight) of every shard]} from the files `write_parts_shard` wrote, for the
+    computation's own gather (weights summing to 1 is its check). Refuses files of another run,
+    a shard given twice or missing, and shards of different keys."""
+    docs = []
+    for p in paths:
+        d = torch.load(p, weights_only=True)
+        if not isinstance(d, dict) or d.get("kind") != "prompt_parts":
+            raise ValueError(f"{p}: not a prompt-parts shard written by attrpatch.repro.shards.write_parts_shard")
+        docs.append(d)
+    if not docs:
+        raise ValueError("no prompt-parts shards to gather")
+    counts = {d["count"] for d in docs}
+    if len(counts) != 1:
+        raise ValueError(f"prompt-parts shards of different runs (shard counts {sorted(counts)})")
+    got = sorted(d["index"] for d in docs)
+    if got != list(range(counts.pop())):
+        raise ValueError(f"prompt-parts shards {got}: need each of 0..{len(docs) - 1} once")
+    keys = {tuple(sorted(d["parts"])) for d in docs}
+    if len(keys) != 1:
+        raise ValueError(f"prompt-parts shards hold different tasks or models: {sorted(keys)}")
+    return {k: [(d["parts"][k]["parts"], d["parts"][k]["weight"]) for d in docs] for k in docs[0]["parts"]}
 
 
 # --------------------------------------------------------------------------- edges
