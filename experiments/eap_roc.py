@@ -68,6 +68,24 @@ def acdc_edges(run):
     return acdc_universe(eap, run.graph, st["acdc_max_edges"])
 
 
+def write_shard(ctx, args, direct: bool) -> None:
+    """One shard job of the DAG: its slice of the (task, ACDC metric, tau) runs, one sweep per
+    (task, metric) it touches, each task's model, batch and ACDC edges made once."""
+    keys = {key: (task, m) for key, task, m in acdc_keys(ctx.spec, "eap_roc")}
+    runs = acdc_runs(ctx.cfg, "eap_roc")
+    mine = run_shard([r for r, _ in runs], [c for _, c in runs], args.shard, args.shards)
+    task_runs, universes, parts = {}, {}, {}
+    for key, ts in mine.items():
+        task, m = keys[key]
+        if task not in task_runs:
+            task_runs[task] = ctx.task(task, ctx.task_models()[task])
+            universes[task] = acdc_edges(task_runs[task])
+        r = task_runs[task]
+        parts[key] = acdc_sweep(r.model, r.graph, r.batch, ts, metric=ACDC_METRIC[m], progress=True,
+                                edges=universes[task], direct=direct)
+    write_run_shard(args.out, args.shard, args.shards, parts)
+
+
 def main(argv=None):
     ctx, args = Context.from_args("eap_roc", argv)
     spec = ctx.spec
@@ -83,20 +101,8 @@ def main(argv=None):
            "reference": {}, "auc": {}, "auc_trapezoid": {}, "auc_pessimistic": {}, "curves": {}, "acdc": {},
            "auc_by_edges": {"acdc": {}, "plain": {}}, "paper_auc": PAPER_AUC, "circuits": {}}
     keys = {key: (task, m) for key, task, m in acdc_keys(spec, "eap_roc")}     # "task/acdc_kl": one sweep
-    if args.shard is not None:     # one shard job of the DAG: its slice of the (task, metric, tau) runs
-        runs = acdc_runs(ctx.cfg, "eap_roc")
-        mine = run_shard([r for r, _ in runs], [c for _, c in runs], args.shard, args.shards)
-        task_runs, universes, parts = {}, {}, {}
-        for key, ts in mine.items():
-            task, m = keys[key]
-            if task not in task_runs:
-                task_runs[task] = ctx.task(task, ctx.task_models()[task])
-                universes[task] = acdc_edges(task_runs[task])
-            r = task_runs[task]
-            parts[key] = acdc_sweep(r.model, r.graph, r.batch, ts, metric=ACDC_METRIC[m], progress=True,
-                                    edges=universes[task], direct=direct)
-        write_run_shard(args.out, args.shard, args.shards, parts)
-        return
+    if args.shard is not None:
+        return write_shard(ctx, args, direct)
     sweeps = gather_run_shards(args.gather, {k: taus for k in keys}) if args.gather else {}
     for task, model_name in tqdm(ctx.task_models().items(), desc="eap_roc tasks"):
         run = ctx.task(task, model_name)

@@ -289,3 +289,37 @@ def test_parts_shard_files_read_back_and_refuse_a_bad_set(tmp_path):
     write_score_shard(tmp_path / "scores.pt", 0, 1, {})
     with pytest.raises(ValueError, match="not a prompt-parts shard"):
         read_parts_shards([tmp_path / "scores.pt"])
+
+
+def test_eap_roc_shard_jobs_gather_to_the_unsharded_sweeps(model, attn_model, tmp_path):
+    """experiments/eap_roc.py's own shard job (`write_shard`: its cost-balanced slice of the task x
+    ACDC metric x tau runs) on two float64 random models of different cost, gathered, gives the
+    unsharded sweeps (`acdc_sweep` per task and metric over every tau, as its main loop runs),
+    with ACDC's q/k/v direct edges and an acdc_max_edges universe."""
+    from types import SimpleNamespace
+    import runpy
+
+    from attrpatch.repro.cost import acdc_keys, acdc_runs
+
+    exp = runpy.run_path(str(ROOT / "experiments" / "eap_roc.py"), run_name="eap_roc_test")
+    runs = {t: SimpleNamespace(model=m, graph=Graph.from_model(m), batch=random_batch(B=3, seed=7),
+                               settings={"acdc_max_edges": 40, "batch_size": None}, opts={})
+            for t, m in (("ioi", model), ("docstring", attn_model))}
+    spec = {"tasks": {"ioi": "big", "docstring": "small"}, "methods": ["eap", "acdc_task", "acdc_kl"],
+            "taus": [1e-3, 3e-2, 3e-1], "n": 3, "edges": "acdc"}
+    cfg = {"models": {"big": {"random": "gpt2", "n_layer": 2, "n_head": 4, "n_embd": 32},
+                      "small": {"random": "gpt2", "n_layer": 1, "n_head": 4, "n_embd": 32}},
+           "experiments": {"eap_roc": spec}}
+    ctx = SimpleNamespace(spec=spec, cfg=cfg, task_models=lambda: spec["tasks"], task=lambda task, name: runs[task])
+    costs = [c for _, c in acdc_runs(cfg, "eap_roc")]
+    assert max(costs) > 1.5 * min(costs)          # the slices are balanced by cost, not by count
+    full = {key: acdc_sweep(r.model, r.graph, r.batch, spec["taus"], metric=exp["ACDC_METRIC"][m], progress=False,
+                            edges=exp["acdc_edges"](r), direct=True)
+            for key, t, m in acdc_keys(spec, "eap_roc") for r in [runs[t]]}
+    paths = [tmp_path / f"roc{i}.pt" for i in range(5)]
+    for i, p in enumerate(paths):
+        exp["write_shard"](ctx, SimpleNamespace(shard=i, shards=5, out=p), True)
+    got = gather_run_shards(paths, {key: spec["taus"] for key in full})
+    for key in full:
+        _same_runs(got[key].results, full[key].results)
+        assert all(torch.equal(a.direct, b.direct) for a, b in zip(got[key].results, full[key].results))
