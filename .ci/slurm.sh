@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster for the suite (tests/test_slurm.py), started without systemd.
+# A single-node SLURM cluster for the suite (tests/test_slurm.py, tests/test_dag_smoke.py), started without systemd.
 #   .ci/slurm.sh up      install slurm-wlm + munge from apt if missing, write the config, start
 #                        munged, slurmctld and slurmd in the background, wait until the node is idle
 #   .ci/slurm.sh down    stop every daemon this script started, by the PID it recorded

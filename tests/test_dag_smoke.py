@@ -3,7 +3,8 @@ prompts) run once in a scratch directory, then checked and rerun the ways users 
 every rule writes its outputs; a rerun recomputes nothing and the strict claims gate decides on
 that no-op rerun; a killed reference shard is recomputed alone; a deleted result is rebuilt.
 One run serves every check (the run is most of the cost); the checks that change files work on
-a copy of it or run last.
+a copy of it or run last. It is also the local side of the SLURM route's check: the reference
+table made through `--executor slurm` (test_slurm.py's cluster) is byte-equal to this run's.
 
 A killed shard leaves no block (blocks are written to a temp file and renamed,
 `attrpatch.io.atomic_path`) and its gather never ran: that state is made by deleting one block
@@ -18,6 +19,8 @@ import yaml
 
 from test_dag import ROOT, _run
 from test_shards_dag import planned_jobs
+from test_slurm import HARD_TIMEOUT_S, TARGETS, cluster, slurm_test_overrides  # noqa: F401 (cluster: a fixture)
+from test_slurm import _snakemake as _slurm_snakemake
 
 SNAKE = ["-s", str(ROOT / "Snakefile"), "--config", "profile=smoke"]
 TASK = "docstring"          # the reference whose shard is killed
@@ -139,3 +142,28 @@ def test_deleted_result_is_rebuilt_and_claims_rechecked(smoke):
     assert rebuilt.returncode == 0, (rebuilt.stdout + rebuilt.stderr)[-3000:]
     assert "rule graph_counts" in rebuilt.stdout + rebuilt.stderr and "rule claims" in rebuilt.stdout + rebuilt.stderr
     assert json.loads(counts.read_text()) and claims.stat().st_mtime_ns > before
+
+
+@pytest.mark.slow
+def test_sharded_smoke_through_slurm_equals_local(cluster, smoke, tmp_path):
+    """The smoke profile's sharded reference through profiles/slurm on the local cluster:
+    5 jobs submitted with sbatch, and the gathered table byte-equal to the local run's."""
+    prof_dir = tmp_path / "profile"
+    prof_dir.mkdir()
+    prof = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    (prof_dir / "config.yaml").write_text(yaml.safe_dump(slurm_test_overrides(prof), sort_keys=False))
+    shutil.copy(ROOT / "profiles" / "slurm" / "partitions.yaml", prof_dir / "partitions.yaml")
+    via_slurm = tmp_path / "slurm"
+    via_slurm.mkdir()
+    out, t_slurm = _slurm_snakemake(["--profile", str(prof_dir)], via_slurm, HARD_TIMEOUT_S)
+    print(f"sharded smoke targets through SLURM: {t_slurm:.0f} s")
+
+    # every job went through sbatch (the plugin deletes successful jobs' SLURM logs, so its own
+    # submission lines are the record): the reference rule reads both trained models (2 trainings),
+    # 2 shards, 1 gather
+    submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/", out)
+    assert sorted(submitted) == sorted(["train"] * 2 + ["reference_shard"] * 2 + ["reference"]), out[-4000:]
+    for target in TARGETS:
+        assert (via_slurm / target).read_bytes() == (smoke / target).read_bytes(), target
+    for i in (0, 1):
+        assert (via_slurm / f"results/smoke/shards/reference/ioi/block_{i}_of_2.pt").exists()

@@ -1,6 +1,8 @@
 """The SLURM route for real: the smoke DAG's sharded part through `--executor slurm` on a
 single-node SLURM cluster (.ci/slurm.sh) with profiles/slurm, and its results byte-equal to the
-same targets run locally.
+same targets run locally. The run itself is `test_dag_smoke.py::test_sharded_smoke_through_slurm_equals_local`
+(the local side is the smoke run that module makes once); this module holds the cluster fixture,
+the profile's test overrides and the submitting helper.
 
 Targets (kept small for the suite's time: the route, not the volume, is under test): IOI's
 reference table on the trained tiny-gpt2, gathered from 2 edge-block shard jobs
@@ -12,7 +14,6 @@ apt, no plugin), except in CI (CI=true), where a skip would hide a broken route:
 itself and stops it afterwards.
 """
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -110,30 +111,3 @@ def test_overrides_change_only_the_cluster_specific_keys():
     changed = {k for k in set(prof) | set(over) if prof.get(k) != over.get(k)}
     assert changed == {"default-resources", "slurm-status-command", "slurm-init-seconds-before-status-checks",
                        "latency-wait", "retries", "jobs"}
-
-
-@pytest.mark.slow
-def test_sharded_smoke_through_slurm_equals_local(cluster, tmp_path):
-    prof_dir = tmp_path / "profile"
-    prof_dir.mkdir()
-    prof = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
-    (prof_dir / "config.yaml").write_text(yaml.safe_dump(slurm_test_overrides(prof), sort_keys=False))
-    shutil.copy(ROOT / "profiles" / "slurm" / "partitions.yaml", prof_dir / "partitions.yaml")
-
-    local, via_slurm = tmp_path / "local", tmp_path / "slurm"
-    local.mkdir()
-    via_slurm.mkdir()
-    _, t_local = _snakemake(["--cores", "2"], local, HARD_TIMEOUT_S)
-    out, t_slurm = _snakemake(["--profile", str(prof_dir)], via_slurm, HARD_TIMEOUT_S)
-    print(f"sharded smoke targets: local {t_local:.0f} s, through SLURM {t_slurm:.0f} s")
-
-    # every job went through sbatch (the plugin deletes successful jobs' SLURM logs, so its own
-    # submission lines are the record): the reference rule reads both trained models (2 trainings),
-    # 2 shards, 1 gather
-    submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+)/", out)
-    assert sorted(submitted) == sorted(["train"] * 2 + ["reference_shard"] * 2 + ["reference"]), out[-4000:]
-    for target in TARGETS:
-        assert (via_slurm / target).read_bytes() == (local / target).read_bytes(), target
-    for task in ("ioi",):
-        for i in (0, 1):
-            assert (via_slurm / f"results/smoke/shards/reference/{task}/block_{i}_of_2.pt").exists()
