@@ -6,8 +6,10 @@ patching and finite differences, and patching against full forwards, on the Gemm
   reproduce the corrupted run: the per-layer norm in the patch is what makes it exact.
 * The EAP-IG library's attribution (``post_norm="library"``: no Jacobian) is not the
   derivative of exact patching on head edges, and is EAP's score on every other edge.
-* The score callback without the run's tape, methods not proven there, and graph layouts the
-  patch does not cover are refused by name.
+* Scoring head edges without the norm's Jacobian fails the EAP-IG (activations) and EAP-GP
+  cells' checks (the negative control of those cells).
+* The score callback without the run's tape, methods not proven there (HVP), and graph layouts
+  the patch does not cover are refused by name.
 """
 from __future__ import annotations
 
@@ -19,15 +21,14 @@ import torch
 from attrpatch.graph import Graph, GraphUnsupported, check_supported
 from attrpatch.methods.common import ScoreAccumulator
 from attrpatch.methods.eap import eap_scores
-from attrpatch.methods.eap_ig import eap_ig_scores
 from attrpatch.methods.registry import attribute
 from attrpatch.models import load_model
 from attrpatch.models.random import save_random_family
 from attrpatch.patching import Patcher, _patch_hooks, node_effects
-from attrpatch.post_norm import PostNormUnsupported
+from attrpatch.post_norm import PostNormTape, PostNormUnsupported
 
 from conftest import random_batch
-from test_families import _slope
+from test_families import _check_eap_gp, _check_eap_ig_activations, _slope
 
 V = 64
 
@@ -78,15 +79,26 @@ def test_library_attribution_is_not_the_derivative(gemma):
         eap_scores(model, g, b, post_norm="none")
 
 
+def test_path_checks_fail_without_the_jacobian(gemma, monkeypatch):
+    """Negative control of the EAP-IG (activations) and EAP-GP cells of the support table
+    (tests/test_families.py): with the tape's Jacobian replaced by the identity (head edges
+    scored as ``diff . grad``, the library's product) both checks fail on the head rows their
+    plain-autograd identities compare (measured: a heads component's sum 0.018 vs 0.53, EAP-GP
+    row sums off by up to 0.27); with it they pass (the cells themselves)."""
+    model, g, b = gemma
+    monkeypatch.setattr(PostNormTape, "vjp", lambda self, l, grad: grad)
+    with pytest.raises(AssertionError, match=r"\[\d+, \d+, \d+, \d+\]"):   # a heads component
+        _check_eap_ig_activations(model, g, b)
+    with pytest.raises(AssertionError, match="not close"):
+        _check_eap_gp(model, g, b)
+
+
 def test_refusals_name_the_norm(gemma):
     model, g, b = gemma
     with pytest.raises(PostNormUnsupported, match="PostNormTape"):
         ScoreAccumulator(g).callback(diff=torch.zeros(1))
-    for method in ("eap_gp", "hvp"):
-        with pytest.raises(PostNormUnsupported, match="post-attention norm"):
-            attribute(model, b, method=method, graph=g)
-    with pytest.raises(PostNormUnsupported, match="EAP-IG on activations"):
-        eap_ig_scores(model, g, b, variant="activations", steps=1)
+    with pytest.raises(PostNormUnsupported, match="post-attention norm"):
+        attribute(model, b, method="hvp", graph=g)
     with pytest.raises(ValueError, match="patched with its model"):
         _patch_hooks(g, torch.zeros(1, g.n_up, g.n_down), torch.zeros(1), 1, 1)
 

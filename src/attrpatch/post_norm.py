@@ -29,8 +29,13 @@ library's product as the option ``post_norm="library"`` of `methods.eap.eap_scor
 
 `PostNormTape` takes ``J_l^T g`` from the gradient run's own autograd graph (the norm as the
 model computed it, with any hook that acted on it, e.g. a frozen scale), for all receivers of
-one input hook at once (``is_grads_batched``). Methods that were not proven on such a model
-refuse it with `PostNormUnsupported` (`refuse_post_norm`).
+one input hook at once (``is_grads_batched``). Every first-order method is ``diff . G`` with
+``G`` a gradient taken in some run (`methods.common`), so the same tape serves EAP, EAP-IG
+(inputs and activations) and EAP-GP: each run's own norm input is the point of its Jacobian
+(EAP-IG on activations overrides a layer's heads with constants, which the tape turns into a
+leaf so the Jacobian exists; `PostNormTape.hooks`). Methods that were not proven on such a
+model refuse it with `PostNormUnsupported` (`refuse_post_norm`): HVP (second order, its
+patches add edge differences to inputs) and transformer_lens' own attribution_patch.
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ def refuse_post_norm(graph: Graph, method: str, why: str = "not yet proven again
     if graph.post_attn_norm:
         raise PostNormUnsupported(
             f"{method} on {graph.family or 'a model'} with a post-attention norm ({POST_NORM}, Gemma 2): {why}; "
-            "supported there: EAP, EAP-IG (input path), exact patching, ACDC")
+            "supported there: EAP, EAP-IG (inputs and activations), EAP-GP, exact patching, ACDC")
 
 
 def check_post_norm_mode(mode: str) -> str:
@@ -80,14 +85,26 @@ class PostNormTape:
         self.y: dict[int, torch.Tensor] = {}
 
     def hooks(self) -> list:
-        def keep(store, l):
+        """Hooks that keep each layer's norm input and output. A norm input that carries no
+        gradient (every head of its layer overridden by constants: EAP-IG on activations) is
+        made a leaf that requires one, so the norm's Jacobian at that point can still be taken;
+        its value, and every gradient upstream of it, are unchanged."""
+        def keep_in(l):
             def fn(t, hook):
-                store[l] = t
+                if torch.is_grad_enabled() and not t.requires_grad:
+                    t = t.detach().requires_grad_(True)
+                self.x[l] = t
+                return t
+            return fn
+
+        def keep_out(l):
+            def fn(t, hook):
+                self.y[l] = t
                 return t
             return fn
         out = []
         for l in range(self.graph.n_layers):
-            out += [(post_norm_hook(l, "in"), keep(self.x, l)), (post_norm_hook(l, "out"), keep(self.y, l))]
+            out += [(post_norm_hook(l, "in"), keep_in(l)), (post_norm_hook(l, "out"), keep_out(l))]
         return out
 
     def vjp(self, l: int, grad: torch.Tensor) -> torch.Tensor:
