@@ -121,6 +121,12 @@ from ..patching import DEFAULT_DIRECTION, Patcher, base_and_source
 from ..tasks.base import TaskBatch
 from ..stats import spearman
 
+# Why HVP refuses Gemma 2 (`post_norm`): its second-order term is that of an additive patch,
+# metric(in_v + alpha diff_u). A head edge behind ln1_post moves in_v by N(x + alpha d) - N(x),
+# whose second derivative adds the norm's curvature, grad_v . N''(x)[d, d], to
+# (J d)^T H (J d); neither term is computed here, so the quadratic-exactness tests cannot hold.
+POST_NORM_WHY = ("its second-order term is that of an additive edge patch (in_v + alpha diff_u); behind the "
+                 "norm a head edge also carries the norm's curvature grad . N''(x)[d, d], which it does not compute")
 COMPONENTS = ("edges", "nodes")
 # Screen-Flag-Fix: "hvp" is the paper's fix (the second-order / multi-step HVP estimate on the
 # flagged components); "exact" (exact patching of the flagged ones) is the named variant.
@@ -393,7 +399,7 @@ def hvp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "ta
     components (default all: the whole graph) and costs 2 forwards + one forward, backward and
     double backward of B rows (``hvp_passes`` = ``n_hvps`` = 1).
     """
-    refuse_post_norm(graph, "HVP (hvp_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
+    refuse_post_norm(graph, "HVP (hvp_scores)", POST_NORM_WHY)
     check_reading(reading)
     m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
     idx, names = _select(graph, components, edges, nodes)
@@ -427,7 +433,7 @@ def hvp_multistep_scores(model, graph: Graph, batch: TaskBatch, metric: str | Me
     `second_order_term` are the summed pieces (`corrected` their sum); `rho` is the one-step
     ratio at alpha = 0.
     """
-    refuse_post_norm(graph, "HVP (hvp_multistep_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
+    refuse_post_norm(graph, "HVP (hvp_multistep_scores)", POST_NORM_WHY)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     check_reading(reading)
@@ -485,7 +491,7 @@ def per_component_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str |
     ``corrected`` hold the IG estimate, ``second_order_term`` zeros, ``rho`` NaN; cost:
     ``gradient_passes`` = `steps` per component.
     """
-    refuse_post_norm(graph, "HVP (per_component_ig_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
+    refuse_post_norm(graph, "HVP (per_component_ig_scores)", POST_NORM_WHY)
     alphas, weights = ig_points(steps, rule)
     m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
     idx, names = _select(graph, components, edges, nodes)
@@ -520,7 +526,7 @@ def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric 
     components; ``df.attrs["summary"]``: mean |error| of first order / final estimate vs
     full exact patching, fraction flagged (the full exact sweep is not counted as cost).
     """
-    refuse_post_norm(graph, "HVP (screen_flag_fix)", "its patches add edge differences to inputs, which a post-attention norm breaks")
+    refuse_post_norm(graph, "HVP (screen_flag_fix)", POST_NORM_WHY)
     if fix not in FIXES:
         raise ValueError(f"unknown fix {fix!r}; allowed: {FIXES}")
     check_reading(reading)
