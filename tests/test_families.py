@@ -69,7 +69,7 @@ ATP_REFUSED = {"gpt-neox", "gpt-neox-sequential", "llama", "llama-gqa", "mistral
 # Methods whose patches or gradients assume additive head outputs: refused (PostNormUnsupported)
 # on a post-attention norm (`attrpatch.post_norm`).
 POST_NORM = {"gemma2", "gemma2-ungrouped"}
-POST_NORM_REFUSED = {"HVP"}
+POST_NORM_REFUSED: set[str] = set()   # none of the columns since HVP took the norm (tl_eap is no column)
 # a family loaded with a kv convention other than the default, and its checkpoint family
 LOAD_AS = {"gemma2-ungrouped": ("gemma2", "ungrouped")}
 
@@ -430,9 +430,13 @@ def _check_atp_star(model, g, b):
 
 def _check_hvp(model, g, b):
     """HVP's second-order term == half the second derivative of exact patching (a polynomial
-    fit), for edges into key and value inputs."""
+    fit), for edges into key and value inputs; behind a post-attention norm also for edges from
+    heads (the patch then moves the receiver through the norm: its curvature is in the term)."""
     from attrpatch.methods.hvp import hvp_scores
     kv = [n for n in g.edge_names if n.endswith(("<k>", "<v>")) and n.startswith("input")][:2]
+    if g.post_attn_norm:
+        kv += ["a0.h1->a1.h2<v>" if "a0.h1->a1.h2<v>" in g.edge_names else "a0.h1->a1.kv1<v>", "a0.h3->m1",
+               "a1.h2->logits", "a0.h0->m0"]
     res = hvp_scores(model, g, b, edges=kv)
     p = Patcher(model, g, b)
     for i, name in enumerate(kv):

@@ -8,8 +8,9 @@ patching and finite differences, and patching against full forwards, on the Gemm
   derivative of exact patching on head edges, and is EAP's score on every other edge.
 * Scoring head edges without the norm's Jacobian fails the EAP-IG (activations) and EAP-GP
   cells' checks (the negative control of those cells).
-* The score callback without the run's tape, methods not proven there (HVP), and graph layouts
-  the patch does not cover are refused by name.
+* HVP with additive edge patches misses exact patching's derivatives on head edges.
+* The score callback without the run's tape, HVP's one-pass reading on edges (a joint
+  additive shift), and graph layouts the patch does not cover are refused by name.
 """
 from __future__ import annotations
 
@@ -93,12 +94,35 @@ def test_path_checks_fail_without_the_jacobian(gemma, monkeypatch):
         _check_eap_gp(model, g, b)
 
 
+def test_additive_hvp_is_not_the_derivative(gemma):
+    """Negative control of the HVP cell: the same edges scored with additive patches (a graph
+    without ``post_attn_norm``) miss exact patching's first and second derivatives on head
+    edges (and agree on an edge from the input node, which no norm touches)."""
+    from attrpatch.methods.hvp import hvp_scores
+    from test_families import _coeffs
+    model, g, b = gemma
+    plain = Graph(g.n_layers, g.n_heads, d_model=g.d_model, n_kv_heads=g.n_kv_heads)
+    names = ["input->a0.kv0<k>", "a0.h3->m1", "a1.h2->logits"]
+    ours, additive = hvp_scores(model, g, b, edges=names), hvp_scores(model, plain, b, edges=names)
+    torch.testing.assert_close(additive.second_order_term[0], ours.second_order_term[0])
+    p = Patcher(model, g, b)
+    for i, name in enumerate(names[1:], 1):
+        c = _coeffs(p, *g.edge(name), scale=64, degree=6)
+        assert float(ours.second_order_term[i]) == pytest.approx(c[2], rel=2e-2, abs=1e-4), name
+        assert abs(float(additive.second_order_term[i]) - c[2]) > 0.2 * abs(c[2]), name
+        assert abs(float(additive.first_order[i]) - c[1]) > 0.2 * abs(c[1]), name
+
+
 def test_refusals_name_the_norm(gemma):
     model, g, b = gemma
     with pytest.raises(PostNormUnsupported, match="PostNormTape"):
         ScoreAccumulator(g).callback(diff=torch.zeros(1))
-    with pytest.raises(PostNormUnsupported, match="post-attention norm"):
-        attribute(model, b, method="hvp", graph=g)
+    with pytest.raises(PostNormUnsupported, match="one_pass.*post-attention norm|post-attention norm.*one-pass"):
+        attribute(model, b, method="hvp", graph=g, reading="one_pass")
+    from attrpatch.methods.hvp import hvp_multistep_scores
+    with pytest.raises(PostNormUnsupported, match="one_pass"):
+        hvp_multistep_scores(model, g, b, reading="one_pass", steps=2)
+    hvp_multistep_scores(model, g, b, reading="one_pass", steps=2, components="nodes")   # nodes: no edge patch
     with pytest.raises(ValueError, match="patched with its model"):
         _patch_hooks(g, torch.zeros(1, g.n_up, g.n_down), torch.zeros(1), 1, 1)
 

@@ -19,7 +19,8 @@ of the paper was not available): the second-order estimate, the reliability rati
 Formulas (one component c, patch direction delta_c, mean metric M over the batch)
 ---------------------------------------------------------------------------------
 * edge u->v: ``delta = z_u(source) - z_u(base)`` added to ``in_v`` (patching.py semantics,
-  everything downstream of v recomputed); node u: the same delta added to u's output, so
+  everything downstream of v recomputed; behind Gemma 2's post-attention norm a head edge moves
+  ``in_v`` by ``N(x + alpha delta) - N(x)`` instead, as exact patching does: `POST_NORM_WHY`); node u: the same delta added to u's output, so
   every reader sees it (`patching.node_effects`).
 * ``f_c(alpha) = M(activation + alpha * delta_c)``; exact effect = f_c(1) - f_c(0).
 * first order    ``f_c'(0)  = g . delta``             (= EAP for edges, AtP for nodes)
@@ -115,18 +116,19 @@ import torch
 
 from ..activations import capture_outputs
 from ..graph import Graph
-from ..post_norm import refuse_post_norm
+from ..post_norm import PostNormShift, refuse_post_norm
 from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION, Patcher, base_and_source
 from ..tasks.base import TaskBatch
 from ..stats import spearman
 
-# Why HVP refuses Gemma 2 (`post_norm`): its second-order term is that of an additive patch,
-# metric(in_v + alpha diff_u). A head edge behind ln1_post moves in_v by N(x + alpha d) - N(x),
-# whose second derivative adds the norm's curvature, grad_v . N''(x)[d, d], to
-# (J d)^T H (J d); neither term is computed here, so the quadratic-exactness tests cannot hold.
-POST_NORM_WHY = ("its second-order term is that of an additive edge patch (in_v + alpha diff_u); behind the "
-                 "norm a head edge also carries the norm's curvature grad . N''(x)[d, d], which it does not compute")
+# Gemma 2 (`post_norm`): a head edge behind ln1_post moves in_v by N(x + alpha d) - N(x), not
+# alpha d; per component (`directional_derivatives`) the edge hooks patch exactly that
+# (`PostNormShift`), so f' and f'' are those of exact patching (the norm's Jacobian and its
+# curvature through autograd). The one-pass reading's joint additive shift has no such form yet.
+POST_NORM_WHY = ("the one-pass reading shifts every selected edge additively at once (in_v + sum_u A[u, v] diff_u); "
+                 "behind the norm a head edge is N(x + alpha d) - N(x), not written for the joint shift: "
+                 "use reading='per_component', or components='nodes'")
 COMPONENTS = ("edges", "nodes")
 # Screen-Flag-Fix: "hvp" is the paper's fix (the second-order / multi-step HVP estimate on the
 # flagged components); "exact" (exact patching of the flagged ones) is the named variant.
@@ -235,10 +237,17 @@ def _select(graph: Graph, components: str, edges=None, nodes=None) -> tuple[torc
     return idx, [graph.upstream[u] for u in idx.tolist()]
 
 
-def _edge_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: torch.Tensor, B: int):
-    """in_v (copy c) += alpha_c * diff_{u_c} for edge (u_c, v_c) of copy c."""
+def _edge_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: torch.Tensor, B: int,
+                shift: PostNormShift | None = None):
+    """in_v (copy c) += alpha_c * diff_{u_c} for edge (u_c, v_c) of copy c; behind a
+    post-attention norm (`shift`), an edge from a head of layer l moves in_v by
+    ``N_l(x_l + alpha_c diff_u) - N_l(x_l)`` instead (exact patching's edge, `post_norm`)."""
     n = part.shape[0]
-    hooks = []
+    hooks = [] if shift is None else shift.hooks()
+    layer_of = torch.full((graph.n_up,), -1, dtype=torch.long)
+    if shift is not None:
+        for l, h in enumerate(graph.heads_by_layer):
+            layer_of[h.start: h.stop] = l
     for ih in graph.input_hooks:
         n_recv = ih.count
         sel = ((part[:, 1] >= ih.start) & (part[:, 1] < ih.start + n_recv)).nonzero().flatten()
@@ -249,6 +258,13 @@ def _edge_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: tor
             P, d = t.shape[1], t.shape[-1]
             us, rs = part[sel, 0].to(t.device), (part[sel, 1] - ih.start).to(t.device)
             contrib = alpha[sel].to(t.dtype).view(-1, 1, 1, 1) * diff[:, :, us].permute(2, 0, 1, 3).to(t.dtype)
+            if shift is not None:   # edges from heads: through their layer's norm, at this copy's rows
+                lay = layer_of[part[sel, 0].cpu()]
+                for l in lay[lay >= 0].unique().tolist():
+                    j = (lay == l).nonzero().flatten().to(t.device)
+                    rows = (sel.to(t.device)[j, None] * B + torch.arange(B, device=t.device)).flatten()
+                    moved = shift.shift(l, rows, contrib[j].reshape(-1, P, d)).reshape(len(j), B, P, d)
+                    contrib = contrib.index_put((j,), moved.to(contrib.dtype))
             add = t.new_zeros(n, n_recv, B, P, d)
             add[sel.to(t.device), rs] = contrib                       # [k, B, P, d]
             add = add.permute(0, 2, 3, 1, 4).reshape(n * B, P, n_recv, d)
@@ -353,13 +369,16 @@ def directional_derivatives(model, graph: Graph, base_tokens: torch.Tensor, diff
     """
     B = base_tokens.shape[0]
     chunk = max(1, rows_per_forward // B)
-    make = _edge_hooks if components == "edges" else _node_hooks
     d1, d2, passes = [], [], 0
     for s in range(0, index.shape[0], chunk):
         part = index[s: s + chunk]
         n = part.shape[0]
         alpha = alphas[s: s + chunk].to(diff.dtype).clone().requires_grad_(True)
-        hooks = make(graph, part, alpha, diff, B) + list(extra_hooks)
+        if components == "edges":   # a post-attention norm: head edges through it (`_edge_hooks`)
+            shift = PostNormShift(model, graph) if graph.post_attn_norm else None
+            hooks = _edge_hooks(graph, part, alpha, diff, B, shift) + list(extra_hooks)
+        else:                       # a node's output moves before any norm: additive as it is
+            hooks = _node_hooks(graph, part, alpha, diff, B) + list(extra_hooks)
         with torch.enable_grad():
             logits = model.run_with_hooks(base_tokens.repeat(n, 1), fwd_hooks=hooks)
             vals = metric(logits)
@@ -399,7 +418,8 @@ def hvp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "ta
     components (default all: the whole graph) and costs 2 forwards + one forward, backward and
     double backward of B rows (``hvp_passes`` = ``n_hvps`` = 1).
     """
-    refuse_post_norm(graph, "HVP (hvp_scores)", POST_NORM_WHY)
+    if reading == "one_pass" and components == "edges":
+        refuse_post_norm(graph, "HVP (hvp_scores, reading='one_pass')", POST_NORM_WHY)
     check_reading(reading)
     m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
     idx, names = _select(graph, components, edges, nodes)
@@ -433,7 +453,8 @@ def hvp_multistep_scores(model, graph: Graph, batch: TaskBatch, metric: str | Me
     `second_order_term` are the summed pieces (`corrected` their sum); `rho` is the one-step
     ratio at alpha = 0.
     """
-    refuse_post_norm(graph, "HVP (hvp_multistep_scores)", POST_NORM_WHY)
+    if reading == "one_pass" and components == "edges":
+        refuse_post_norm(graph, "HVP (hvp_multistep_scores, reading='one_pass')", POST_NORM_WHY)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     check_reading(reading)
@@ -491,7 +512,6 @@ def per_component_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str |
     ``corrected`` hold the IG estimate, ``second_order_term`` zeros, ``rho`` NaN; cost:
     ``gradient_passes`` = `steps` per component.
     """
-    refuse_post_norm(graph, "HVP (per_component_ig_scores)", POST_NORM_WHY)
     alphas, weights = ig_points(steps, rule)
     m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
     idx, names = _select(graph, components, edges, nodes)
@@ -526,7 +546,6 @@ def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric 
     components; ``df.attrs["summary"]``: mean |error| of first order / final estimate vs
     full exact patching, fraction flagged (the full exact sweep is not counted as cost).
     """
-    refuse_post_norm(graph, "HVP (screen_flag_fix)", POST_NORM_WHY)
     if fix not in FIXES:
         raise ValueError(f"unknown fix {fix!r}; allowed: {FIXES}")
     check_reading(reading)
