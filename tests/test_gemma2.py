@@ -9,8 +9,9 @@ patching and finite differences, and patching against full forwards, on the Gemm
 * Scoring head edges without the norm's Jacobian fails the EAP-IG (activations) and EAP-GP
   cells' checks (the negative control of those cells).
 * HVP with additive edge patches misses exact patching's derivatives on head edges.
-* The score callback without the run's tape, HVP's one-pass reading on edges (a joint
-  additive shift), and graph layouts the patch does not cover are refused by name.
+* HVP's one-pass reading is the joint patch's Taylor terms on a cut (the additive shift is not).
+* The score callback without the run's tape and graph layouts the patch does not cover are
+  refused by name.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import torch
 from attrpatch.graph import Graph, GraphUnsupported, check_supported
 from attrpatch.methods.common import ScoreAccumulator
 from attrpatch.methods.eap import eap_scores
-from attrpatch.methods.registry import attribute
 from attrpatch.models import load_model
 from attrpatch.models.random import save_random_family
 from attrpatch.patching import Patcher, _patch_hooks, node_effects
@@ -113,16 +113,34 @@ def test_additive_hvp_is_not_the_derivative(gemma):
         assert abs(float(additive.first_order[i]) - c[1]) > 0.2 * abs(c[1]), name
 
 
+def test_one_pass_hvp_is_the_joint_patch_on_the_logits_cut(gemma):
+    """HVP's one-pass reading shifts every selected edge at once; on the cut {every edge into
+    the logits} that is exact patching's joint patch of the cut scaled by t, heads entering
+    through their layer's norm, so its terms sum to F'(0) and F''(0)/2 of a polynomial fit of
+    that patch; the additive shift (a graph without the norm) misses both."""
+    from attrpatch.methods.hvp import hvp_scores
+    model, g, b = gemma
+    plain = Graph(g.n_layers, g.n_heads, d_model=g.d_model, n_kv_heads=g.n_kv_heads)
+    names = [n for n in g.edge_names if n.endswith("->logits")]
+    lg = g.down_index("logits")
+    cut = torch.zeros(g.n_up, g.n_down)
+    cut[:, lg] = g.edge_mask[:, lg].float()
+    t = torch.arange(-10, 11, dtype=torch.float64) / 64
+    y = Patcher(model, g, b).metric_of_masks(t.float()[:, None, None] * cut).double()
+    c = torch.linalg.lstsq(torch.stack([t ** k for k in range(7)], 1), y[:, None]).solution[:, 0].tolist()
+    ours = hvp_scores(model, g, b, edges=names, reading="one_pass")
+    additive = hvp_scores(model, plain, b, edges=names, reading="one_pass")
+    assert abs(c[1]) > 1e-2 and abs(c[2]) > 1e-2
+    assert float(ours.first_order.sum()) == pytest.approx(c[1], rel=1e-4, abs=1e-6)
+    assert float(ours.second_order_term.sum()) == pytest.approx(c[2], rel=1e-3, abs=1e-5)
+    assert abs(float(additive.first_order.sum()) - c[1]) > 0.1 * abs(c[1])
+    assert abs(float(additive.second_order_term.sum()) - c[2]) > 0.1 * abs(c[2])
+
+
 def test_refusals_name_the_norm(gemma):
     model, g, b = gemma
     with pytest.raises(PostNormUnsupported, match="PostNormTape"):
         ScoreAccumulator(g).callback(diff=torch.zeros(1))
-    with pytest.raises(PostNormUnsupported, match="one_pass.*post-attention norm|post-attention norm.*one-pass"):
-        attribute(model, b, method="hvp", graph=g, reading="one_pass")
-    from attrpatch.methods.hvp import hvp_multistep_scores
-    with pytest.raises(PostNormUnsupported, match="one_pass"):
-        hvp_multistep_scores(model, g, b, reading="one_pass", steps=2)
-    hvp_multistep_scores(model, g, b, reading="one_pass", steps=2, components="nodes")   # nodes: no edge patch
     with pytest.raises(ValueError, match="patched with its model"):
         _patch_hooks(g, torch.zeros(1, g.n_up, g.n_down), torch.zeros(1), 1, 1)
 

@@ -34,9 +34,9 @@ one input hook at once (``is_grads_batched``). Every first-order method is ``dif
 (inputs and activations) and EAP-GP: each run's own norm input is the point of its Jacobian
 (EAP-IG on activations overrides a layer's heads with constants, which the tape turns into a
 leaf so the Jacobian exists; `PostNormTape.hooks`). Methods that were not proven on such a
-model refuse it with `PostNormUnsupported` (`refuse_post_norm`): HVP's one-pass reading on
-edges and transformer_lens' own attribution_patch. HVP per component patches a head edge through
-the norm itself (`PostNormShift`), so its derivatives are exact patching's.
+model refuse it with `PostNormUnsupported` (`refuse_post_norm`): transformer_lens' own
+attribution_patch. HVP patches a head edge through the norm itself (`PostNormShift`), so its
+derivatives are exact patching's.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def refuse_post_norm(graph: Graph, method: str, why: str = "not yet proven again
     if graph.post_attn_norm:
         raise PostNormUnsupported(
             f"{method} on {graph.family or 'a model'} with a post-attention norm ({POST_NORM}, Gemma 2): {why}; "
-            "supported there: EAP, EAP-IG (inputs and activations), EAP-GP, HVP per component, exact patching, ACDC")
+            "supported there: EAP, EAP-IG (inputs and activations), EAP-GP, HVP, exact patching, ACDC")
 
 
 def check_post_norm_mode(mode: str) -> str:
