@@ -14,6 +14,10 @@ logits' edges); (b) adds edges from heads (scored through the norm's Jacobian); 
 "patching every edge gives the corrupted run, patching none the clean run", since a head's
 contribution to an input is no longer its own output.
 
+The EAP-IG (activations) and EAP-GP columns check each method's scores against plain-autograd
+identities at its own path points and against EAP or exact patching (`_check_eap_ig_activations`,
+`_check_eap_gp`); on Gemma 2 those identities see the head rows through the norm.
+
 `SUPPORT` is the README's support table: each cell other than the attention kind names the
 test that measures it (`test_support_cell`, parametrized by family and column), and
 `test_readme_table_is_the_matrix` keeps README's table equal to it.
@@ -54,7 +58,7 @@ SUPPORT = {
     "gemma2-ungrouped":    ("Gemma 2, kv_convention=ungrouped (MIB)", "GQA 4q/2kv, post-norms"),
     "gptj":                ("GPT-J", "MHA, parallel"),
 }
-COLUMNS = ("EAP", "EAP-IG", "exact", "ACDC", "AtP*", "HVP")
+COLUMNS = ("EAP", "EAP-IG", "EAP-IG (activations)", "EAP-GP", "exact", "ACDC", "AtP*", "HVP")
 REFUSED = {
     "gptj": (GraphUnsupported, r"GPTJForCausalLM: transformer_lens cannot split"),
 }
@@ -65,7 +69,7 @@ ATP_REFUSED = {"gpt-neox", "gpt-neox-sequential", "llama", "llama-gqa", "mistral
 # Methods whose patches or gradients assume additive head outputs: refused (PostNormUnsupported)
 # on a post-attention norm (`attrpatch.post_norm`).
 POST_NORM = {"gemma2", "gemma2-ungrouped"}
-POST_NORM_REFUSED = {"HVP"}
+POST_NORM_REFUSED: set[str] = set()   # none of the columns since HVP took the norm (tl_eap is no column)
 # a family loaded with a kv convention other than the default, and its checkpoint family
 LOAD_AS = {"gemma2-ungrouped": ("gemma2", "ungrouped")}
 
@@ -121,6 +125,14 @@ SERVED = [f for f in SUPPORT if f not in REFUSED]
 # derivative check uses that tolerance.
 FLOAT32_ATTENTION = {"llama", "llama-gqa", "mistral", "qwen2", "gemma2", "gemma2-ungrouped"}
 # (Gemma 2's norms are Hugging Face's Gemma2RMSNorm, which also computes in float32.)
+# The same families by architecture (`Graph.family`), for the checks that see only the model: two
+# autograd routes to one gradient (a score callback vs a plain backward) agree to float32
+# rounding there, which cancellation in a sum of edge scores can lift to ~1e-6 of it.
+FLOAT32_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Gemma2ForCausalLM"}
+
+
+def _autograd_tol(g) -> dict:
+    return dict(rel=1e-5, abs=1e-8) if g.family in FLOAT32_ARCHS else dict(rel=1e-9, abs=1e-12)
 
 
 def _coeffs(p: Patcher, u: int, v: int, scale: int = 1024, degree: int = 4) -> list[float]:
@@ -312,6 +324,81 @@ def _check_eap_ig(model, g, b):
                                    -eap_scores(model, g, b, direction="clean_into_corrupt"), rtol=1e-7, atol=1e-10)
 
 
+def _component_path(model, g, b, comp, alphas):
+    """f(a) = mean metric of the clean run with component `comp`'s outputs set to
+    a z(clean) + (1 - a) z(corrupt), and f'(a), by autograd through a differentiable a
+    (independent of the score callback and of any tape)."""
+    from attrpatch.activations import output_override_hooks
+    _, z_clean = capture_outputs(model, g, b.clean)
+    _, z_corrupt = capture_outputs(model, g, b.corrupt)
+    metric = task_metric(b)
+    out = []
+    for a in alphas:
+        alpha = torch.tensor(float(a), dtype=torch.float64, requires_grad=True)
+        override = {u: (lambda cur, u=u: (alpha * z_clean[:, :, u] + (1 - alpha) * z_corrupt[:, :, u]).to(cur.dtype))
+                    for u in comp}
+        with torch.enable_grad():
+            f = metric(model.run_with_hooks(b.clean, fwd_hooks=output_override_hooks(g, override))).mean()
+            (df,) = torch.autograd.grad(f, alpha)
+        out.append((f.item(), df.item()))
+    return out
+
+
+def _check_eap_ig_activations(model, g, b):
+    """EAP-IG on activations (tests/test_eap_ig.py's checks, per family). Scope "own" at m = 1
+    (every component set to its clean value) is EAP exactly; the library's scope "all" agrees
+    with EAP on the edges into the logits. Scope "own", m = 2 (the identity holds at any m): the edges out of each component
+    c sum to -mean_k f_c'(k/m), f_c(a) the metric with c's outputs interpolated (`_component_path`,
+    plain autograd), and f_c(0) - f_c(1) is exact patching of every edge out of c: the scores
+    are a Riemann sum of that exact effect. Behind a post-attention norm a layer's heads enter
+    every receiver through the norm, at each pass's own norm input."""
+    from attrpatch.methods.eap_ig import components, eap_ig_scores, ig_alphas
+    eap = eap_scores(model, g, b)
+    act = dict(variant="activations", activation_scope="own")
+    torch.testing.assert_close(eap_ig_scores(model, g, b, steps=1, **act), eap, rtol=1e-10, atol=1e-13)
+    lib = eap_ig_scores(model, g, b, steps=1, variant="activations")
+    logits = g.down_index("logits")
+    torch.testing.assert_close(lib[:, logits], eap[:, logits], rtol=1e-10, atol=1e-13)
+    assert (lib - eap).abs().max() > 1e-4, "scope 'all' cuts paths through each overridden component"
+    m = 2
+    own = eap_ig_scores(model, g, b, steps=m, **act)
+    p = Patcher(model, g, b)
+    for comp in components(g):
+        path = _component_path(model, g, b, comp, [0.0, 1.0] + ig_alphas(m))
+        (f0, _), (f1, _) = path[:2]
+        mask = torch.zeros(g.n_up, g.n_down)
+        mask[comp] = g.edge_mask[comp].float()
+        exact = float(p.metric_of_masks(mask)[0]) - p.base_value
+        assert abs(exact) > 1e-3, comp
+        assert f0 - f1 == pytest.approx(exact, **_autograd_tol(g)), comp
+        riemann = -sum(df for _, df in path[2:]) / m
+        assert float(own[comp].sum()) == pytest.approx(riemann, **_autograd_tol(g)), comp
+
+
+def _check_eap_gp(model, g, b):
+    """EAP-GP (tests/test_eap_gp.py's checks, per family). Every upstream node's scores sum to
+    diff_u . mean_j d metric / d z_u at the path points, computed here with plain autograd at the
+    points `grad_path` gives (not the fused scoring run; behind a post-attention norm the head
+    rows then check the norm's Jacobian summed over receivers); and as the step shrinks every
+    point is the clean input, so every edge's score is EAP's (the Jacobian per receiver)."""
+    from attrpatch.methods.common import PathContext
+    from attrpatch.methods.eap_gp import eap_gp_scores, grad_path
+    k = 3
+    s = eap_gp_scores(model, g, b, steps=k)
+    metric = task_metric(b)
+    ctx = PathContext(model, g, b, metric, "corrupt_into_clean")
+    rows = torch.zeros(g.n_up, dtype=torch.float64)
+    for gamma, _ in grad_path(model, ctx, k):
+        og = input_gradients(model, g, b.clean, metric, embed_override=gamma, want_output_grads=True).output_grads
+        rows += torch.einsum("bpud,bpud->u", ctx.diff.double(), og.double()) / k
+    assert rows.abs().max() > 1e-3
+    tol = _autograd_tol(g)
+    torch.testing.assert_close(s.sum(1), rows, rtol=tol["rel"], atol=tol["abs"])
+    eap = eap_scores(model, g, b)
+    torch.testing.assert_close(eap_gp_scores(model, g, b, steps=k, step_size=1e-7), eap, rtol=1e-4, atol=2e-6)
+    assert (s - eap).abs().max() > 1e-3
+
+
 def _check_exact(model, g, b):
     """Patching a node = patching all its outgoing edges (two code paths)."""
     by_edges = Patcher(model, g, b).node_effects_by_edges()
@@ -343,9 +430,13 @@ def _check_atp_star(model, g, b):
 
 def _check_hvp(model, g, b):
     """HVP's second-order term == half the second derivative of exact patching (a polynomial
-    fit), for edges into key and value inputs."""
+    fit), for edges into key and value inputs; behind a post-attention norm also for edges from
+    heads (the patch then moves the receiver through the norm: its curvature is in the term)."""
     from attrpatch.methods.hvp import hvp_scores
     kv = [n for n in g.edge_names if n.endswith(("<k>", "<v>")) and n.startswith("input")][:2]
+    if g.post_attn_norm:
+        kv += ["a0.h1->a1.h2<v>" if "a0.h1->a1.h2<v>" in g.edge_names else "a0.h1->a1.kv1<v>", "a0.h3->m1",
+               "a1.h2->logits", "a0.h0->m0"]
     res = hvp_scores(model, g, b, edges=kv)
     p = Patcher(model, g, b)
     for i, name in enumerate(kv):
@@ -355,7 +446,8 @@ def _check_hvp(model, g, b):
 
 
 # The EAP column is measured by test_family_exactness (a)-(d).
-CHECKS = {"EAP-IG": _check_eap_ig, "exact": _check_exact, "ACDC": _check_acdc, "AtP*": _check_atp_star,
+CHECKS = {"EAP-IG": _check_eap_ig, "EAP-IG (activations)": _check_eap_ig_activations, "EAP-GP": _check_eap_gp,
+          "exact": _check_exact, "ACDC": _check_acdc, "AtP*": _check_atp_star,
           "HVP": _check_hvp}
 
 

@@ -6,8 +6,12 @@ patching and finite differences, and patching against full forwards, on the Gemm
   reproduce the corrupted run: the per-layer norm in the patch is what makes it exact.
 * The EAP-IG library's attribution (``post_norm="library"``: no Jacobian) is not the
   derivative of exact patching on head edges, and is EAP's score on every other edge.
-* The score callback without the run's tape, methods not proven there, and graph layouts the
-  patch does not cover are refused by name.
+* Scoring head edges without the norm's Jacobian fails the EAP-IG (activations) and EAP-GP
+  cells' checks (the negative control of those cells).
+* HVP with additive edge patches misses exact patching's derivatives on head edges.
+* HVP's one-pass reading is the joint patch's Taylor terms on a cut (the additive shift is not).
+* The score callback without the run's tape and graph layouts the patch does not cover are
+  refused by name.
 """
 from __future__ import annotations
 
@@ -19,15 +23,13 @@ import torch
 from attrpatch.graph import Graph, GraphUnsupported, check_supported
 from attrpatch.methods.common import ScoreAccumulator
 from attrpatch.methods.eap import eap_scores
-from attrpatch.methods.eap_ig import eap_ig_scores
-from attrpatch.methods.registry import attribute
 from attrpatch.models import load_model
 from attrpatch.models.random import save_random_family
 from attrpatch.patching import Patcher, _patch_hooks, node_effects
-from attrpatch.post_norm import PostNormUnsupported
+from attrpatch.post_norm import PostNormTape, PostNormUnsupported
 
 from conftest import random_batch
-from test_families import _slope
+from test_families import _check_eap_gp, _check_eap_ig_activations, _slope
 
 V = 64
 
@@ -78,15 +80,67 @@ def test_library_attribution_is_not_the_derivative(gemma):
         eap_scores(model, g, b, post_norm="none")
 
 
+def test_path_checks_fail_without_the_jacobian(gemma, monkeypatch):
+    """Negative control of the EAP-IG (activations) and EAP-GP cells of the support table
+    (tests/test_families.py): with the tape's Jacobian replaced by the identity (head edges
+    scored as ``diff . grad``, the library's product) both checks fail on the head rows their
+    plain-autograd identities compare (measured: a heads component's sum 0.018 vs 0.53, EAP-GP
+    row sums off by up to 0.27); with it they pass (the cells themselves)."""
+    model, g, b = gemma
+    monkeypatch.setattr(PostNormTape, "vjp", lambda self, l, grad: grad)
+    with pytest.raises(AssertionError, match=r"\[\d+, \d+, \d+, \d+\]"):   # a heads component
+        _check_eap_ig_activations(model, g, b)
+    with pytest.raises(AssertionError, match="not close"):
+        _check_eap_gp(model, g, b)
+
+
+def test_additive_hvp_is_not_the_derivative(gemma):
+    """Negative control of the HVP cell: the same edges scored with additive patches (a graph
+    without ``post_attn_norm``) miss exact patching's first and second derivatives on head
+    edges (and agree on an edge from the input node, which no norm touches)."""
+    from attrpatch.methods.hvp import hvp_scores
+    from test_families import _coeffs
+    model, g, b = gemma
+    plain = Graph(g.n_layers, g.n_heads, d_model=g.d_model, n_kv_heads=g.n_kv_heads)
+    names = ["input->a0.kv0<k>", "a0.h3->m1", "a1.h2->logits"]
+    ours, additive = hvp_scores(model, g, b, edges=names), hvp_scores(model, plain, b, edges=names)
+    torch.testing.assert_close(additive.second_order_term[0], ours.second_order_term[0])
+    p = Patcher(model, g, b)
+    for i, name in enumerate(names[1:], 1):
+        c = _coeffs(p, *g.edge(name), scale=64, degree=6)
+        assert float(ours.second_order_term[i]) == pytest.approx(c[2], rel=2e-2, abs=1e-4), name
+        assert abs(float(additive.second_order_term[i]) - c[2]) > 0.2 * abs(c[2]), name
+        assert abs(float(additive.first_order[i]) - c[1]) > 0.2 * abs(c[1]), name
+
+
+def test_one_pass_hvp_is_the_joint_patch_on_the_logits_cut(gemma):
+    """HVP's one-pass reading shifts every selected edge at once; on the cut {every edge into
+    the logits} that is exact patching's joint patch of the cut scaled by t, heads entering
+    through their layer's norm, so its terms sum to F'(0) and F''(0)/2 of a polynomial fit of
+    that patch; the additive shift (a graph without the norm) misses both."""
+    from attrpatch.methods.hvp import hvp_scores
+    model, g, b = gemma
+    plain = Graph(g.n_layers, g.n_heads, d_model=g.d_model, n_kv_heads=g.n_kv_heads)
+    names = [n for n in g.edge_names if n.endswith("->logits")]
+    lg = g.down_index("logits")
+    cut = torch.zeros(g.n_up, g.n_down)
+    cut[:, lg] = g.edge_mask[:, lg].float()
+    t = torch.arange(-10, 11, dtype=torch.float64) / 64
+    y = Patcher(model, g, b).metric_of_masks(t.float()[:, None, None] * cut).double()
+    c = torch.linalg.lstsq(torch.stack([t ** k for k in range(7)], 1), y[:, None]).solution[:, 0].tolist()
+    ours = hvp_scores(model, g, b, edges=names, reading="one_pass")
+    additive = hvp_scores(model, plain, b, edges=names, reading="one_pass")
+    assert abs(c[1]) > 1e-2 and abs(c[2]) > 1e-2
+    assert float(ours.first_order.sum()) == pytest.approx(c[1], rel=1e-4, abs=1e-6)
+    assert float(ours.second_order_term.sum()) == pytest.approx(c[2], rel=1e-3, abs=1e-5)
+    assert abs(float(additive.first_order.sum()) - c[1]) > 0.1 * abs(c[1])
+    assert abs(float(additive.second_order_term.sum()) - c[2]) > 0.1 * abs(c[2])
+
+
 def test_refusals_name_the_norm(gemma):
     model, g, b = gemma
     with pytest.raises(PostNormUnsupported, match="PostNormTape"):
         ScoreAccumulator(g).callback(diff=torch.zeros(1))
-    for method in ("eap_gp", "hvp"):
-        with pytest.raises(PostNormUnsupported, match="post-attention norm"):
-            attribute(model, b, method=method, graph=g)
-    with pytest.raises(PostNormUnsupported, match="EAP-IG on activations"):
-        eap_ig_scores(model, g, b, variant="activations", steps=1)
     with pytest.raises(ValueError, match="patched with its model"):
         _patch_hooks(g, torch.zeros(1, g.n_up, g.n_down), torch.zeros(1), 1, 1)
 

@@ -1,6 +1,7 @@
 """The mib profile (MIB's circuit track, issue 29): validated like the others, stops at once
 without weights or MIB's task files naming them, and its rules run end to end on the mib_tiny
-variant (random tiny GPT-2 and ungrouped Llama-GQA, small files in MIB's format written here)."""
+variant (random tiny GPT-2, ungrouped Llama-GQA and ungrouped Gemma 2, small files in MIB's format
+written here)."""
 from __future__ import annotations
 
 import json
@@ -71,8 +72,9 @@ def test_mib_stops_at_once_naming_weights_and_task_files(tmp_path):
                HF_HUB_OFFLINE="1", ATTRPATCH_MIB_DATA=str(tmp_path / "nodata"))
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert "gpt2, Qwen/Qwen2.5-0.5B" in out and "hf download gpt2" in out
-    assert "ioi/train.jsonl, copycolors_mcqa/train.jsonl, ioi/validation.jsonl, copycolors_mcqa/validation.jsonl" in out
+    assert "gpt2, Qwen/Qwen2.5-0.5B, google/gemma-2-2b" in out and "hf download gpt2" in out
+    assert ("ioi/train.jsonl, copycolors_mcqa/train.jsonl, arc_easy/train.jsonl, ioi/validation.jsonl, "
+            "copycolors_mcqa/validation.jsonl, arc_easy/validation.jsonl") in out
     assert not (tmp_path / "results").exists()
 
 
@@ -88,7 +90,7 @@ def test_mib_tiny_dag_writes_table_and_a_submission_mib_accepts(tmp_path):
     res = tmp_path / "results" / "mib_tiny"
     out = json.loads((res / "mib_track.json").read_text())
     table = pd.read_csv(res / "mib_track.csv")
-    assert len(table) == 6 and set(table.method) == {"eap", "eap_ig"}
+    assert len(table) == 8 and set(table.method) == {"eap", "eap_ig"}
     for row in table.itertuples():
         s = out["scores"][row.model][row.task][row.method]
         assert s["cpr"] == pytest.approx(row.cpr) and s["cmd"] == pytest.approx(row.cmd) and s["cmd"] >= 0
@@ -96,8 +98,9 @@ def test_mib_tiny_dag_writes_table_and_a_submission_mib_accepts(tmp_path):
     assert out["submission"]["folders_rejected"] == 0
     for m in ("eap", "eap_ig"):
         sub = read_submission(res / "mib_submission" / m)
-        assert set(sub) == {"ioi_gpt2", "ioi_llama3", "arithmetic-addition_llama3"}
+        assert set(sub) == {"ioi_gpt2", "ioi_llama3", "arithmetic-addition_llama3", "ioi_gemma2"}
         assert sub["ioi_llama3"]["circuits"][0].graph.kv_convention == "ungrouped"
+        assert sub["ioi_gemma2"]["circuits"][0].graph.post_attn_norm   # the Gemma path ran
     # negative control: a folder MIB would refuse is counted (the claim's field), with why
     bad = tmp_path / "bad"
     shutil.copytree(res / "mib_submission", bad)

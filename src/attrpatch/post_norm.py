@@ -29,8 +29,14 @@ library's product as the option ``post_norm="library"`` of `methods.eap.eap_scor
 
 `PostNormTape` takes ``J_l^T g`` from the gradient run's own autograd graph (the norm as the
 model computed it, with any hook that acted on it, e.g. a frozen scale), for all receivers of
-one input hook at once (``is_grads_batched``). Methods that were not proven on such a model
-refuse it with `PostNormUnsupported` (`refuse_post_norm`).
+one input hook at once (``is_grads_batched``). Every first-order method is ``diff . G`` with
+``G`` a gradient taken in some run (`methods.common`), so the same tape serves EAP, EAP-IG
+(inputs and activations) and EAP-GP: each run's own norm input is the point of its Jacobian
+(EAP-IG on activations overrides a layer's heads with constants, which the tape turns into a
+leaf so the Jacobian exists; `PostNormTape.hooks`). Methods that were not proven on such a
+model refuse it with `PostNormUnsupported` (`refuse_post_norm`): transformer_lens' own
+attribution_patch. HVP patches a head edge through the norm itself (`PostNormShift`), so its
+derivatives are exact patching's.
 """
 from __future__ import annotations
 
@@ -51,7 +57,7 @@ def refuse_post_norm(graph: Graph, method: str, why: str = "not yet proven again
     if graph.post_attn_norm:
         raise PostNormUnsupported(
             f"{method} on {graph.family or 'a model'} with a post-attention norm ({POST_NORM}, Gemma 2): {why}; "
-            "supported there: EAP, EAP-IG (input path), exact patching, ACDC")
+            "supported there: EAP, EAP-IG (inputs and activations), EAP-GP, HVP, exact patching, ACDC")
 
 
 def check_post_norm_mode(mode: str) -> str:
@@ -80,14 +86,26 @@ class PostNormTape:
         self.y: dict[int, torch.Tensor] = {}
 
     def hooks(self) -> list:
-        def keep(store, l):
+        """Hooks that keep each layer's norm input and output. A norm input that carries no
+        gradient (every head of its layer overridden by constants: EAP-IG on activations) is
+        made a leaf that requires one, so the norm's Jacobian at that point can still be taken;
+        its value, and every gradient upstream of it, are unchanged."""
+        def keep_in(l):
             def fn(t, hook):
-                store[l] = t
+                if torch.is_grad_enabled() and not t.requires_grad:
+                    t = t.detach().requires_grad_(True)
+                self.x[l] = t
+                return t
+            return fn
+
+        def keep_out(l):
+            def fn(t, hook):
+                self.y[l] = t
                 return t
             return fn
         out = []
         for l in range(self.graph.n_layers):
-            out += [(post_norm_hook(l, "in"), keep(self.x, l)), (post_norm_hook(l, "out"), keep(self.y, l))]
+            out += [(post_norm_hook(l, "in"), keep_in(l)), (post_norm_hook(l, "out"), keep_out(l))]
         return out
 
     def vjp(self, l: int, grad: torch.Tensor) -> torch.Tensor:
@@ -101,3 +119,36 @@ class PostNormTape:
         (out,) = torch.autograd.grad(y, x, grad.permute(2, 0, 1, 3).to(y.dtype), retain_graph=True,
                                      is_grads_batched=True)
         return out.permute(1, 2, 0, 3).to(grad.dtype)
+
+
+class PostNormShift:
+    """Each layer's post-attention norm input in one (stacked) run, and the move of the norm's
+    output when its heads' sum moves by D: ``N_l(x_l + D) - N_l(x_l)``, through the model's own
+    module, differentiable in D (HVP's directional derivatives of an edge patch take f' and
+    f'' through it: the norm's Jacobian and its curvature both come from autograd)."""
+
+    def __init__(self, model, graph: Graph):
+        self.model, self.graph = model, graph
+        self.x: dict[int, torch.Tensor] = {}
+        self.inside = False
+
+    def hooks(self) -> list:
+        def keep(l):
+            def fn(t, hook):
+                if not self.inside:   # not the calls made by `shift` itself
+                    self.x[l] = t
+                return t
+            return fn
+        return [(post_norm_hook(l, "in"), keep(l)) for l in range(self.graph.n_layers)]
+
+    def shift(self, l: int, rows: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+        """``N_l(x[rows] + D) - N_l(x[rows])`` for rows of the run's batch axis; D [len(rows), P, d]."""
+        if l not in self.x:
+            raise RuntimeError(f"layer {l}'s {POST_NORM} input hook did not fire: PostNormShift.hooks() must be in the run")
+        x = self.x[l][rows.to(self.x[l].device)]
+        norm = post_norm_module(self.model, l)
+        self.inside = True
+        try:
+            return norm(x + D.to(x.dtype)) - norm(x)
+        finally:
+            self.inside = False

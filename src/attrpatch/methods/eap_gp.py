@@ -52,6 +52,9 @@ not be read here (searched the stored docs/pages/code/issues corpora for "EAP-GP
   gradient is exactly zero (e.g. clean == corrupt) stays where it is. Activation
   differences are those of the real runs, as in EAP-IG.
 
+Gemma 2 (a post-attention norm, `post_norm`): an edge from a head is scored through its layer's
+norm's Jacobian at each path point (``diff . J^T grad``, as EAP; `common.gradient_scores`).
+
 Sign: scores estimate metric(patched) - metric(base), like every method here.
 Cost per chunk: 2 forwards (activation differences) + 1 forward (G(x_source)) + 1
 forward+backward (the step from gamma_0) + k forwards with two backwards each but the last
@@ -64,7 +67,6 @@ import torch
 
 from ..activations import EMBED_HOOK
 from ..graph import Graph
-from ..post_norm import refuse_post_norm
 from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
@@ -222,7 +224,6 @@ def eap_gp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = 
     info["step_length"] [B, k] is ||gamma_j - gamma_{j-1}|| for j = 1..k (1 under the unit
     rule, 0 for an example whose gradient vanished), examples in batch order.
     """
-    refuse_post_norm(graph, "EAP-GP")
     if path not in PATHS:
         raise ValueError(f"unknown EAP-GP path {path!r}; allowed: {PATHS} (a path per upstream node is "
                          "an open reading of the paper and not implemented)")

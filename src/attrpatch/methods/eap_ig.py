@@ -50,6 +50,11 @@ only the gradient ``G_v`` (of the metric at v's input) changes:
     out of c then sum to a Riemann sum of metric(c patched) - metric(base) (c's outputs
     replaced by their source values, downstream recomputed), which the tests check. Its
     `input` row equals ``variant="inputs"``'s. Cost m(2L+1) forward+backward + 2 forwards.
+
+Gemma 2 (a post-attention norm, `post_norm`): every variant scores an edge from a head through
+its layer's norm, ``diff . J_l^T G_v``, with J_l the norm's Jacobian at that pass's own norm
+input (the interpolated one when the pass overrides that layer's heads); tests/test_families.py,
+EAP-IG columns, checks it against exact patching and plain autograd.
 """
 from __future__ import annotations
 
@@ -57,7 +62,7 @@ import torch
 
 from ..activations import input_gradients
 from ..graph import Graph
-from ..post_norm import refuse_post_norm
+from ..post_norm import PostNormTape
 from ..metrics import Metric
 from ..patching import DEFAULT_DIRECTION
 from ..tasks.base import TaskBatch
@@ -128,13 +133,14 @@ def _activation_scores(model, graph, batch, metric, *, alphas, direction, batch_
             else:
                 diff, w = ctx.diff, frac / (len(alphas) * len(comps))
             for a in alphas:
+                tape = PostNormTape(graph) if graph.post_attn_norm else None   # Gemma 2: heads through their norm
                 override = {
                     u: (lambda cur, val=mix(ctx.base_outputs[:, :, u], ctx.source_outputs[:, :, u], a): val.to(cur.dtype))
                     for u in comp
                 }
                 input_gradients(model, graph, ctx.base, ctx.metric, output_override=override,
-                                on_input_grad=acc.callback(diff=diff, weight=w), need_outputs=False,
-                                need_logits=False)
+                                on_input_grad=acc.callback(diff=diff, weight=w, tape=tape), need_outputs=False,
+                                need_logits=False, extra_hooks=tape.hooks() if tape else ())
     return acc.result()
 
 
@@ -158,7 +164,6 @@ def eap_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = 
     else:
         alphas = ig_alphas(steps, points)
     if variant == "activations":
-        refuse_post_norm(graph, "EAP-IG on activations")
         return _activation_scores(model, graph, batch, metric, alphas=alphas, direction=direction,
                                   batch_size=batch_size, scope=activation_scope)
     return gradient_scores(model, graph, batch, metric, direction=direction, batch_size=batch_size,

@@ -19,7 +19,8 @@ of the paper was not available): the second-order estimate, the reliability rati
 Formulas (one component c, patch direction delta_c, mean metric M over the batch)
 ---------------------------------------------------------------------------------
 * edge u->v: ``delta = z_u(source) - z_u(base)`` added to ``in_v`` (patching.py semantics,
-  everything downstream of v recomputed); node u: the same delta added to u's output, so
+  everything downstream of v recomputed; behind Gemma 2's post-attention norm a head edge moves
+  ``in_v`` by ``N(x + alpha delta) - N(x)`` instead, as exact patching does: `PostNormShift`); node u: the same delta added to u's output, so
   every reader sees it (`patching.node_effects`).
 * ``f_c(alpha) = M(activation + alpha * delta_c)``; exact effect = f_c(1) - f_c(0).
 * first order    ``f_c'(0)  = g . delta``             (= EAP for edges, AtP for nodes)
@@ -115,12 +116,15 @@ import torch
 
 from ..activations import capture_outputs
 from ..graph import Graph
-from ..post_norm import refuse_post_norm
+from ..post_norm import PostNormShift
 from ..metrics import Metric, check_finite, resolve_metric
 from ..patching import DEFAULT_DIRECTION, Patcher, base_and_source
 from ..tasks.base import TaskBatch
 from ..stats import spearman
 
+# Gemma 2 (`post_norm`): a head edge behind ln1_post moves in_v by N(x + alpha d) - N(x), not
+# alpha d; the edge hooks of both readings patch exactly that (`PostNormShift`), so f' and f''
+# are those of exact patching (the norm's Jacobian and its curvature through autograd).
 COMPONENTS = ("edges", "nodes")
 # Screen-Flag-Fix: "hvp" is the paper's fix (the second-order / multi-step HVP estimate on the
 # flagged components); "exact" (exact patching of the flagged ones) is the named variant.
@@ -229,10 +233,17 @@ def _select(graph: Graph, components: str, edges=None, nodes=None) -> tuple[torc
     return idx, [graph.upstream[u] for u in idx.tolist()]
 
 
-def _edge_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: torch.Tensor, B: int):
-    """in_v (copy c) += alpha_c * diff_{u_c} for edge (u_c, v_c) of copy c."""
+def _edge_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: torch.Tensor, B: int,
+                shift: PostNormShift | None = None):
+    """in_v (copy c) += alpha_c * diff_{u_c} for edge (u_c, v_c) of copy c; behind a
+    post-attention norm (`shift`), an edge from a head of layer l moves in_v by
+    ``N_l(x_l + alpha_c diff_u) - N_l(x_l)`` instead (exact patching's edge, `post_norm`)."""
     n = part.shape[0]
-    hooks = []
+    hooks = [] if shift is None else shift.hooks()
+    layer_of = torch.full((graph.n_up,), -1, dtype=torch.long)
+    if shift is not None:
+        for l, h in enumerate(graph.heads_by_layer):
+            layer_of[h.start: h.stop] = l
     for ih in graph.input_hooks:
         n_recv = ih.count
         sel = ((part[:, 1] >= ih.start) & (part[:, 1] < ih.start + n_recv)).nonzero().flatten()
@@ -243,6 +254,13 @@ def _edge_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: tor
             P, d = t.shape[1], t.shape[-1]
             us, rs = part[sel, 0].to(t.device), (part[sel, 1] - ih.start).to(t.device)
             contrib = alpha[sel].to(t.dtype).view(-1, 1, 1, 1) * diff[:, :, us].permute(2, 0, 1, 3).to(t.dtype)
+            if shift is not None:   # edges from heads: through their layer's norm, at this copy's rows
+                lay = layer_of[part[sel, 0].cpu()]
+                for l in lay[lay >= 0].unique().tolist():
+                    j = (lay == l).nonzero().flatten().to(t.device)
+                    rows = (sel.to(t.device)[j, None] * B + torch.arange(B, device=t.device)).flatten()
+                    moved = shift.shift(l, rows, contrib[j].reshape(-1, P, d)).reshape(len(j), B, P, d)
+                    contrib = contrib.index_put((j,), moved.to(contrib.dtype))
             add = t.new_zeros(n, n_recv, B, P, d)
             add[sel.to(t.device), rs] = contrib                       # [k, B, P, d]
             add = add.permute(0, 2, 3, 1, 4).reshape(n * B, P, n_recv, d)
@@ -272,22 +290,45 @@ def _node_hooks(graph: Graph, part: torch.Tensor, alpha: torch.Tensor, diff: tor
     return hooks
 
 
-def _total_hooks(graph: Graph, index: torch.Tensor, alpha: torch.Tensor, diff: torch.Tensor, components: str):
+def _total_hooks(graph: Graph, index: torch.Tensor, alpha: torch.Tensor, diff: torch.Tensor, components: str,
+                 shift: PostNormShift | None = None):
     """One copy of the batch with every selected component shifted at once (one-pass reading):
     edges: ``in_v += sum_u A[u, v] diff_u`` with ``A[u_c, v_c] = alpha_c``; nodes: ``z_u +=
-    a_u diff_u`` with ``a[u_c] = alpha_c`` (alpha a leaf: d/d alpha_c is component c's term)."""
+    a_u diff_u`` with ``a[u_c] = alpha_c`` (alpha a leaf: d/d alpha_c is component c's term).
+    Behind a post-attention norm (`shift`), the heads of each layer l among v's parents move
+    in_v by ``N_l(x_l + sum_h A[h, v] diff_h) - N_l(x_l)`` instead (x_l: this run's norm input),
+    as exact patching moves it."""
     hooks = []
     if components == "edges":
         A = alpha.new_zeros(graph.n_up, graph.n_down).index_put((index[:, 0], index[:, 1]), alpha)
         picked = torch.zeros(graph.n_up, graph.n_down, dtype=torch.bool)
         picked[index[:, 0], index[:, 1]] = True
+        if shift is not None:
+            hooks += shift.hooks()
+            heads = torch.zeros(graph.n_up, dtype=torch.bool)
+            for h in graph.heads_by_layer:
+                heads[h.start: h.stop] = True
         for ih in graph.input_hooks:
             if not bool(picked[: ih.n_parents, ih.start: ih.start + ih.count].any()):
                 continue
 
             def fn(t, hook, ih=ih):
                 a = A[: ih.n_parents, ih.start: ih.start + ih.count].to(t.device, t.dtype)
-                add = torch.einsum("bpud,ur->bprd", diff[:, :, : ih.n_parents].to(t.device, t.dtype), a)
+                dif = diff[:, :, : ih.n_parents].to(t.device, t.dtype)
+                if shift is None:
+                    add = torch.einsum("bpud,ur->bprd", dif, a)
+                    return t + (add if ih.per_head else add[:, :, 0])
+                keep = (~heads[: ih.n_parents]).to(t.device, t.dtype)[:, None]
+                add = torch.einsum("bpud,ur->bprd", dif, a * keep)
+                B, P, d = dif.shape[0], dif.shape[1], dif.shape[-1]
+                for l, h in enumerate(graph.heads_by_layer):
+                    if h.stop > ih.n_parents:
+                        break
+                    D = torch.einsum("bpud,ur->rbpd", dif[:, :, h.start: h.stop], a[h.start: h.stop])
+                    n_recv = D.shape[0]
+                    rows = torch.arange(B, device=t.device).repeat(n_recv)
+                    moved = shift.shift(l, rows, D.reshape(n_recv * B, P, d)).reshape(n_recv, B, P, d)
+                    add = add + moved.permute(1, 2, 0, 3).to(add.dtype)
                 return t + (add if ih.per_head else add[:, :, 0])
             hooks.append((ih.name, fn))
         return hooks
@@ -320,7 +361,8 @@ def total_direction_derivatives(model, graph: Graph, base_tokens: torch.Tensor, 
     components. ``second=False``: the gradient alone (second derivative returned as zeros).
     """
     alpha = torch.full((index.shape[0],), float(t), dtype=diff.dtype, device=diff.device, requires_grad=True)
-    hooks = _total_hooks(graph, index, alpha, diff, components) + list(extra_hooks)
+    shift = PostNormShift(model, graph) if graph.post_attn_norm and components == "edges" else None
+    hooks = _total_hooks(graph, index, alpha, diff, components, shift) + list(extra_hooks)
     with torch.enable_grad():
         logits = model.run_with_hooks(base_tokens, fwd_hooks=hooks)
         vals = metric(logits)
@@ -347,13 +389,16 @@ def directional_derivatives(model, graph: Graph, base_tokens: torch.Tensor, diff
     """
     B = base_tokens.shape[0]
     chunk = max(1, rows_per_forward // B)
-    make = _edge_hooks if components == "edges" else _node_hooks
     d1, d2, passes = [], [], 0
     for s in range(0, index.shape[0], chunk):
         part = index[s: s + chunk]
         n = part.shape[0]
         alpha = alphas[s: s + chunk].to(diff.dtype).clone().requires_grad_(True)
-        hooks = make(graph, part, alpha, diff, B) + list(extra_hooks)
+        if components == "edges":   # a post-attention norm: head edges through it (`_edge_hooks`)
+            shift = PostNormShift(model, graph) if graph.post_attn_norm else None
+            hooks = _edge_hooks(graph, part, alpha, diff, B, shift) + list(extra_hooks)
+        else:                       # a node's output moves before any norm: additive as it is
+            hooks = _node_hooks(graph, part, alpha, diff, B) + list(extra_hooks)
         with torch.enable_grad():
             logits = model.run_with_hooks(base_tokens.repeat(n, 1), fwd_hooks=hooks)
             vals = metric(logits)
@@ -393,7 +438,6 @@ def hvp_scores(model, graph: Graph, batch: TaskBatch, metric: str | Metric = "ta
     components (default all: the whole graph) and costs 2 forwards + one forward, backward and
     double backward of B rows (``hvp_passes`` = ``n_hvps`` = 1).
     """
-    refuse_post_norm(graph, "HVP (hvp_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
     check_reading(reading)
     m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
     idx, names = _select(graph, components, edges, nodes)
@@ -427,7 +471,6 @@ def hvp_multistep_scores(model, graph: Graph, batch: TaskBatch, metric: str | Me
     `second_order_term` are the summed pieces (`corrected` their sum); `rho` is the one-step
     ratio at alpha = 0.
     """
-    refuse_post_norm(graph, "HVP (hvp_multistep_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     check_reading(reading)
@@ -485,7 +528,6 @@ def per_component_ig_scores(model, graph: Graph, batch: TaskBatch, metric: str |
     ``corrected`` hold the IG estimate, ``second_order_term`` zeros, ``rho`` NaN; cost:
     ``gradient_passes`` = `steps` per component.
     """
-    refuse_post_norm(graph, "HVP (per_component_ig_scores)", "its patches add edge differences to inputs, which a post-attention norm breaks")
     alphas, weights = ig_points(steps, rule)
     m, base, diff = _setup(model, graph, batch, metric, direction, extra_hooks)
     idx, names = _select(graph, components, edges, nodes)
@@ -520,7 +562,6 @@ def screen_flag_fix(model, graph: Graph, batch: TaskBatch, metric: str | Metric 
     components; ``df.attrs["summary"]``: mean |error| of first order / final estimate vs
     full exact patching, fraction flagged (the full exact sweep is not counted as cost).
     """
-    refuse_post_norm(graph, "HVP (screen_flag_fix)", "its patches add edge differences to inputs, which a post-attention norm breaks")
     if fix not in FIXES:
         raise ValueError(f"unknown fix {fix!r}; allowed: {FIXES}")
     check_reading(reading)
