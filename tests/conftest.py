@@ -65,6 +65,21 @@ def trained_gpt2(tmp_path_factory):
 
 def pytest_collection_modifyitems(config, items):
     _paper_data.collection_modifyitems(items)
+    items.sort(key=_heavy_first)
+
+
+# The modules with the long runs (DAG runs, notebook grading), longest first: with pytest-xdist's
+# loadscope and --no-loadscope-reorder (pyproject addopts) the workers take modules in this order,
+# so the long ones start at once on different workers and the short ones fill in around them
+# (xdist's default order, most tests first, started them last). Measured with --durations.
+HEAVY_FIRST = ("test_dag_smoke.py", "test_dag_paper.py", "test_course_notebooks.py", "test_shards_dag.py",
+               "test_mib_profile.py", "test_dag.py", "test_resume.py", "test_shortformer.py")
+
+
+def _heavy_first(item) -> int:
+    """Sort key: the module's place in HEAVY_FIRST, the rest after it in their own order (sort is stable)."""
+    name = item.path.name
+    return HEAVY_FIRST.index(name) if name in HEAVY_FIRST else len(HEAVY_FIRST)
 
 
 @pytest.hookimpl(hookwrapper=True)

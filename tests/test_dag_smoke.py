@@ -72,17 +72,11 @@ def test_every_rule_writes_its_outputs(smoke):
 
 
 @pytest.mark.slow
-def test_rerun_recomputes_nothing(smoke):
-    """Only the target rule `all` (the claims gate, no output) is scheduled."""
-    again = _run(["-n", "--cores", "1", *SNAKE], smoke)
-    assert again.returncode == 0
-    assert _scheduled(again.stdout + again.stderr) == {"all"}, (again.stdout + again.stderr)[-3000:]
-
-
-@pytest.mark.slow
 def test_strict_gate_decides_on_noop_reruns(smoke, tmp_path):
-    """The strict gate decides on every invocation, a no-op rerun included (issue: it sat in a job
-    Snakemake skipped and exited 0 with claims failing): computed from the claims' outcomes."""
+    """A rerun recomputes nothing (only the target rule `all`, the claims gate with no output, is
+    scheduled), and the strict gate decides on every invocation, that no-op rerun included (issue:
+    it sat in a job Snakemake skipped and exited 0 with claims failing): computed from the claims'
+    outcomes."""
     from attrpatch.repro.claims import check_claims, load_claims
 
     snake = ["--cores", "1", *SNAKE]
