@@ -128,25 +128,34 @@ def write_score_shard(path, index: int, count: int, parts: Mapping[str, Mapping[
                     "parts": {k: {m: dict(d) for m, d in v.items()} for k, v in parts.items()}}, tmp)
 
 
+def _load_run_shards(paths: Sequence, kind: str, what: str, writer: str,
+                     weights_only: bool = True) -> list[tuple[str, dict]]:
+    """[(path, content)] of the shard files of one run, each written by `writer` with this `kind`.
+    Refuses another kind of file, no files, files of runs with other shard counts, and a shard given
+    twice or missing; `what` names the shards in the messages."""
+    docs = []
+    for p in paths:
+        d = torch.load(p, weights_only=weights_only)
+        if not isinstance(d, dict) or d.get("kind") != kind:
+            article = "an" if what[0] in "AEIOUaeiou" else "a"
+            raise ValueError(f"{p}: not {article} {what} shard written by attrpatch.repro.shards.{writer}")
+        docs.append((str(p), d))
+    if not docs:
+        raise ValueError(f"no {what} shards to gather")
+    counts = {d["count"] for _, d in docs}
+    if len(counts) != 1:
+        raise ValueError(f"{what} shards of different runs (shard counts {sorted(counts)})")
+    got = sorted(d["index"] for _, d in docs)
+    if got != list(range(counts.pop())):
+        raise ValueError(f"{what} shards {got}: need each of 0..{len(docs) - 1} once ({[p for p, _ in docs]})")
+    return docs
+
+
 def gather_score_shards(paths: Sequence) -> dict[str, dict[str, dict]]:
     """{key: {method: {"scores", "seconds"}}}: every shard file of one run put back together (the
     weighted sum, `gather_prompt_scores`; seconds summed). Refuses files of another run (shard
     counts differ), a shard given twice or missing, and files whose keys or methods differ."""
-    docs = []
-    for p in paths:
-        d = torch.load(p, weights_only=True)
-        if not isinstance(d, dict) or d.get("kind") != "prompt_scores":
-            raise ValueError(f"{p}: not a prompt-score shard written by attrpatch.repro.shards.write_score_shard")
-        docs.append((str(p), d))
-    if not docs:
-        raise ValueError("no prompt-score shards to gather")
-    counts = {d["count"] for _, d in docs}
-    if len(counts) != 1:
-        raise ValueError(f"prompt-score shards of different runs (shard counts {sorted(counts)})")
-    got = sorted(d["index"] for _, d in docs)
-    if got != list(range(counts.pop())):
-        raise ValueError(f"prompt-score shards {got}: need each of 0..{len(docs) - 1} once "
-                         f"({[p for p, _ in docs]})")
+    docs = _load_run_shards(paths, "prompt_scores", "prompt-score", "write_score_shard")
     layout = {p: {k: sorted(v) for k, v in d["parts"].items()} for p, d in docs}
     if len({repr(v) for v in layout.values()}) != 1:
         raise ValueError(f"prompt-score shards score different tasks or methods: {layout}")
@@ -186,20 +195,7 @@ def read_parts_shards(paths: Sequence) -> dict[str, list[tuple[dict, float]]]:
     """{key: [(parts, weight) of every shard]} from the files `write_parts_shard` wrote, for the
     computation's own gather (weights summing to 1 is its check). Refuses files of another run,
     a shard given twice or missing, and shards of different keys."""
-    docs = []
-    for p in paths:
-        d = torch.load(p, weights_only=True)
-        if not isinstance(d, dict) or d.get("kind") != "prompt_parts":
-            raise ValueError(f"{p}: not a prompt-parts shard written by attrpatch.repro.shards.write_parts_shard")
-        docs.append(d)
-    if not docs:
-        raise ValueError("no prompt-parts shards to gather")
-    counts = {d["count"] for d in docs}
-    if len(counts) != 1:
-        raise ValueError(f"prompt-parts shards of different runs (shard counts {sorted(counts)})")
-    got = sorted(d["index"] for d in docs)
-    if got != list(range(counts.pop())):
-        raise ValueError(f"prompt-parts shards {got}: need each of 0..{len(docs) - 1} once")
+    docs = [d for _, d in _load_run_shards(paths, "prompt_parts", "prompt-parts", "write_parts_shard")]
     keys = {tuple(sorted(d["parts"])) for d in docs}
     if len(keys) != 1:
         raise ValueError(f"prompt-parts shards hold different tasks or models: {sorted(keys)}")
@@ -359,20 +355,8 @@ def gather_run_shards(paths: Sequence, sweeps: Mapping[str, Sequence[float]]) ->
     order (`gather_taus`: every (key, tau) run exactly once); a sweep's forward passes and wall
     time are its pieces' sums. Refuses files of another run (shard counts differ), a shard
     given twice or missing, and keys the sweeps do not name."""
-    docs = []
-    for p in paths:
-        d = torch.load(p, weights_only=False)   # our own file: AcdcResult objects
-        if not isinstance(d, dict) or d.get("kind") != "acdc_runs":
-            raise ValueError(f"{p}: not an ACDC run shard written by attrpatch.repro.shards.write_run_shard")
-        docs.append(d)
-    if not docs:
-        raise ValueError("no ACDC run shards to gather")
-    counts = {d["count"] for d in docs}
-    if len(counts) != 1:
-        raise ValueError(f"ACDC run shards of different runs (shard counts {sorted(counts)})")
-    got = sorted(d["index"] for d in docs)
-    if got != list(range(counts.pop())):
-        raise ValueError(f"ACDC run shards {got}: need each of 0..{len(docs) - 1} once")
+    docs = [d for _, d in _load_run_shards(paths, "acdc_runs", "ACDC run", "write_run_shard",
+                                           weights_only=False)]    # our own file: AcdcResult objects
     extra = sorted({k for d in docs for k in d["parts"]} - set(sweeps))
     if extra:
         raise ValueError(f"ACDC run shards hold sweeps {extra} this run does not make; it makes {sorted(sweeps)}")
