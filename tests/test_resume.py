@@ -13,7 +13,7 @@ Snakemake is started with SIGINT at its default action. A process started in the
 non-interactive shell (``pytest ... &``, a CI runner, nohup) inherits SIGINT *ignored*; Python
 then installs no KeyboardInterrupt handler and Snakemake never sees the interrupt. That, not
 timing, is why earlier versions of this test failed in some full-suite runs (found with
-/proc/<pid>/status: SigIgn had bit 2 set).
+/proc/<pid>/status: SigIgn had the bit of signal 2, SIGINT, set).
 """
 import os
 
