@@ -27,7 +27,7 @@ from .progress import tqdm
 from .activations import capture_outputs, output_override_hooks
 from .graph import Graph
 from .metrics import Metric, check_finite, task_metric
-from .post_norm import post_norm_hook, post_norm_module
+from .post_norm import PostNormInputs
 from .prefix import Recorder
 from .tasks.base import TaskBatch
 from .validate import check_batch_fits, integer
@@ -55,18 +55,11 @@ class _PostNormPatch:
     ``k * B + b`` get row b, `activations.frozen_hooks`) still lines up."""
 
     def __init__(self, model, graph: Graph, C: int, B: int):
-        self.model, self.graph, self.C, self.B = model, graph, C, B
-        self.norm_in: dict[int, torch.Tensor] = {}
-        self.inside = False
+        self.graph, self.C, self.B = graph, C, B
+        self.norms = PostNormInputs(model, graph)
 
     def hooks(self) -> list:
-        def cap(l):
-            def fn(t, hook):
-                if not self.inside:  # not the calls made by `delta` itself
-                    self.norm_in[l] = t
-                return t
-            return fn
-        return [(post_norm_hook(l, "in"), cap(l)) for l in range(self.graph.n_layers)]
+        return self.norms.hooks()
 
     def split(self, m: torch.Tensor, source: torch.Tensor, current_all):
         """(m with head rows zeroed, fn(t, ih) -> the heads' delta at that input)."""
@@ -87,16 +80,11 @@ class _PostNormPatch:
             for l, h in layers:
                 src = source[:, :, h.start: h.stop].to(t.device, t.dtype)
                 D = torch.einsum("cuv,cbpud->vcbpd", mh[l].to(t.dtype), src.unsqueeze(0) - cur[:, :, :, h.start: h.stop])
-                x = self.norm_in[l]                                      # [C*B, P, d]
+                x = self.norms.input(l)                                  # [C*B, P, d]
                 P, d = x.shape[1], x.shape[-1]
                 x = x.reshape(1, C, B, P, d)
-                norm = post_norm_module(self.model, l)
-                self.inside = True
-                try:
-                    y1 = norm((x + D).reshape(n_recv * C * B, P, d))
-                    y0 = norm(x.expand(n_recv, C, B, P, d).reshape(n_recv * C * B, P, d))
-                finally:
-                    self.inside = False
+                y1, y0 = self.norms.apply(l, (x + D).reshape(n_recv * C * B, P, d),
+                                          x.expand(n_recv, C, B, P, d).reshape(n_recv * C * B, P, d))
                 dl = (y1 - y0).reshape(n_recv, C, B, P, d).permute(1, 2, 3, 0, 4)   # [C, B, P, n_recv, d]
                 total = dl if total is None else total + dl
             total = total.reshape(C * B, P, n_recv, d).to(t.dtype)

@@ -121,34 +121,50 @@ class PostNormTape:
         return out.permute(1, 2, 0, 3).to(grad.dtype)
 
 
-class PostNormShift:
-    """Each layer's post-attention norm input in one (stacked) run, and the move of the norm's
-    output when its heads' sum moves by D: ``N_l(x_l + D) - N_l(x_l)``, through the model's own
-    module, differentiable in D (HVP's directional derivatives of an edge patch take f' and
-    f'' through it: the norm's Jacobian and its curvature both come from autograd)."""
+class PostNormInputs:
+    """Each layer's post-attention norm input in one (stacked) run (`hooks`), and the norm applied
+    to tensors of the caller's (`apply`) through the model's own module, hooks live (a frozen
+    scale stays frozen), without those calls overwriting the captured inputs. Shared by exact
+    patching's head-edge patches (`patching`) and HVP's (`PostNormShift`)."""
 
     def __init__(self, model, graph: Graph):
         self.model, self.graph = model, graph
         self.x: dict[int, torch.Tensor] = {}
-        self.inside = False
+        self._inside = False
 
     def hooks(self) -> list:
         def keep(l):
             def fn(t, hook):
-                if not self.inside:   # not the calls made by `shift` itself
+                if not self._inside:   # not the calls made by `apply` itself
                     self.x[l] = t
                 return t
             return fn
         return [(post_norm_hook(l, "in"), keep(l)) for l in range(self.graph.n_layers)]
 
+    def input(self, l: int) -> torch.Tensor:
+        if l not in self.x:
+            raise RuntimeError(f"layer {l}'s {POST_NORM} input hook did not fire: {type(self).__name__}.hooks() must be in the run")
+        return self.x[l]
+
+    def apply(self, l: int, *xs: torch.Tensor) -> list[torch.Tensor]:
+        """Layer l's norm of each of `xs`."""
+        norm = post_norm_module(self.model, l)
+        self._inside = True
+        try:
+            return [norm(x) for x in xs]
+        finally:
+            self._inside = False
+
+
+class PostNormShift(PostNormInputs):
+    """The move of a layer's post-attention norm output when its heads' sum moves by D:
+    ``N_l(x_l + D) - N_l(x_l)``, through the model's own module, differentiable in D (HVP's
+    directional derivatives of an edge patch take f' and f'' through it: the norm's Jacobian and
+    its curvature both come from autograd)."""
+
     def shift(self, l: int, rows: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
         """``N_l(x[rows] + D) - N_l(x[rows])`` for rows of the run's batch axis; D [len(rows), P, d]."""
-        if l not in self.x:
-            raise RuntimeError(f"layer {l}'s {POST_NORM} input hook did not fire: PostNormShift.hooks() must be in the run")
-        x = self.x[l][rows.to(self.x[l].device)]
-        norm = post_norm_module(self.model, l)
-        self.inside = True
-        try:
-            return norm(x + D.to(x.dtype)) - norm(x)
-        finally:
-            self.inside = False
+        x = self.input(l)
+        x = x[rows.to(x.device)]
+        y1, y0 = self.apply(l, x + D.to(x.dtype), x)
+        return y1 - y0
