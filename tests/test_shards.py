@@ -1,6 +1,7 @@
 """Scatter/gather (attrpatch.repro.shards): the gathered result equals the unsharded one, in float64
 on a tiny random model, for each kind of shard; a missing or repeated shard is rejected."""
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -197,7 +198,6 @@ def test_eap_acdc_shard_jobs_gather_to_the_unsharded_runs(model, tmp_path):
     """experiments/eap_acdc.py's own shard job (`write_shard`: its slice of the task x keep fraction
     x tau runs, EAP recomputed per job) on a float64 random model, gathered, gives every run of the
     unsharded loop (`run_sweep` per fraction over all taus), with ACDC's q/k/v direct edges."""
-    from types import SimpleNamespace
     import runpy
 
     from attrpatch.methods.acdc import make_patcher
@@ -218,15 +218,21 @@ def test_eap_acdc_shard_jobs_gather_to_the_unsharded_runs(model, tmp_path):
     full = {key: exp["run_sweep"](run, scores, d_scores, uni, f, spec["taus"], patcher, True)
             for key, _, f in acdc_keys(spec, "eap_acdc")}
     assert sorted(full) == ["t/f=0.3", "t/f=1"]
-    paths = [tmp_path / f"a{i}.pt" for i in range(3)]
+    _run_shards_gather_to(exp, ctx, full, spec["taus"], tmp_path / "a", 3)
+    # the fractions keep different subgraphs: the runs differ (the comparison can fail)
+    assert [r.forward_passes for r in full["t/f=0.3"].results] != [r.forward_passes for r in full["t/f=1"].results]
+
+
+def _run_shards_gather_to(exp, ctx, full, taus, stem, k):
+    """The experiment's own shard job (`write_shard`) run as k shards, gathered: each sweep's runs
+    are `full`'s, direct-edge masks included."""
+    paths = [stem.with_name(f"{stem.name}{i}.pt") for i in range(k)]
     for i, p in enumerate(paths):
-        exp["write_shard"](ctx, SimpleNamespace(shard=i, shards=3, out=p), True)
-    got = gather_run_shards(paths, {key: spec["taus"] for key in full})
+        exp["write_shard"](ctx, SimpleNamespace(shard=i, shards=k, out=p), True)
+    got = gather_run_shards(paths, {key: taus for key in full})
     for key in full:
         _same_runs(got[key].results, full[key].results)
         assert all(torch.equal(a.direct, b.direct) for a, b in zip(got[key].results, full[key].results))
-    # the fractions keep different subgraphs: the runs differ (the comparison can fail)
-    assert [r.forward_passes for r in full["t/f=0.3"].results] != [r.forward_passes for r in full["t/f=1"].results]
 
 
 def _numbers_close(a, b, path=""):
@@ -296,7 +302,6 @@ def test_eap_roc_shard_jobs_gather_to_the_unsharded_sweeps(model, attn_model, tm
     ACDC metric x tau runs) on two float64 random models of different cost, gathered, gives the
     unsharded sweeps (`acdc_sweep` per task and metric over every tau, as its main loop runs),
     with ACDC's q/k/v direct edges and an acdc_max_edges universe."""
-    from types import SimpleNamespace
     import runpy
 
     from attrpatch.repro.cost import acdc_keys, acdc_runs
@@ -316,10 +321,4 @@ def test_eap_roc_shard_jobs_gather_to_the_unsharded_sweeps(model, attn_model, tm
     full = {key: acdc_sweep(r.model, r.graph, r.batch, spec["taus"], metric=exp["ACDC_METRIC"][m], progress=False,
                             edges=exp["acdc_edges"](r), direct=True)
             for key, t, m in acdc_keys(spec, "eap_roc") for r in [runs[t]]}
-    paths = [tmp_path / f"roc{i}.pt" for i in range(5)]
-    for i, p in enumerate(paths):
-        exp["write_shard"](ctx, SimpleNamespace(shard=i, shards=5, out=p), True)
-    got = gather_run_shards(paths, {key: spec["taus"] for key in full})
-    for key in full:
-        _same_runs(got[key].results, full[key].results)
-        assert all(torch.equal(a.direct, b.direct) for a, b in zip(got[key].results, full[key].results))
+    _run_shards_gather_to(exp, ctx, full, spec["taus"], tmp_path / "roc", 5)
