@@ -198,3 +198,19 @@ def test_hvp_study_runs_the_passes_the_model_counts(fresh, monkeypatch):
     exact = C.method_passes("exact", n_edges=n_top + n_random).forwards
     assert want.forwards - exact < got["forwards"] <= want.forwards, (got, want)
     assert C.hvp_study_passes([1], n_top + n_random).backwards != got["backwards"]
+
+
+def test_readme_cost_table_is_the_cost_models():
+    """README's GPU-hours table was copied from `python -m attrpatch.repro.cost --profile paper`:
+    each row's numbers are the model's, rounded as printed (a changed config or cost rule that is
+    not re-rendered there fails here)."""
+    import re
+
+    rows = {r["experiment"]: r for r in C.profile_costs(load_profile("paper", root=ROOT))}
+    lines = [ln for ln in (ROOT / "README.md").read_text().splitlines() if re.match(r"\| (\w+) \(", ln)]
+    table = {ln.split()[1]: [c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.split()[1] in rows}
+    assert set(table) == set(rows), sorted(table)
+    for exp, cells in table.items():
+        r = rows[exp]
+        assert cells[2:] == [f"{r['split_gpu_h']:.2f}", f"{r['whole_gpu_h']:.2f}", str(r["set_shards"]),
+                             f"{r['gpu_h_per_shard']:.2f}"], (exp, cells)
